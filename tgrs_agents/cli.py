@@ -1,0 +1,120 @@
+"""The ``tgrs`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import TgrsError
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(stderr=False)
+    t = Table(title=f"tgrs curate: {out}")
+    for col in ("teacher", "calls", "saved", "cache hits", "errors", "passed", "cost $"):
+        t.add_column(col, justify="right" if col != "teacher" else "left")
+    for name, st in summary["teachers"].items():
+        t.add_row(name, str(st["calls"]), str(st["calls_saved"]), str(st["cache_hits"]),
+                  str(st["errors"]), str(st["passed"]), f"{st['cost_usd']:.4f}")
+    con.print(t)
+    s = summary
+    con.print(
+        f"input lines {s['input_lines']}, valid {s['valid']}, [green]accepted {s['accepted']}[/], "
+        f"rejected {s['rejected']}, invalid {s['invalid']}, failed {s['failed']}, pending "
+        f"{s['pending']}; calls {s['calls']} (saved {s['calls_saved']}); {s['wall_s']:.1f}s"
+    )
+    if s.get("stopped"):
+        con.print(f"[yellow]stopped early ({s['stopped']}): run the same command again to resume")
+    con.print(f"outputs in {out}/ (accepted.jsonl, rejected.jsonl, verdicts.jsonl, summary.json)")
+
+
+def _curate(args: argparse.Namespace) -> int:
+    from .config import load_panel
+    from .events import EventBus
+    from .pipeline import CurateOptions, CurateRun
+    from .progress import Progress, count_lines
+
+    overrides = {"policy": args.policy, "k": args.k, "threshold": args.threshold}
+    panel = load_panel(args.panel, overrides=overrides)
+    bus = EventBus()
+    opts = CurateOptions(max_in_flight=args.max_in_flight, force=args.force)
+    run = CurateRun(args.input, panel, args.out, options=opts, bus=bus)
+    total = count_lines(args.input) if Path(args.input).is_file() else None
+    progress = Progress(total, live=None if not args.quiet else False,
+                        interval_s=args.log_interval)
+    if not args.quiet:
+        bus.subscribe(progress)
+    try:
+        with progress:
+            summary = asyncio.run(run.run())
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {args.out} is resumable; run the same command again", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, Path(args.out))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Curate a generated file of calculator-agent trajectories with the shipped verifier panel."""
+    from .assets import asset_path
+    from .synth import write_synthetic
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "input.jsonl"
+    if not data.exists():
+        write_synthetic(data, args.n, seed=0, bad_every=97)
+    panel = asset_path("teachers/panel-verifiers.toml")
+    ns = argparse.Namespace(input=str(data), panel=str(panel), out=str(out / "curate"),
+                            policy=None, k=None, threshold=None, max_in_flight=256, force=False,
+                            quiet=False, json=False, log_interval=2.0)
+    return _curate(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tgrs", description="teacher-guided rejection sampling")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("curate", help="judge a JSONL file of trajectories with a panel of teachers")
+    c.add_argument("input", help="JSONL file, one trajectory per line")
+    c.add_argument("--panel", required=True, help="panel TOML file (see teachers/)")
+    c.add_argument("--out", required=True, help="run directory (resumable)")
+    c.add_argument("--policy", choices=["unanimous", "majority", "k_of_n", "mean_score",
+                                        "weighted_mean"], help="override the panel's policy")
+    c.add_argument("--k", type=int, help="k for --policy k_of_n")
+    c.add_argument("--threshold", type=float, help="threshold for mean_score / weighted_mean")
+    c.add_argument("--max-in-flight", type=int, default=256, help="candidates judged at once")
+    c.add_argument("--force", action="store_true",
+                   help="archive an incompatible run in --out and start afresh")
+    c.add_argument("--quiet", action="store_true", help="no progress display")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.add_argument("--log-interval", type=float, default=5.0,
+                   help="seconds between progress lines when not on a terminal")
+    c.set_defaults(fn=_curate)
+    d = sub.add_parser("demo", help="run the built-in demo")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--n", type=int, default=2000, help="trajectories to generate")
+    d.set_defaults(fn=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except TgrsError as e:
+        print(f"tgrs: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
