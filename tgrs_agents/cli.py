@@ -43,8 +43,11 @@ def _curate(args: argparse.Namespace) -> int:
 
     overrides = {"policy": args.policy, "k": args.k, "threshold": args.threshold}
     panel = load_panel(args.panel, overrides=overrides)
+    if args.dry_run:
+        return _dry_run(args, panel)
     bus = EventBus()
-    opts = CurateOptions(max_in_flight=args.max_in_flight, force=args.force)
+    opts = CurateOptions(max_in_flight=args.max_in_flight, force=args.force,
+                         budget_usd=args.budget_usd, cache=not args.no_cache, cache_path=args.cache)
     run = CurateRun(args.input, panel, args.out, options=opts, bus=bus)
     total = count_lines(args.input) if Path(args.input).is_file() else None
     progress = Progress(total, live=None if not args.quiet else False,
@@ -64,6 +67,31 @@ def _curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(args: argparse.Namespace, panel: Any) -> int:
+    from .cache import Ledger
+    from .dryrun import dry_run
+    from .services import Services
+
+    services = Services(ledger=None if args.no_cache else Ledger(args.cache))
+    try:
+        report = asyncio.run(dry_run(Path(args.input), panel, Path(args.out), services)).to_json()
+    finally:
+        services.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"dry run: {report['candidates']} candidates to judge ({report['already_done']} already "
+          f"done, {report['invalid']} invalid lines)")
+    print(f"  decided without a paid call: {report['decided_without_paid_calls']}")
+    for name, t in report["teachers"].items():
+        print(f"  {name}: at most {t['calls']} calls (~{t['input_tokens']:,} in / "
+              f"{t['output_tokens']:,} out tokens), {t['cache_hits']} cached, at most "
+              f"${t['cost_usd']:.4f}")
+    print(f"  total: at most {report['paid_calls_at_most']} paid calls, at most "
+          f"${report['cost_usd_at_most']:.4f}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Curate a generated file of calculator-agent trajectories with the shipped verifier panel."""
     from .assets import asset_path
@@ -75,9 +103,8 @@ def _demo(args: argparse.Namespace) -> int:
     if not data.exists():
         write_synthetic(data, args.n, seed=0, bad_every=97)
     panel = asset_path("teachers/panel-verifiers.toml")
-    ns = argparse.Namespace(input=str(data), panel=str(panel), out=str(out / "curate"),
-                            policy=None, k=None, threshold=None, max_in_flight=256, force=False,
-                            quiet=False, json=False, log_interval=2.0)
+    ns = build_parser().parse_args(["curate", str(data), "--panel", str(panel),
+                                    "--out", str(out / "curate"), "--log-interval", "2"])
     return _curate(ns)
 
 
@@ -95,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-in-flight", type=int, default=256, help="candidates judged at once")
     c.add_argument("--force", action="store_true",
                    help="archive an incompatible run in --out and start afresh")
+    c.add_argument("--budget-usd", type=float, default=None,
+                   help="stop starting paid calls before spending would pass this (resumable)")
+    c.add_argument("--no-cache", action="store_true", help="do not use the verdict ledger")
+    c.add_argument("--cache", default=None,
+                   help="verdict ledger file (default: ~/.cache/tgrs-agents/verdicts.sqlite)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="print the expected paid calls and cost, call nothing")
     c.add_argument("--quiet", action="store_true", help="no progress display")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.add_argument("--log-interval", type=float, default=5.0,

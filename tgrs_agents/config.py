@@ -115,6 +115,10 @@ def teacher_config(
     if "include" in data:
         inc = Path(str(data.pop("include")))
         inc = inc if inc.is_absolute() else base_dir / inc
+        if not inc.is_file():
+            raise ConfigError(
+                f"included teacher file not found: {inc}", file=source, field=f"{where}.include"
+            )
         data = {**_read_toml(inc, what="included teacher"), **data}
     kind = data.get("kind")
     if not isinstance(kind, str):
@@ -132,7 +136,9 @@ def teacher_config(
     except ValidationError as e:
         loc, msg = pydantic_problem(e)
         name = data.get("name")
-        label = f"{where}.{loc}" + (f" (teacher {name!r})" if isinstance(name, str) else "")
+        label = (f"{where}.{loc}" if loc else where) + (
+            f" (teacher {name!r})" if isinstance(name, str) else ""
+        )
         raise ConfigError(msg, file=source, field=label) from None
 
 

@@ -16,6 +16,7 @@ never formatted into a message.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class TgrsError(Exception):
@@ -86,12 +87,16 @@ class TeacherError(TgrsError):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        kind: str = "error",
+        usage: Any = None,
     ) -> None:
         self.teacher = teacher
         self.attempt = attempt
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.kind = kind  # rate_limit | server | timeout | connection | malformed | auth | bad_request | error
+        self.usage = usage  # tokens billed by a failed attempt (malformed output is still paid for)
         super().__init__(message)
 
 

@@ -49,6 +49,10 @@ def explain(err: ValidationError) -> tuple[str | None, str]:
         return field, "required field is missing"
     if kind == "literal_error":
         return field, f"expected one of {ctx.get('expected')}; got {got!r}"
+    if field and field.endswith("content") and kind in ("string_type", "list_type", "dict_type"):
+        return field, "expected a string, a list of content-part objects, or null"
+    if kind == "string_too_short":
+        return field, "expected a non-empty string"
     if kind == "too_short":
         return field, "expected a non-empty list" if isinstance(got, list) else "expected a non-empty string"
     if kind == "string_type":

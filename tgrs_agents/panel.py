@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from .errors import TeacherError
+from .errors import BudgetExhausted, TeacherError
 from .policy import Policy
-from .types import Candidate, Decision, Verdict
+from .types import Candidate, Decision, Usage, Verdict
 
 VerdictHook = Callable[[str, Verdict], None]
 
@@ -26,6 +26,7 @@ VerdictHook = Callable[[str, Verdict], None]
 @dataclass(slots=True)
 class TeacherStats:
     calls: int = 0
+    requests: int = 0
     errors: int = 0
     passed: int = 0
     saved: int = 0
@@ -38,6 +39,7 @@ class TeacherStats:
 
     def add(self, v: Verdict) -> None:
         self.calls += 1
+        self.requests += v.usage.requests
         self.errors += v.error is not None
         self.passed += v.passed and v.error is None
         self.cache_hits += v.cached
@@ -50,6 +52,7 @@ class TeacherStats:
         return {
             "calls": self.calls,
             "calls_saved": self.saved,
+            "requests": self.requests,
             "cache_hits": self.cache_hits,
             "reused_from_journal": self.reused,
             "errors": self.errors,
@@ -79,14 +82,19 @@ class Panel:
         }
 
     @classmethod
-    def from_config(cls, cfg: Any) -> Panel:
-        """Build every teacher of a :class:`~tgrs_agents.config.PanelConfig`."""
+    def from_config(cls, cfg: Any, services: Any = None) -> Panel:
+        """Build every teacher of a :class:`~tgrs_agents.config.PanelConfig`.
+
+        Paid teachers are wrapped by ``services`` (limits, retries, cost, cache).
+        """
         from pathlib import Path
 
+        from .services import Services
         from .teachers.base import BuildContext, teacher_class
 
+        services = services or Services()
         ctx = BuildContext(base_dir=Path(cfg.base_dir), source=cfg.source)
-        teachers = [teacher_class(t.kind)(t, ctx) for t in cfg.teachers]
+        teachers = [services.wrap(teacher_class(t.kind)(t, ctx)) for t in cfg.teachers]
         return cls(teachers, cfg.build_policy())
 
     async def aclose(self) -> None:
@@ -102,7 +110,11 @@ class Panel:
                 async with self._sems[teacher.name]:
                     v = await teacher.judge(cand)
         except TeacherError as e:
-            v = Verdict.failure(teacher.name, str(e), latency_s=time.perf_counter() - t0)
+            usage = e.usage if isinstance(e.usage, Usage) else None
+            v = Verdict.failure(teacher.name, str(e), latency_s=time.perf_counter() - t0,
+                                usage=usage)
+        except BudgetExhausted:
+            raise  # not this teacher's failure: the run must stop starting calls
         except Exception as e:  # noqa: BLE001 - a teacher bug must not crash the run
             msg = f"{type(e).__name__}: {e}"
             v = Verdict.failure(teacher.name, msg, latency_s=time.perf_counter() - t0)
@@ -110,6 +122,13 @@ class Panel:
             v = v.model_copy(update={"latency_s": time.perf_counter() - t0})
         self.stats[teacher.name].add(v)
         return v
+
+    async def _call_or_stop(self, teacher: Any, cand: Candidate) -> Verdict | BudgetExhausted:
+        """Like ``_call``, but a refused budget is returned, so sibling calls in flight finish."""
+        try:
+            return await self._call(teacher, cand)
+        except BudgetExhausted as e:
+            return e
 
     def _stop(self, outcome: bool | None) -> bool:
         if outcome is None:
@@ -160,9 +179,16 @@ class Panel:
                 record(await self._call(slow[0], cand))
                 continue
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._call(t, cand)) for t in slow]
+                tasks = [tg.create_task(self._call_or_stop(t, cand)) for t in slow]
+            stop = None
             for task in tasks:
-                record(task.result())
+                r = task.result()
+                if isinstance(r, BudgetExhausted):
+                    stop = r
+                else:
+                    record(r)
+            if stop is not None:  # the calls that did start were kept (and are journaled)
+                raise stop
 
         saved = tuple(t.name for t in self.teachers if t.name not in verdicts)
         for name in saved:

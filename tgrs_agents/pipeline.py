@@ -29,9 +29,13 @@ from .events import (
     RunStopped,
     VerdictReceived,
 )
+from .cache import Ledger
+from .cost import Budget
+from .errors import BudgetExhausted
 from .ingest import IdIndex, Invalid, read_chunks
 from .panel import Panel
 from .policy import select_best_k
+from .services import Services
 from .store import RunStore, iter_jsonl, verdict_record
 from .types import Candidate, Decision, Verdict
 
@@ -42,6 +46,9 @@ class CurateOptions:
     force: bool = False
     commit_interval_s: float = 0.25
     summary_interval_s: float = 2.0
+    budget_usd: float | None = None
+    cache: bool = True
+    cache_path: str | None = None  # default: the user's cache directory (see tgrs_agents.cache)
 
 
 _DONE = object()
@@ -69,6 +76,7 @@ class CurateRun:
         self.counts = {"input_lines": 0, "valid": 0, "accepted": 0, "rejected": 0, "invalid": 0,
                        "failed": 0, "passed": 0}
         self.stopped: str | None = None
+        self.services = Services()
         self._t0 = time.monotonic()
         self._wall_before = 0.0
 
@@ -78,7 +86,12 @@ class CurateRun:
             from .errors import ConfigError
 
             raise ConfigError("input file not found", file=self.input)
-        self.panel = self.panel or Panel.from_config(self.cfg)  # fail fast, before touching DIR
+        if self.panel is None:  # build first: a bad teacher or missing key fails before DIR is touched
+            self.services = Services(
+                budget=Budget(self.opts.budget_usd),
+                ledger=Ledger(self.opts.cache_path) if self.opts.cache else None,
+            )
+            self.panel = Panel.from_config(self.cfg, self.services)
         state = self.store.open(
             panel_toml=self.cfg.to_toml(), panel_fp=self.cfg.fingerprint(),
             input_path=self.input, force=self.opts.force,
@@ -86,9 +99,12 @@ class CurateRun:
         for name, st in state.stats.items():
             if name in self.panel.stats:
                 self.panel.stats[name] = st
+        self.services.budget.spent_usd = sum(st.cost_usd for st in state.stats.values())
         for k in ("accepted", "rejected", "invalid", "passed"):
             self.counts[k] = state.counts[k]
-        self.counts["valid"] = state.counts["accepted"] + state.counts["rejected"] + state.counts["passed"]
+        if self.store.finalized():  # passed.jsonl was already split into accepted and rejected
+            self.counts["passed"] = 0
+        self.counts["valid"] = self.counts["accepted"] + self.counts["rejected"] + self.counts["passed"]
         self._wall_before = state.wall_s
         self._prior = state.prior
         self.bus.subscribe(self._journal)
@@ -113,6 +129,7 @@ class CurateRun:
             self.store.close(wall_s=summary["wall_s"])
             self.store.write_summary(summary)
             await self.panel.aclose()
+            self.services.close()
         return summary
 
     async def _stages(self, state: Any, index: IdIndex) -> None:
@@ -130,6 +147,8 @@ class CurateRun:
     async def _reader(self, state: Any, index: IdIndex, todo: asyncio.Queue[Any],
                       results: asyncio.Queue[Any], n_workers: int) -> None:
         for lines_read, chunk in read_chunks(self.input, state.done, index):
+            if self.stopped:
+                break
             self.counts["input_lines"] = lines_read
             for line, item in chunk:
                 if isinstance(item, Invalid):
@@ -146,10 +165,38 @@ class CurateRun:
         assert self.panel is not None
         while (item := await todo.get()) is not _DONE:
             line, cand = item
-            decision, _ = await self.panel.judge(
-                cand, self._prior.pop(line, None), on_verdict=self._verdict_hook(line)
-            )
+            if self.stopped:
+                continue  # left pending for the next run
+            prior = self._prior.pop(line, None)
+            try:
+                decision, _ = await self.panel.judge(cand, prior,
+                                                     on_verdict=self._verdict_hook(line))
+            except BudgetExhausted as e:
+                self.stopped = f"budget: {e}"
+                continue
+            if prior and decision.decided_by is None and decision.accepted is not None:
+                decision = decision.model_copy(update={"decided_by": self._decided_by(decision)})
             await results.put((line, (cand, decision)))
+
+    def _decided_by(self, d: Decision) -> str | None:
+        """The teacher whose verdict fixed ``d``'s outcome, replaying its verdicts in call order.
+
+        The panel leaves ``decided_by`` unset when verdicts reused from a killed session already
+        fix the outcome; an uninterrupted run would have named the teacher, so name it here.
+        """
+        assert self.panel is not None
+        policy = self.panel.policy
+        by_name = {v.teacher: v for v in d.verdicts}
+        heard: dict[str, Verdict] = {}
+        # the panel's call order: by cost_rank; within a rank, inline teachers before the others
+        for t in sorted(self.panel.teachers, key=lambda t: (t.cost_rank, not t.inline)):
+            if t.name not in by_name:
+                continue
+            heard[t.name] = by_name[t.name]
+            outcome = policy.decide(heard)
+            if outcome is False or (outcome is True and policy.best_k is None):
+                return t.name
+        return None
 
     def _verdict_hook(self, line: int) -> Callable[[str, Verdict], None]:
         def hook(cand_id: str, v: Verdict) -> None:
@@ -204,6 +251,7 @@ class CurateRun:
         keep, dropped = select_best_k(rows, self.cfg.best_k)
         self.counts["accepted"] = self.store.finalize_best_k(keep, dropped)
         self.counts["rejected"] += len(dropped)
+        self.counts["passed"] = 0  # each passed candidate is now counted as accepted or rejected
 
     # --- summary -------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -224,6 +272,8 @@ class CurateRun:
             "calls": sum(st.calls for st in self.panel.stats.values()),
             "calls_saved": sum(st.saved for st in self.panel.stats.values()),
             "cost_usd": round(cost, 6),
+            "budget_usd": self.services.budget.limit_usd,
+            "rate_limited": sum(lim.stats.rate_limited for lim in self.services.limiters.all().values()),
             "cost_per_accepted_usd": round(cost / c["accepted"], 6) if c["accepted"] else None,
             "wall_s": round(wall, 3),
         }

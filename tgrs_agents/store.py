@@ -198,6 +198,19 @@ class RunStore:
             state.stats.setdefault(t, TeacherStats()).saved += n
         return state
 
+    def scan_done(self) -> DoneLines:
+        """Lines already decided, read without changing anything (a partial last line is skipped)."""
+        done = DoneLines()
+        for name in ("accepted", "rejected", "invalid", "passed"):
+            p = self.path(name)
+            if not p.exists():
+                continue
+            with p.open("rb") as f:
+                for raw in f:
+                    if raw.endswith(b"\n"):
+                        done.add(orjson.loads(raw)["line"])
+        return done
+
     # --- writing -------------------------------------------------------------------------------
     def append(self, name: str, record: dict[str, Any]) -> None:
         data = orjson.dumps(record) + b"\n"

@@ -152,8 +152,11 @@ class Verdict(BaseModel):
         return self.usage.cost_usd
 
     @classmethod
-    def failure(cls, teacher: str, error: str, *, latency_s: float = 0.0) -> Verdict:
-        return cls(teacher=teacher, passed=False, score=0.0, error=error, latency_s=latency_s)
+    def failure(
+        cls, teacher: str, error: str, *, latency_s: float = 0.0, usage: Usage | None = None
+    ) -> Verdict:
+        return cls(teacher=teacher, passed=False, score=0.0, error=error, latency_s=latency_s,
+                   usage=usage or Usage())
 
 
 class Decision(BaseModel):

@@ -96,6 +96,8 @@ _BUILTIN: dict[str, str] = {
     "json_schema": "tgrs_agents.teachers.json_schema:JsonSchemaTeacher",
     "python": "tgrs_agents.teachers.python_fn:PythonTeacher",
     "code_tests": "tgrs_agents.teachers.code_tests:CodeTestsTeacher",
+    "openai": "tgrs_agents.teachers.openai_judge:OpenAIJudge",
+    "anthropic": "tgrs_agents.teachers.anthropic_judge:AnthropicJudge",
 }
 _REGISTRY: dict[str, type[Teacher]] = {}
 

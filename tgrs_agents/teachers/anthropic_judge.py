@@ -1,0 +1,73 @@
+"""``kind = "anthropic"``: a judge through the official ``anthropic`` SDK (``AsyncAnthropic``).
+
+Structured output by a forced tool call: the judge must call ``record_verdict`` whose input schema
+is the verdict schema. The SDK's own retries are off (``max_retries=0``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, ClassVar, Literal
+
+from ..types import Candidate, Usage, Verdict
+from .base import BuildContext
+from .llm_judge import VERDICT_SCHEMA, ApiJudge, JudgeConfig, classify_sdk_error
+
+TOOL_NAME = "record_verdict"
+
+
+class AnthropicJudgeConfig(JudgeConfig):
+    kind: Literal["anthropic"] = "anthropic"
+    api_key_env: str = "ANTHROPIC_API_KEY"
+
+
+class AnthropicJudge(ApiJudge):
+    Config = AnthropicJudgeConfig
+    DEFAULT_BASE_URL: ClassVar[str] = "https://api.anthropic.com"
+    config: AnthropicJudgeConfig
+
+    def __init__(self, config: AnthropicJudgeConfig, ctx: BuildContext | None = None, *,
+                 client: Any = None) -> None:
+        super().__init__(config, ctx, client=client)
+        import anthropic
+
+        self._sdk = anthropic
+        if self._client is None:
+            self._client = anthropic.AsyncAnthropic(
+                api_key=os.environ[config.api_key_env], base_url=self.base_url,
+                max_retries=0, timeout=config.timeout_s,
+            )
+
+    async def judge(self, candidate: Candidate) -> Verdict:
+        c = self.config
+        try:
+            raw = await self._client.messages.with_raw_response.create(
+                model=c.model,
+                max_tokens=c.max_tokens,
+                temperature=c.temperature,
+                messages=[{"role": "user", "content": self.prompt_for(candidate)}],
+                tools=[{"name": TOOL_NAME, "description": "Record your verdict on the trajectory.",
+                        "input_schema": VERDICT_SCHEMA}],
+                tool_choice={"type": "tool", "name": TOOL_NAME},
+            )
+            self._headers(raw.headers)
+            resp = raw.parse()
+        except Exception as e:
+            err = classify_sdk_error(e, self._sdk, self.name)
+            if err is None:
+                raise
+            raise err from None
+        u = resp.usage
+        usage = Usage(requests=1, input_tokens=getattr(u, "input_tokens", 0) or 0,
+                      output_tokens=getattr(u, "output_tokens", 0) or 0)
+        block = next((b for b in resp.content if getattr(b, "type", None) == "tool_use"), None)
+        data = getattr(block, "input", None)
+        out, why = self.parse_or_none(data)
+        if out is None:
+            raise self.malformed(f"{why}; tool input={json.dumps(data, default=str)[:120]}", usage)
+        return self.to_verdict(out, usage)
+
+    async def aclose(self) -> None:
+        if self._client is not None and hasattr(self._client, "close"):
+            await self._client.close()

@@ -1,0 +1,263 @@
+"""What the OpenAI and Anthropic judges share: config, prompt rendering, the verdict schema.
+
+A judge fills a prompt template from ``prompts/`` with ``{task}`` (the first user message),
+``{trajectory}`` (a readable transcript, tool calls and results included), ``{final}`` (the final
+assistant message), ``{reference}`` and ``{rubric}``, and asks for structured output: ``score``
+(0-10), ``passed`` and ``rationale``. The adapter makes one attempt per ``judge`` call; the
+wrappers around it add limits, retries, cost and the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from ..assets import asset_path
+from ..cost import Price, default_price
+from ..errors import ConfigError, TeacherError
+from ..limits import EndpointLimits, endpoint_key
+from ..retry import RetryPolicy
+from ..types import Candidate, Usage, Verdict
+from .base import BuildContext, Teacher, TeacherConfig
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "number", "minimum": 0, "maximum": 10},
+        "passed": {"type": "boolean"},
+        "rationale": {"type": "string"},
+    },
+    "required": ["score", "passed", "rationale"],
+    "additionalProperties": False,
+}
+_VARS = re.compile(r"\{(task|trajectory|final|reference|rubric)\}")
+
+
+class JudgeOutput(BaseModel):
+    score: float = Field(ge=0, le=10)
+    passed: bool
+    rationale: str = ""
+
+
+class JudgeConfig(TeacherConfig):
+    OPERATIONAL: ClassVar[frozenset[str]] = TeacherConfig.OPERATIONAL | {
+        "api_key_env", "rpm", "tpm", "input_tpm", "output_tpm", "timeout_s", "max_attempts",
+        "price_input_per_mtok", "price_output_per_mtok",
+    }
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    prompt: str = "judge_default"
+    rubric: str = ""
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(512, ge=16)
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    input_tpm: float | None = Field(None, gt=0)
+    output_tpm: float | None = Field(None, gt=0)
+    max_concurrency: int = Field(32, ge=1)
+    price_input_per_mtok: float | None = Field(None, ge=0)
+    price_output_per_mtok: float | None = Field(None, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+    cost_rank: int = 10
+
+
+def load_prompt(name: str, base_dir: Path) -> str:
+    """A template by shipped name (``judge_default``) or by path (relative to the panel file)."""
+    p = Path(name)
+    candidates = [p if p.is_absolute() else base_dir / p]
+    if p.suffix == "" and len(p.parts) == 1:
+        candidates.append(base_dir / "prompts" / f"{name}.md")
+        try:
+            candidates.append(asset_path(f"prompts/{name}.md"))
+        except FileNotFoundError:
+            pass
+    for c in candidates:
+        if c.is_file():
+            return c.read_text()
+    raise FileNotFoundError(f"no prompt {name!r} (looked in {', '.join(map(str, candidates))})")
+
+
+def render_transcript(candidate: Candidate) -> str:
+    lines = []
+    for m in candidate.messages:
+        if m.role == "assistant" and m.tool_calls:
+            if m.text:
+                lines.append(f"[assistant] {m.text}")
+            for tc in m.tool_calls:
+                args = tc.function.arguments
+                args_s = args if isinstance(args, str) else json.dumps(args)
+                lines.append(f"[assistant calls {tc.function.name}] {args_s}")
+        elif m.role == "tool":
+            lines.append(f"[tool result{' ' + m.name if m.name else ''}] {m.text}")
+        else:
+            lines.append(f"[{m.role}] {m.text}")
+    return "\n".join(lines)
+
+
+def render_prompt(template: str, candidate: Candidate, rubric: str) -> str:
+    ref = candidate.reference
+    values = {
+        "task": candidate.task_text,
+        "trajectory": render_transcript(candidate),
+        "final": candidate.final_text,
+        "reference": "(none)" if ref is None else (ref if isinstance(ref, str) else json.dumps(ref)),
+        "rubric": rubric or "(none)",
+    }
+    return _VARS.sub(lambda m: values[m.group(1)], template)
+
+
+def parse_output(data: Any) -> JudgeOutput:
+    if isinstance(data, str):
+        data = json.loads(data)
+    return JudgeOutput.model_validate(data)
+
+
+class ApiJudge(Teacher):
+    """Base of the API judges. Subclasses implement ``_call`` (one request) and ``classify``."""
+
+    paid: ClassVar[bool] = True
+    config: JudgeConfig
+
+    def __init__(self, config: JudgeConfig, ctx: BuildContext | None = None, *,
+                 client: Any = None) -> None:
+        super().__init__(config, ctx)
+        field = f"teacher.{config.name}"
+        try:
+            self.template = load_prompt(config.prompt, self.ctx.base_dir)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e), file=self.ctx.source, field=f"{field}.prompt") from None
+        known = default_price(config.model)
+        pin = config.price_input_per_mtok if config.price_input_per_mtok is not None else (
+            known[0] if known else None)
+        pout = config.price_output_per_mtok if config.price_output_per_mtok is not None else (
+            known[1] if known else None)
+        if pin is None or pout is None:
+            raise ConfigError(
+                f"no price known for model {config.model!r}: set price_input_per_mtok and "
+                "price_output_per_mtok (0 for a self-hosted model)",
+                file=self.ctx.source, field=f"{field}.price_input_per_mtok")
+        self.price = Price(pin, pout)
+        self.retry_policy = RetryPolicy(max_attempts=config.max_attempts)
+        self.on_headers: Callable[[Mapping[str, str]], None] | None = None
+        self._client = client
+        if client is None and not os.environ.get(config.api_key_env):
+            raise ConfigError(
+                f"environment variable {config.api_key_env} is not set (the API key is read "
+                "from it and nowhere else)", file=self.ctx.source, field=f"{field}.api_key_env")
+
+    DEFAULT_BASE_URL: ClassVar[str] = ""
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url or self.DEFAULT_BASE_URL
+
+    @property
+    def endpoint_key(self) -> str:
+        return endpoint_key(self.base_url, os.environ.get(self.config.api_key_env))
+
+    @property
+    def limits(self) -> EndpointLimits:
+        c = self.config
+        return EndpointLimits(rpm=c.rpm, tpm=c.tpm, input_tpm=c.input_tpm, output_tpm=c.output_tpm,
+                              max_concurrency=c.max_concurrency)
+
+    def cache_identity(self) -> tuple[dict[str, Any], str]:
+        ident = self.config.identity()
+        ident["base_url"] = self.base_url
+        return ident, hashlib.sha256((self.template + "\x00" + self.config.rubric).encode()).hexdigest()
+
+    def prompt_for(self, candidate: Candidate) -> str:
+        return render_prompt(self.template, candidate, self.config.rubric)
+
+    def estimate(self, candidate: Candidate) -> tuple[int, int]:
+        """Tokens before the call: ~4 characters a token in, at most max_tokens out."""
+        return len(self.prompt_for(candidate)) // 4 + 16, self.config.max_tokens
+
+    def _headers(self, headers: Mapping[str, str]) -> None:
+        if self.on_headers is not None:
+            self.on_headers(headers)
+
+    def to_verdict(self, out: JudgeOutput, usage: Usage) -> Verdict:
+        return Verdict(teacher=self.name, passed=out.passed, score=out.score / 10,
+                       rationale=out.rationale[:2000], usage=usage)
+
+    def malformed(self, detail: str, usage: Usage) -> TeacherError:
+        return TeacherError(f"judge output did not parse: {detail[:300]}", teacher=self.name,
+                            retryable=True, kind="malformed", usage=usage)
+
+    @staticmethod
+    def parse_or_none(data: Any) -> tuple[JudgeOutput | None, str]:
+        try:
+            return parse_output(data), ""
+        except (ValueError, ValidationError, TypeError) as e:
+            return None, str(e)
+
+
+def retry_after_from(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    h = {k.lower(): v for k, v in headers.items()}
+    try:
+        if "retry-after-ms" in h:
+            return max(float(h["retry-after-ms"]) / 1000, 0.0)
+        if "retry-after" in h:
+            v = h["retry-after"]
+            try:
+                return max(float(v), 0.0)
+            except ValueError:
+                from email.utils import parsedate_to_datetime
+                import datetime as dt
+
+                when = parsedate_to_datetime(v)
+                return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+def classify_status(status: int) -> tuple[bool, str]:
+    """(retryable, kind) for an HTTP status."""
+    if status == 429:
+        return True, "rate_limit"
+    if status == 529 or status >= 500:
+        return True, "server" if status != 529 else "overloaded"
+    if status in (408, 409):
+        return True, "timeout" if status == 408 else "conflict"
+    if status in (401, 403):
+        return False, "auth"
+    return False, "bad_request"
+
+
+def classify_sdk_error(exc: BaseException, sdk: Any, teacher: str) -> TeacherError | None:
+    """Map an ``openai`` / ``anthropic`` SDK exception to a TeacherError (None: not an SDK error).
+
+    The message never includes request headers, so no key can leak through it.
+    """
+    if isinstance(exc, sdk.APITimeoutError):
+        return TeacherError("request timed out", teacher=teacher, retryable=True, kind="timeout")
+    if isinstance(exc, sdk.APIConnectionError):
+        return TeacherError(f"connection failed: {type(exc).__name__}", teacher=teacher,
+                            retryable=True, kind="connection")
+    if isinstance(exc, sdk.APIStatusError):
+        status = exc.status_code
+        retryable, kind = classify_status(status)
+        headers = getattr(exc.response, "headers", None)
+        return TeacherError(
+            f"HTTP {status} {type(exc).__name__}: {str(getattr(exc, 'message', exc))[:200]}",
+            teacher=teacher, status=status, retryable=retryable, kind=kind,
+            retry_after=retry_after_from(headers) if retryable else None,
+        )
+    return None
