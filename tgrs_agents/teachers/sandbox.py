@@ -199,7 +199,8 @@ async def _terminate(proc: asyncio.subprocess.Process, *, pidns: bool, uid: int 
     if not pidns:  # a group id is not reused while the group has members
         _kill(os.killpg, proc.pid)
     if proc.returncode is None or uid is not None:
-        pass
+        for pid in await asyncio.to_thread(_scan, proc.pid if proc.returncode is None else None, uid):
+            _kill(os.kill, pid)
     try:
         await asyncio.wait_for(proc.wait(), 5.0)
     except TimeoutError:

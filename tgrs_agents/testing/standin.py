@@ -19,11 +19,18 @@ if ``script`` is non-empty (scripted outcomes bypass rate limits), else ``"429"`
 ``rpm``/``tpm`` token buckets are empty, else a random fault drawn from the plan, else ``"ok"``.
 Outcomes: ok 429 500 529 malformed drop slow 400 401 (``"529"`` answers 503 on the OpenAI route;
 random ``p_5xx`` faults pick 500/502/503 and count as ``"500"``). Latency (lognormal) is added to every
-outcome except the fast rejections 400/401/429.
+outcome except the fast rejections 400/401/429. ``requests`` entries hold path, model, headers (key
+values removed; ``has_key`` says whether one was sent), body, outcome and arrival time ``t``.
+
+Rate-limit headers are computed at admission: ``*-limit`` is the per-minute limit and ``*-remaining``
+the bucket's fullness scaled to it (a full bucket reports the whole limit); resets are the time until
+the bucket is full. On 429, ``retry-after`` (fractional seconds, e.g. ``"0.35"``) and ``retry-after-ms``
+give the time until the request would be admitted; the SDKs prefer ``retry-after-ms``.
 
 The server is a minimal asyncio HTTP/1.1 implementation (keep-alive, Content-Length bodies) so that
 it can misbehave at the socket level (``drop`` closes the connection without a response). Run it in a
-daemon thread with :meth:`StandIn.start`, inside the caller's loop with :meth:`StandIn.serve`, or in
+daemon thread with :meth:`StandIn.start` / ``with StandIn():``, inside the caller's loop with
+:meth:`StandIn.serve` (then ``await aclose()``), or in
 its own process: ``python -m tgrs_agents.testing.standin --port 0 --plan '{"latency_mean_s": 0.3}'``
 prints ``PORT <n>`` and serves until SIGTERM.
 """
@@ -263,8 +270,8 @@ class StandIn:
                 await writer.drain()
                 if not keep:
                     return
-        except ConnectionError:
-            pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # CancelledError comes from our own shutdown; swallowed so the stream callback stays quiet
         finally:
             self._conns.discard(task)
             writer.close()
@@ -317,6 +324,10 @@ class StandIn:
         self.stats[outcome] += 1
 
         p = self.plan
+        rid = f"req_{next(self._ids):012x}"
+        hdrs = {"request-id" if anth else "x-request-id": rid}
+        if p.ratelimit_headers:  # as of admission, before the simulated latency
+            hdrs.update(self._ratelimit_headers(anth, rl, tl, ol))
         if outcome not in ("400", "401", "429") and p.latency_mean_s > 0:
             mu = math.log(p.latency_mean_s) - p.latency_sigma**2 / 2
             await asyncio.sleep(self._rng.lognormvariate(mu, p.latency_sigma))
@@ -324,11 +335,6 @@ class StandIn:
             await asyncio.sleep(p.slow_s)
         if outcome == "drop":
             return None
-
-        rid = f"req_{next(self._ids):012x}"
-        hdrs = {"request-id" if anth else "x-request-id": rid}
-        if p.ratelimit_headers:
-            hdrs.update(self._ratelimit_headers(anth, rl, tl, ol))
         if outcome in ("ok", "slow", "malformed"):
             prompt = "\n".join([system, *(
                 _text(m.get("content")) for m in messages if m.get("role") in ("user", "system"))])

@@ -1,0 +1,1 @@
+"""The embedded default student: a tiny Llama-style model and a character tokenizer, built locally."""

@@ -1,0 +1,1 @@
+"""Task sources: built-in verifiable task families and JSONL task files."""
