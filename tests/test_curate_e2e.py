@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +186,14 @@ def wait_for(cond: Any, what: str, timeout: float = 120.0) -> None:
 
 
 # --- fixtures ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def private_verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Keep every curate run's verdict ledger out of the user's cache directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TGRS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("input") / "candidates.jsonl", N, seed=SEED,
@@ -211,7 +218,6 @@ def main_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 
 
 # --- tests -------------------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_outputs_match_independent_expectations(exp: Expected, main_run: tuple[Path, dict[str, Any]]) -> None:
     out, printed = main_run
     acc, rej = ids(out, "accepted"), ids(out, "rejected")
@@ -270,7 +276,6 @@ def test_accepted_loads_with_hf_datasets(exp: Expected, main_run: tuple[Path, di
     assert set(ds["id"]) == exp.accepted
 
 
-@pytest.mark.slow
 def test_rerun_on_finished_dir_does_no_new_work(data: Path, main_run: tuple[Path, dict[str, Any]],
                                                 tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -291,7 +296,6 @@ def test_rerun_on_finished_dir_does_no_new_work(data: Path, main_run: tuple[Path
     assert new_events[0]["resumed"] is True and new_events[0]["already_done"] == N
 
 
-@pytest.mark.slow
 def test_other_panel_on_same_dir_is_refused_then_forced(data: Path, exp: Expected,
                                                         main_run: tuple[Path, dict[str, Any]],
                                                         tmp_path: Path) -> None:
@@ -319,7 +323,6 @@ def test_other_panel_on_same_dir_is_refused_then_forced(data: Path, exp: Expecte
     assert s["accepted"] == len(want) and s["invalid"] == len(exp.invalid)
 
 
-@pytest.mark.slow
 def test_best_k_keeps_the_best_of_each_task(data: Path, exp: Expected, tmp_path: Path) -> None:
     # mean_score over the three checks: correct trajectories score 1, those that only mis-called
     # the tool 2/3 (still accepted), so best_k = 1 has a real choice to make in many tasks
@@ -396,7 +399,7 @@ def test_sigint_leaves_a_resumable_run_that_completes_like_an_uninterrupted_one(
                  "the first verdicts")
         assert proc.poll() is None, "curate finished before it could be interrupted"
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()

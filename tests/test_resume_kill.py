@@ -55,6 +55,12 @@ async def check(candidate):
 '''
 
 
+@pytest.fixture(autouse=True)
+def private_verdict_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every curate run's verdict ledger out of the user's cache directory."""
+    monkeypatch.setenv("TGRS_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def slow_panel(path: Path, helper: Path, max_concurrency: int) -> Path:
     """format (regex) -> answer (final_answer) -> slow (async python). ``max_concurrency`` is an
     operational knob: panels that differ only in it share a fingerprint, so they give equal runs."""
@@ -152,14 +158,15 @@ def progress_marker(out: Path, call_log: Path | None) -> int:
 
 
 def kill_repeatedly(
-    inp: Path, panel: Path, out: Path, *, rng: random.Random, kills: int, max_delay_s: float,
-    env: dict[str, str] | None = None, call_log: Path | None = None,
+    inp: Path, panel: Path, out: Path, *, rng: random.Random, kills: int, first_max_s: float,
+    max_delay_s: float, env: dict[str, str] | None = None, call_log: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Start ``tgrs curate`` ``kills`` times on ``out`` and SIGKILL it each time.
 
-    Every session is killed at a random moment after it has made some progress of its own (the
-    first one may instead be killed during start-up or recovery). Returns, per kill, whether the
-    process was still running, and what the directory and call log held right after it died.
+    The first session is killed at a random moment up to ``first_max_s`` after it starts (in
+    start-up, recovery or early work); each later one at a random moment up to ``max_delay_s``
+    after it has shown progress of its own. Returns, per kill, whether the process was still
+    running, and what the directory and call log held right after it died.
     """
     snapshots: list[dict[str, Any]] = []
     for k in range(kills):
@@ -168,7 +175,7 @@ def kill_repeatedly(
                                 stderr=subprocess.PIPE, env=env)
         try:
             if k == 0:
-                time.sleep(rng.uniform(0.0, 0.8))  # anywhere: imports, recovery or early work
+                time.sleep(rng.uniform(0.0, first_max_s))
             else:
                 deadline = time.monotonic() + 60
                 while (proc.poll() is None and progress_marker(out, call_log) <= before
@@ -202,10 +209,12 @@ def kill_repeatedly(
 def test_sigkill_at_random_moments_then_finish_equals_uninterrupted(tmp_path: Path) -> None:
     inp = write_synthetic(tmp_path / "in.jsonl", 30_000, seed=11, bad_every=89, per_task=4)
     ref = tmp_path / "ref"
+    t0 = time.monotonic()
     run_curate(inp, VERIFIERS, ref)
+    t_ref = time.monotonic() - t0  # kill moments scale with this machine's speed
     out = tmp_path / "killed"
     snaps = kill_repeatedly(inp, VERIFIERS, out, rng=random.Random(20240611), kills=6,
-                            max_delay_s=0.2)
+                            first_max_s=0.25 * t_ref, max_delay_s=0.05 * t_ref)
     print("decided after each kill:", [s["decided"] for s in snaps])
     assert sum(s["alive"] for s in snaps) >= 4, "too few kills landed while curate was running"
     assert snaps[-1]["decided"] < total(ref), "the killed sessions finished the run; nothing was tested"
@@ -227,8 +236,9 @@ def test_sigkill_with_verdicts_in_flight_never_pays_twice(tmp_path: Path) -> Non
     out = tmp_path / "killed"
     log = tmp_path / "calls.log"
     env = {**os.environ, "TGRS_TEST_CALL_LOG": str(log)}
-    snaps = kill_repeatedly(inp, slow, out, rng=random.Random(7), kills=6, max_delay_s=0.6, env=env,
-                            call_log=log)
+    # the slow teacher bounds the pace (4 at a time, 4 ms each), so fixed moments suit any machine
+    snaps = kill_repeatedly(inp, slow, out, rng=random.Random(7), kills=6, first_max_s=0.8,
+                            max_delay_s=0.6, env=env, call_log=log)
     print("decided after each kill:", [s["decided"] for s in snaps])
     assert sum(s["alive"] for s in snaps) >= 4, "too few kills landed while curate was running"
     assert snaps[-1]["decided"] < total(ref), "the killed sessions finished the run; nothing was tested"

@@ -36,13 +36,16 @@ def mark(tok: str) -> str:
 
 
 def pids_named(tok: str) -> list[int]:
+    """Live processes called ``tok`` (zombies are dead, just not reaped yet by their parent)."""
     found = []
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if Path(f"/proc/{name}/comm").read_text().strip() == tok:
-                found.append(int(name))
+            stat = Path(f"/proc/{name}/stat").read_text()
         except OSError:
-            pass
+            continue
+        comm, _, rest = stat.partition("(")[2].rpartition(")")
+        if comm == tok and rest.split()[0] != "Z":
+            found.append(int(name))
     return found
 
 

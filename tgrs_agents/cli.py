@@ -92,7 +92,59 @@ def _dry_run(args: argparse.Namespace, panel: Any) -> int:
     return 0
 
 
+def _print_rounds(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    k = summary["eval_k"]
+    t = Table(title=f"expert iteration ({summary['arm']})")
+    for col in ("round", "pass@1", f"pass@{k}", "samples", "accepted", "accept %", "pool",
+                "gen tok/s", "sft tok/s", "wall s"):
+        t.add_column(col, justify="right")
+    for r in summary["rounds"]:
+        first = r["round"] == 0
+        sft = r.get("warm_start", {}).get("sft_tokens_per_s") if first else r.get("sft_tokens_per_s")
+        t.add_row(str(r["round"]) if not first else "0 (start)", f"{r['pass@1']:.3f}",
+                  f"{r[f'pass@{k}']:.3f}", str(r.get("samples", "")), str(r.get("accepted", "")),
+                  f"{r['acceptance_rate']:.0%}" if "acceptance_rate" in r else "",
+                  str(r.get("pooled", "")), f"{r.get('gen_tokens_per_s', 0):,.0f}" if not first else "",
+                  f"{sft:,.0f}" if sft else "", f"{sum(r.get('stage_wall_s', {}).values()):.1f}"
+                  if not first else "")
+    Console().print(t)
+    print(f"total wall time {summary['wall_s']:.0f}s")
+
+
+def _loop(cfg: Any, out: str, accept_all: bool) -> int:
+    from .loop import ExpertIteration
+
+    summary = ExpertIteration(cfg, out, accept_all=accept_all).run()
+    _print_rounds(summary)
+    print(f"outputs in {out}/ (summary.json, round-*/)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runconfig import load_run_config
+
+    overrides = {"rounds": args.rounds} if args.rounds else {}
+    return _loop(load_run_config(args.config, **overrides), args.out, args.accept_all)
+
+
 def _demo(args: argparse.Namespace) -> int:
+    """The whole loop on the embedded default: tiny student, arithmetic agent tasks, verifiers."""
+    from .runconfig import LoopConfig
+
+    cfg = LoopConfig(rounds=args.rounds, base_dir=str(Path.cwd()))
+    if args.quick:  # a reduced loop for CI: fewer tasks and steps
+        cfg = cfg.model_copy(update={
+            "tasks": cfg.tasks.model_copy(update={"n_train": 96, "n_eval": 48}),
+            "sft": cfg.sft.model_copy(update={"steps": 60}),
+        })
+    out = args.out or ("runs/demo-accept-all" if args.accept_all else "runs/demo")
+    return _loop(cfg, out, args.accept_all)
+
+
+def _demo_curate(args: argparse.Namespace) -> int:
     """Curate a generated file of calculator-agent trajectories with the shipped verifier panel."""
     from .assets import asset_path
     from .synth import write_synthetic
@@ -134,10 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--log-interval", type=float, default=5.0,
                    help="seconds between progress lines when not on a terminal")
     c.set_defaults(fn=_curate)
-    d = sub.add_parser("demo", help="run the built-in demo")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--n", type=int, default=2000, help="trajectories to generate")
+    d = sub.add_parser("demo", help="the whole loop on the embedded default (tiny student, CPU)")
+    d.add_argument("--out", default=None, help="run directory (default runs/demo)")
+    d.add_argument("--rounds", type=int, default=3)
+    d.add_argument("--accept-all", action="store_true", help="the control: SFT on every candidate")
+    d.add_argument("--quick", action="store_true", help="fewer tasks and steps (for CI)")
     d.set_defaults(fn=_demo)
+    r = sub.add_parser("run", help="run a configured expert-iteration loop")
+    r.add_argument("config", help="run TOML (student, tasks, generate, panel, sft, rounds)")
+    r.add_argument("--out", required=True, help="run directory (resumable)")
+    r.add_argument("--rounds", type=int, default=None)
+    r.add_argument("--accept-all", action="store_true", help="the control: SFT on every candidate")
+    r.set_defaults(fn=_run)
+    dc = sub.add_parser("demo-curate", help="curate a generated trajectory file with verifiers")
+    dc.add_argument("--out", default="runs/demo-curate")
+    dc.add_argument("--n", type=int, default=2000, help="trajectories to generate")
+    dc.set_defaults(fn=_demo_curate)
     return p
 
 

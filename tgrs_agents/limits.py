@@ -204,6 +204,25 @@ class EndpointLimiter:
         for name, bk in self._buckets().items():
             bk.rate = self._base[name] * f
 
+    def tighten(self, limits: EndpointLimits) -> None:
+        """Another teacher on this endpoint states its limits: keep the lower of each rate."""
+        now = self.clock.now()
+        for name, per_min in (("requests", limits.rpm), ("tokens", limits.tpm),
+                              ("input", limits.input_tpm), ("output", limits.output_tpm)):
+            if not per_min:
+                continue
+            bk = getattr(self, name)
+            if bk is None:
+                bk = TokenBucket(per_min / 60, max(1.0, per_min / 60 * self.limits.burst_s), now)
+                setattr(self, name, bk)
+                self._base[name] = bk.rate
+                bk.rate *= self.factor
+            elif per_min / 60 < self._base[name]:
+                self._base[name] = per_min / 60
+                bk.rate = self._base[name] * self.factor
+                bk.capacity = min(bk.capacity, max(1.0, self._base[name] * self.limits.burst_s))
+                bk.tokens = min(bk.tokens, bk.capacity)
+
     def learn(self, headers: Mapping[str, str]) -> None:
         """Take the server's word for its limits (``x-ratelimit-*`` / ``anthropic-ratelimit-*``)."""
         now = self.clock.now()
@@ -259,6 +278,8 @@ class LimiterRegistry:
         lim = self._by_key.get(key)
         if lim is None:
             lim = self._by_key[key] = EndpointLimiter(key, limits, self.clock)
+        else:
+            lim.tighten(limits)
         return lim
 
     def all(self) -> dict[str, EndpointLimiter]:

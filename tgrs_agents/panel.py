@@ -130,6 +130,16 @@ class Panel:
         except BudgetExhausted as e:
             return e
 
+    def _decider(self, verdicts: Mapping[str, Verdict]) -> str | None:
+        """The teacher whose verdict fixed the outcome, replaying ``verdicts`` in call order."""
+        heard: dict[str, Verdict] = {}
+        for t in sorted(self.teachers, key=lambda t: (t.cost_rank, not t.inline)):
+            if t.name in verdicts:
+                heard[t.name] = verdicts[t.name]
+                if self._stop(self.policy.decide(heard)):
+                    return str(t.name)
+        return None
+
     def _stop(self, outcome: bool | None) -> bool:
         if outcome is None:
             return False
@@ -190,6 +200,8 @@ class Panel:
             if stop is not None:  # the calls that did start were kept (and are journaled)
                 raise stop
 
+        if decided_by is None and self._stop(outcome):
+            decided_by = self._decider(verdicts)  # decided by verdicts reused from a killed run
         saved = tuple(t.name for t in self.teachers if t.name not in verdicts)
         for name in saved:
             self.stats[name].saved += 1

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import Ledger
 from .config import PanelConfig
+from .cost import Budget
+from .errors import BudgetExhausted
 from .events import (
     CandidateDecided,
     CandidateInvalid,
@@ -29,9 +32,6 @@ from .events import (
     RunStopped,
     VerdictReceived,
 )
-from .cache import Ledger
-from .cost import Budget
-from .errors import BudgetExhausted
 from .ingest import IdIndex, Invalid, read_chunks
 from .panel import Panel
 from .policy import select_best_k
@@ -174,29 +174,7 @@ class CurateRun:
             except BudgetExhausted as e:
                 self.stopped = f"budget: {e}"
                 continue
-            if prior and decision.decided_by is None and decision.accepted is not None:
-                decision = decision.model_copy(update={"decided_by": self._decided_by(decision)})
             await results.put((line, (cand, decision)))
-
-    def _decided_by(self, d: Decision) -> str | None:
-        """The teacher whose verdict fixed ``d``'s outcome, replaying its verdicts in call order.
-
-        The panel leaves ``decided_by`` unset when verdicts reused from a killed session already
-        fix the outcome; an uninterrupted run would have named the teacher, so name it here.
-        """
-        assert self.panel is not None
-        policy = self.panel.policy
-        by_name = {v.teacher: v for v in d.verdicts}
-        heard: dict[str, Verdict] = {}
-        # the panel's call order: by cost_rank; within a rank, inline teachers before the others
-        for t in sorted(self.panel.teachers, key=lambda t: (t.cost_rank, not t.inline)):
-            if t.name not in by_name:
-                continue
-            heard[t.name] = by_name[t.name]
-            outcome = policy.decide(heard)
-            if outcome is False or (outcome is True and policy.best_k is None):
-                return t.name
-        return None
 
     def _verdict_hook(self, line: int) -> Callable[[str, Verdict], None]:
         def hook(cand_id: str, v: Verdict) -> None:

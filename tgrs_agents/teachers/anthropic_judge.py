@@ -6,6 +6,7 @@ is the verdict schema. The SDK's own retries are off (``max_retries=0``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any, ClassVar, Literal
@@ -45,14 +46,18 @@ class AnthropicJudge(ApiJudge):
             raw = await self._client.messages.with_raw_response.create(
                 model=c.model,
                 max_tokens=c.max_tokens,
-                temperature=c.temperature,
                 messages=[{"role": "user", "content": self.prompt_for(candidate)}],
                 tools=[{"name": TOOL_NAME, "description": "Record your verdict on the trajectory.",
                         "input_schema": VERDICT_SCHEMA}],
                 tool_choice={"type": "tool", "name": TOOL_NAME},
+                # anthropic>=1.0 dropped the ``temperature`` keyword; the API still takes it, and
+                # extra_body sends the same wire payload on every SDK version
+                extra_body={"temperature": c.temperature},
             )
             self._headers(raw.headers)
             resp = raw.parse()
+            if inspect.isawaitable(resp):  # the raw response's parse() is async in some SDK versions
+                resp = await resp
         except Exception as e:
             err = classify_sdk_error(e, self._sdk, self.name)
             if err is None:

@@ -34,9 +34,9 @@ _TAIL = 400  # characters of stderr kept in a failing rationale
 
 class CodeTestsConfig(TeacherConfig):
     kind: Literal["code_tests"] = "code_tests"
-    timeout_s: float = Field(10.0, gt=0)
-    memory_mb: int = Field(512, ge=16)
-    max_processes: int = Field(32, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+    memory_mb: int = Field(default=512, ge=16)
+    max_processes: int = Field(default=32, ge=1)
     python: str | None = None  # the interpreter; default: the one running tgrs
     max_concurrency: int = Field(default=4, ge=1)  # each check is a process: keep it modest
     OPERATIONAL: ClassVar[frozenset[str]] = TeacherConfig.OPERATIONAL | {"python"}

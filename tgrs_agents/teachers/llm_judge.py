@@ -215,8 +215,8 @@ def retry_after_from(headers: Mapping[str, str] | None) -> float | None:
             try:
                 return max(float(v), 0.0)
             except ValueError:
-                from email.utils import parsedate_to_datetime
                 import datetime as dt
+                from email.utils import parsedate_to_datetime
 
                 when = parsedate_to_datetime(v)
                 return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)

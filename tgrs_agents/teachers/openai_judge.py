@@ -7,6 +7,7 @@ Structured output: ``response_format`` with a strict JSON schema. The SDK's own 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any, ClassVar, Literal
@@ -51,6 +52,8 @@ class OpenAIJudge(ApiJudge):
             )
             self._headers(raw.headers)
             resp = raw.parse()
+            if inspect.isawaitable(resp):  # the raw response's parse() is async in some SDK versions
+                resp = await resp
         except Exception as e:
             err = classify_sdk_error(e, self._sdk, self.name)
             if err is None:

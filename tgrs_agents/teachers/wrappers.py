@@ -147,7 +147,13 @@ class Cached(Wrapper):
         key = self.key(candidate)
         shared = self._inflight.get(key)
         if shared is not None:
-            v = await asyncio.shield(shared)
+            try:
+                v = await asyncio.shield(shared)
+            except TeacherError as e:
+                # the leader's error carries what its attempts cost; the follower paid nothing
+                raise TeacherError(str(e), teacher=e.teacher, attempt=e.attempt, status=e.status,
+                                   retryable=e.retryable, retry_after=e.retry_after,
+                                   kind=e.kind) from None
             self.hits += 1
             return v.model_copy(update={"cached": True, "usage": Usage(), "latency_s": 0.0})
         hit = self.ledger.get(key)

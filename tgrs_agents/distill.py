@@ -1,0 +1,290 @@
+"""SFT on accepted trajectories: the step that folds the teachers' picks back into the student.
+
+Reads top to bottom: settings -> load the model -> encode the rows -> train (TRL or a plain torch
+loop, same data, same masks, same schedule) -> save -> result.
+
+* Data: ``accepted.jsonl`` rows (or dicts) with ``messages`` in OpenAI format, tool calls and tool
+  results included, and ``tools``. Each row goes through the model's own chat template with its
+  ``tools`` schema and ``return_assistant_tokens_mask=True``: loss is taken on assistant turns only
+  (the ``{% generation %}`` spans), never on user text or tool output.
+* We encode the rows ourselves and hand TRL ``input_ids`` + ``assistant_masks`` columns (TRL folds
+  the mask into ``labels``, exactly as it does with ``assistant_only_loss=True``). Why not give TRL a
+  ``messages`` column? Arrow unifies the tool-call ``arguments`` dicts across rows, so a
+  ``calculator(expression)`` call comes back as ``{"expression": ..., "query": None, ...}`` when
+  another row called a different tool, and the template renders the phantom ``None``s. Encoding
+  here also guarantees both backends train on the very same tokens.
+* Backends: ``"trl"`` runs TRL's ``SFTTrainer`` with an ``SFTConfig`` as a black box (never
+  subclassed); ``"torch"`` is a plain loop. ``"auto"`` (default) picks the plain loop for small
+  models on CPU, where TRL's per-step machinery costs more than the model itself, and TRL
+  otherwise; see ``benchmarks/bench_sft.py`` for the measurements.
+* LoRA (peft): adapters are merged into the weights before saving by default
+  (``LoraSettings.merge=True``), so ``out_dir`` is a plain model that ``from_pretrained`` loads and the
+  next round can train again; with ``merge=False`` only the adapter is saved (load it with
+  ``peft.AutoPeftModelForCausalLM``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .student.chat import template_messages
+
+SMALL_MODEL_PARAMS = 50_000_000  # "auto": below this, on CPU, the plain loop wins (bench_sft.py)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | tuple[str, ...] = "all-linear"
+    merge: bool = True  # merge adapters into the weights before saving (else save the adapter only)
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    steps: int = 100
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup_ratio: float = 0.05  # linear warm-up over ceil(ratio * steps) steps
+    min_lr_ratio: float = 0.1  # then cosine down to lr * min_lr_ratio
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0  # on matrices only (biases and norms excluded, as in transformers.Trainer)
+    grad_clip: float = 1.0
+    max_length: int = 128  # tokens kept per row (the start of the row)
+    seed: int = 0
+    lora: LoraSettings | None = None
+    backend: Literal["auto", "trl", "torch"] = "auto"
+
+
+@dataclass
+class DistillResult:
+    out_dir: Path
+    backend: str  # the one that ran ("auto" resolved)
+    losses: list[float]  # mean loss over assistant tokens, one per optimizer step
+    tokens: int  # tokens fed through the model: prompt and tool tokens included, padding excluded
+    tokens_per_s: float  # tokens / train_seconds
+    train_seconds: float  # the training loop alone
+    wall_seconds: float  # the whole call: load, encode, train, save
+    rows: int  # rows trained on (after dropping rows with no assistant token)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+def load_rows(data: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``accepted.jsonl`` (a path) or rows already in memory."""
+    if isinstance(data, str | Path):
+        with open(data, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    return list(data)
+
+
+def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> dict[str, list[int]]:
+    """One row -> ``input_ids`` and ``assistant_masks`` (1 where the loss is taken), via the chat template."""
+    tools = row.get("tools")
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    enc = tokenizer.apply_chat_template(
+        template_messages(row["messages"]),  # tool-call arguments: JSON string -> dict
+        tools=tools or None,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+    )
+    return {"input_ids": list(enc["input_ids"][:max_length]),
+            "assistant_masks": list(enc["assistant_masks"][:max_length])}
+
+
+def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-pad a batch; ``labels`` are -100 outside assistant tokens and on padding (TRL does the same)."""
+    import torch
+
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        row = torch.tensor(e["input_ids"])
+        ids[i, :n], attn[i, :n] = row, 1
+        labels[i, :n] = torch.where(torch.tensor(e["assistant_masks"]) == 1, row, -100)
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless shuffled epochs; the last batch of an epoch may be short (as Trainer's sampler)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=g).tolist()
+        for i in range(0, n, batch_size):
+            yield order[i:i + batch_size]
+
+
+# --------------------------------------------------------------------------------- the loops
+
+def train_torch(model: Any, examples: list[dict[str, list[int]]], s: SFTSettings, pad_id: int,
+                device: Any, bf16: bool) -> tuple[list[float], int]:
+    """The plain loop: AdamW, warm-up then cosine to ``min_lr_ratio``, grad clipping. Returns (losses, tokens)."""
+    import torch
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": s.weight_decay},
+         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+        lr=s.lr, betas=s.betas)
+    sched = get_scheduler("cosine_with_min_lr", opt, num_warmup_steps=math.ceil(s.warmup_ratio * s.steps),
+                          num_training_steps=s.steps, scheduler_specific_kwargs={"min_lr_rate": s.min_lr_ratio})
+    model.train()
+    losses, tokens = [], 0
+    order = batches(len(examples), s.batch_size, s.seed)
+    for _ in range(s.steps):
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in next(order)], pad_id).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch, use_cache=False).loss  # mean over tokens whose label is not -100
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        tokens += int(batch["attention_mask"].sum())
+    return losses, tokens
+
+
+def trl_config(s: SFTSettings, output_dir: str | Path, *, use_cpu: bool, bf16: bool) -> Any:
+    """The SFTConfig that makes TRL train like the plain loop (every deviation from TRL's defaults is deliberate)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=s.steps,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=s.lr,
+        lr_scheduler_type="cosine_with_min_lr",  # TRL/Trainer default: linear to zero
+        lr_scheduler_kwargs={"min_lr_rate": s.min_lr_ratio},
+        warmup_steps=s.warmup_ratio,  # a float < 1 is a ratio of max_steps (rounded up)
+        optim="adamw_torch",
+        adam_beta1=s.betas[0],
+        adam_beta2=s.betas[1],
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.grad_clip,
+        max_length=s.max_length,
+        seed=s.seed,
+        use_cpu=use_cpu,
+        bf16=bf16,  # TRL default: bf16 autocast even on CPU (slower there, and a worse loss)
+        gradient_checkpointing=False,  # TRL default True: recomputes every activation in backward
+        logging_steps=1,  # one loss per step, as the plain loop
+        logging_strategy="steps",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,  # nothing to pin on CPU
+    )
+
+
+def train_trl(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], s: SFTSettings,
+              output_dir: Path, use_cpu: bool, bf16: bool) -> tuple[list[float], int]:
+    """TRL's SFTTrainer as a black box; a callback collects the per-step loss. Returns (losses, tokens)."""
+    import datasets
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
+
+    records: list[dict[str, float]] = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                records.append(dict(logs))
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        trainer = SFTTrainer(model=model, args=trl_config(s, output_dir, use_cpu=use_cpu, bf16=bf16),
+                             train_dataset=datasets.Dataset.from_list(examples), processing_class=tokenizer,
+                             callbacks=[Record()])
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    trainer.train()
+    return [float(r["loss"]) for r in records], int(records[-1].get("num_tokens", 0)) if records else 0
+
+
+# ---------------------------------------------------------------------------------- the step
+
+def pick_backend(model: Any, s: SFTSettings, device: Any) -> str:
+    if s.backend != "auto":
+        return s.backend
+    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+    return "torch" if small and device.type == "cpu" else "trl"
+
+
+def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]], out_dir: str | Path,
+            settings: SFTSettings = SFTSettings()) -> DistillResult:
+    """Fine-tune ``model_path`` on ``data`` (assistant turns only) and save model + tokenizer to ``out_dir``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    s, out_dir = settings, Path(out_dir)
+    torch.set_flush_denormal(True)  # Adam's state goes denormal on CPU: ~6x slower steps without this
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # one per core we may run on
+    torch.manual_seed(s.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # mixed precision on GPU; fp32 on CPU
+
+    # -- model and tokenizer (a local tiny student dir or a hub name)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # fp32 master weights; a frozen LoRA base may stay in its checkpoint dtype on GPU
+    dtype = "auto" if s.lora and device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    if s.lora:
+        from peft import LoraConfig, get_peft_model
+
+        tm = s.lora.target_modules
+        model = get_peft_model(model, LoraConfig(
+            r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout, task_type="CAUSAL_LM",
+            target_modules=tm if isinstance(tm, str) else list(tm)))
+
+    # -- data: chat template with tools, assistant mask; rows with nothing to learn are dropped
+    rows = load_rows(data)
+    examples = [e for e in (encode(tokenizer, r, s.max_length) for r in rows) if any(e["assistant_masks"])]
+    if not examples:
+        raise ValueError("no row has an assistant token to train on")
+
+    # -- train
+    backend = pick_backend(model, s, device)
+    t1 = time.perf_counter()
+    if backend == "torch":
+        losses, tokens = train_torch(model, examples, s, tokenizer.pad_token_id, device, bf16)
+    elif backend == "trl":
+        losses, tokens = train_trl(model, tokenizer, examples, s, out_dir, device.type == "cpu", bf16)
+    else:
+        raise ValueError(f"unknown backend {backend!r}: use 'auto', 'trl' or 'torch'")
+    train_seconds = time.perf_counter() - t1
+
+    # -- save
+    if s.lora and s.lora.merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    result = DistillResult(out_dir=out_dir, backend=backend, losses=losses, tokens=tokens,
+                           tokens_per_s=tokens / max(train_seconds, 1e-9), train_seconds=train_seconds,
+                           wall_seconds=time.perf_counter() - t0, rows=len(examples))
+    (out_dir / "distill.json").write_text(json.dumps(
+        {"settings": asdict(s), **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}},
+        indent=1))
+    return result

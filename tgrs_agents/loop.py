@@ -1,0 +1,277 @@
+"""Expert iteration (STaR / ReST-EM): generate -> judge -> pool -> SFT -> evaluate, for R rounds.
+
+Run directory::
+
+    DIR/round-0/model/            the warm-started student (tiny default) or the base model's eval
+    DIR/round-K/candidates.jsonl  N rollouts per training task from the round's student
+    DIR/round-K/curate/           the panel's run directory (accepted.jsonl, verdicts, summary)
+    DIR/round-K/pool.jsonl        accepted data pooled over rounds (deduplicated, capped per task)
+    DIR/round-K/model/            the student after this round's SFT
+    DIR/round-K/<stage>.done.json each finished stage's figures; a re-run skips finished stages
+    DIR/summary.json              per-round pass@1, pass@k, acceptance, samples, tokens/s, wall time
+
+Stages are functions over batches that meet only through files, so a killed run resumes at the
+last finished stage (and the curate stage resumes inside itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from .assets import asset_path
+from .runconfig import LoopConfig
+from .store import atomic_write, iter_jsonl
+from .types import Candidate, Task
+
+Log = Callable[[str], None]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def dedupe_key(rec: dict[str, Any]) -> tuple[str, str, str]:
+    """Same task, same tool-call sequence and same final answer count once."""
+    calls = []
+    final = ""
+    for m in rec["messages"]:
+        for tc in m.get("tool_calls") or []:
+            fn = tc.get("function", {})
+            args = fn.get("arguments")
+            calls.append(f"{fn.get('name')}:{args if isinstance(args, str) else json.dumps(args, sort_keys=True)}")
+        if m.get("role") == "assistant" and not m.get("tool_calls"):
+            final = str(m.get("content") or "").strip()
+    return rec["task_id"], "|".join(calls), final
+
+
+def pool_accepted(previous: list[dict[str, Any]], new: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
+    """Newest first, one per dedupe key, at most ``cap`` per task."""
+    seen: set[tuple[str, str, str]] = set()
+    per_task: dict[str, int] = {}
+    out = []
+    for rec in [*new, *previous]:
+        key = dedupe_key(rec)
+        if key in seen or per_task.get(rec["task_id"], 0) >= cap:
+            continue
+        seen.add(key)
+        per_task[rec["task_id"]] = per_task.get(rec["task_id"], 0) + 1
+        out.append({k: rec[k] for k in ("id", "task_id", "messages", "tools") if k in rec})
+    return out
+
+
+class ExpertIteration:
+    def __init__(self, cfg: LoopConfig, out: str | Path, *, accept_all: bool = False,
+                 log: Log | None = None) -> None:
+        self.cfg = cfg
+        self.dir = Path(out)
+        self.accept_all = accept_all
+        self.log = log or (lambda s: print(s, flush=True))
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    # --- stage bookkeeping ---------------------------------------------------------------------
+    def _stage(self, rnd: int, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        marker = self.dir / f"round-{rnd}" / f"{name}.done.json"
+        if marker.exists():
+            return dict(json.loads(marker.read_text()))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        result = fn()
+        result["wall_s"] = round(time.perf_counter() - t0, 3)
+        atomic_write(marker, json.dumps(result, indent=2))
+        return result
+
+    def model_dir(self, rnd: int) -> Path:
+        """The student after round ``rnd`` (round 0 of a real model is the base model itself)."""
+        if rnd == 0 and self.cfg.student.model != "tiny":
+            return Path(self.cfg.student.model)
+        return self.dir / f"round-{rnd}" / "model"
+
+    # --- tasks ---------------------------------------------------------------------------------
+    def tasks(self) -> tuple[list[Task], list[Task]]:
+        t = self.cfg.tasks
+        if t.source == "arithmetic":
+            from .tasks.arithmetic import Difficulty, splits
+
+            return splits(t.n_train, t.n_eval, seed=t.seed, d=Difficulty(n_ops=t.n_ops))
+        train = [Task.model_validate(r) for r in iter_jsonl(self.cfg.resolve(t.source))]
+        if t.eval_source is None:
+            raise ValueError("tasks.eval_source is required with a task file")
+        held = [Task.model_validate(r) for r in iter_jsonl(self.cfg.resolve(t.eval_source))]
+        return train[: t.n_train], held[: t.n_eval]
+
+    # --- stages --------------------------------------------------------------------------------
+    def warm_start(self, train: list[Task], held: list[Task]) -> dict[str, Any]:
+        """Round 0: build the tiny student and SFT it on a small, partly noisy seed set."""
+        from .distill import SFTSettings, distill
+        from .student.tiny import build_model, save, train_tokenizer
+        from .tasks.arithmetic import seed_demonstrations
+
+        ws = self.cfg.warm_start
+        rng = random.Random(self.cfg.seed)
+        seed_tasks = rng.sample(train, min(ws.n_seed, len(train)))
+        demos = seed_demonstrations(seed_tasks, noise=ws.noise, seed=self.cfg.seed)
+        corpus = [m.get("content") or "" for d in demos for m in d["messages"]]
+        corpus += [t.messages[0].text for t in [*train, *held]]
+        tok = train_tokenizer(corpus)
+        init = save(build_model(tok, seed=self.cfg.seed), tok, self.dir / "round-0" / "init")
+        seed_path = self.dir / "round-0" / "seed.jsonl"
+        seed_path.write_text("".join(json.dumps(d) + "\n" for d in demos))
+        res = distill(init, seed_path, self.model_dir(0), SFTSettings(
+            steps=ws.steps, batch_size=ws.batch_size, lr=ws.lr, seed=self.cfg.seed,
+            backend=self.cfg.sft.backend))
+        return {"seed_examples": len(demos), "sft_tokens_per_s": res.tokens_per_s,
+                "final_loss": res.losses[-1] if res.losses else None}
+
+    def _backend(self, model_path: Path | str) -> Any:
+        s = self.cfg.student
+        if s.backend == "vllm":
+            from .generate.vllm_backend import VLLMBackend
+
+            return VLLMBackend(str(model_path))
+        from .generate.hf import TransformersBackend
+
+        return TransformersBackend(str(model_path), device=s.device,
+                                   batch_size=self.cfg.generate.batch_size)
+
+    def _rollouts(self, model_path: Path, tasks: list[Task], n: int, temperature: float,
+                  id_prefix: str) -> tuple[list[dict[str, Any]], Any]:
+        from .generate.base import SamplingParams
+        from .generate.rollout import rollout
+        from .generate.tools import ToolBox, calculator_tool
+
+        g = self.cfg.generate
+        params = SamplingParams(n=n, temperature=temperature, top_p=g.top_p,
+                                max_new_tokens=g.max_new_tokens, seed=self.cfg.seed)
+
+        async def go() -> tuple[list[dict[str, Any]], Any]:
+            backend = self._backend(model_path)
+            try:
+                return await rollout(backend, tasks, n=n, toolbox=ToolBox([calculator_tool()]),
+                                     params=params, max_turns=g.max_turns, max_tokens=g.max_tokens,
+                                     id_prefix=id_prefix, return_stats=True)
+            finally:
+                await backend.aclose()
+
+        return asyncio.run(go())
+
+    def evaluate(self, rnd: int, held: list[Task]) -> dict[str, Any]:
+        from .teachers.final_answer import FinalAnswerConfig, FinalAnswerTeacher
+
+        k = self.cfg.eval_k
+        recs, stats = self._rollouts(self.model_dir(rnd), held, k, self.cfg.eval_temperature,
+                                     f"r{rnd}-eval-")
+        checker = FinalAnswerTeacher(FinalAnswerConfig(name="eval", kind="final_answer"))
+        correct: dict[str, int] = {t.id: 0 for t in held}
+        for r in recs:
+            cand = Candidate.model_validate(r)
+            answer_ok = asyncio.run(checker.judge(cand)).passed
+            correct[cand.task_id] += answer_ok
+        p1 = sum(pass_at_k(k, c, 1) for c in correct.values()) / len(held)
+        pk = sum(pass_at_k(k, c, k) for c in correct.values()) / len(held)
+        return {"pass@1": round(p1, 4), f"pass@{k}": round(pk, 4), "eval_tasks": len(held),
+                "eval_tokens_per_s": round(stats.tokens_per_s, 1)}
+
+    def generate(self, rnd: int, train: list[Task]) -> dict[str, Any]:
+        recs, stats = self._rollouts(self.model_dir(rnd - 1), train, self.cfg.generate.n,
+                                     self.cfg.generate.temperature, f"r{rnd}-")
+        path = self.dir / f"round-{rnd}" / "candidates.jsonl"
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in recs))
+        return {"samples": len(recs), "gen_tokens": stats.tokens,
+                "gen_tokens_per_s": round(stats.tokens_per_s, 1)}
+
+    def judge(self, rnd: int) -> dict[str, Any]:
+        rdir = self.dir / f"round-{rnd}"
+        cands = rdir / "candidates.jsonl"
+        if self.accept_all:
+            recs = list(iter_jsonl(cands))
+            atomic_write(rdir / "accepted.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
+            return {"accepted": len(recs), "acceptance_rate": 1.0, "accepted_file": "accepted.jsonl"}
+        from .config import load_panel
+        from .pipeline import CurateOptions, curate
+
+        pfile = self.cfg.resolve(self.cfg.panel.file)
+        if not pfile.exists():
+            pfile = asset_path(self.cfg.panel.file)
+        summary = asyncio.run(curate(cands, load_panel(pfile), rdir / "curate",
+                                     options=CurateOptions(cache=False)))
+        valid = max(summary["valid"], 1)
+        return {"accepted": summary["accepted"], "acceptance_rate": round(summary["accepted"] / valid, 4),
+                "calls_saved": summary["calls_saved"], "accepted_file": "curate/accepted.jsonl"}
+
+    def pool(self, rnd: int, judged: dict[str, Any]) -> dict[str, Any]:
+        prev = list(iter_jsonl(self.dir / f"round-{rnd - 1}" / "pool.jsonl")) if rnd > 1 else []
+        new = list(iter_jsonl(self.dir / f"round-{rnd}" / judged["accepted_file"]))
+        pooled = pool_accepted(prev, new, self.cfg.pool_cap_per_task)
+        atomic_write(self.dir / f"round-{rnd}" / "pool.jsonl",
+                     "".join(json.dumps(r) + "\n" for r in pooled))
+        return {"pooled": len(pooled), "new_accepted": len(new)}
+
+    def sft(self, rnd: int) -> dict[str, Any]:
+        from .distill import SFTSettings, distill
+
+        s = self.cfg.sft
+        pool = self.dir / f"round-{rnd}" / "pool.jsonl"
+        res = distill(self.model_dir(rnd - 1), pool, self.model_dir(rnd), SFTSettings(
+            steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=self.cfg.seed + rnd,
+            backend=s.backend))
+        return {"sft_tokens_per_s": res.tokens_per_s,
+                "final_loss": res.losses[-1] if res.losses else None}
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        train, held = self.tasks()
+        rounds: list[dict[str, Any]] = []
+        if self.cfg.student.model == "tiny":
+            ws = self._stage(0, "warm_start", lambda: self.warm_start(train, held))
+        else:
+            ws = self._stage(0, "base_model", lambda: self._link_base())
+        ev = self._stage(0, "eval", lambda: self.evaluate(0, held))
+        rounds.append({"round": 0, **ev, "warm_start": ws})
+        self._report(rounds, t0)
+        for rnd in range(1, self.cfg.rounds + 1):
+            gen = self._stage(rnd, "generate", partial(self.generate, rnd, train))
+            judged = self._stage(rnd, "judge", partial(self.judge, rnd))
+            pooled = self._stage(rnd, "pool", partial(self.pool, rnd, judged))
+            sft = self._stage(rnd, "sft", partial(self.sft, rnd))
+            ev = self._stage(rnd, "eval", partial(self.evaluate, rnd, held))
+            rounds.append({"round": rnd, **ev, **gen, **{k: v for k, v in judged.items()
+                                                          if k != "accepted_file"},
+                           **pooled, **{f"sft_{k}" if not k.startswith("sft") else k: v
+                                        for k, v in sft.items()},
+                           "stage_wall_s": {"generate": gen["wall_s"], "judge": judged["wall_s"],
+                                            "sft": sft["wall_s"], "eval": ev["wall_s"]}})
+            self._report(rounds, t0)
+        return self.summary(rounds, t0)
+
+    def _link_base(self) -> dict[str, Any]:
+        """A real model: round 0 is the base model itself (no warm start)."""
+        return {"base_model": self.cfg.student.model}
+
+    def summary(self, rounds: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+        k = self.cfg.eval_k
+        s = {"arm": "accept_all" if self.accept_all else "filtered", "eval_k": k,
+             "rounds": rounds, "wall_s": round(time.perf_counter() - t0, 2)}
+        atomic_write(self.dir / "summary.json", json.dumps(s, indent=2))
+        return s
+
+    def _report(self, rounds: list[dict[str, Any]], t0: float) -> None:
+        self.summary(rounds, t0)
+        r = rounds[-1]
+        k = self.cfg.eval_k
+        extra = "" if r["round"] == 0 else (
+            f", accepted {r.get('accepted')}/{r.get('samples')} ({r.get('acceptance_rate', 0):.0%})"
+            f", pool {r.get('pooled')}")
+        self.log(f"[tgrs] round {r['round']}: pass@1 {r['pass@1']:.3f}, pass@{k} {r[f'pass@{k}']:.3f}"
+                 f"{extra} ({time.perf_counter() - t0:.0f}s)")
