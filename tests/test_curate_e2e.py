@@ -284,12 +284,15 @@ def test_rerun_on_finished_dir_does_no_new_work(data: Path, main_run: tuple[Path
     n_events = len(records(out / "events.jsonl"))
     curate(data, VERIFIERS, out)
     assert snapshot(out) == before, "a rerun on a finished directory changed its outputs"
+    assert (out / "config.toml").read_bytes() == (main_run[0] / "config.toml").read_bytes()
     s1 = summary(out)
     volatile = {"wall_s", "teachers"}
     assert {k: v for k, v in s1.items() if k not in volatile} == {
         k: v for k, v in s0.items() if k not in volatile}
     for name, st in s1["teachers"].items():
-        assert st["calls"] == s0["teachers"][name]["calls"], "a teacher was called again"
+        # latencies come back from the journal rounded, so their mean may differ in the last digit
+        assert {k: v for k, v in st.items() if k != "mean_latency_s"} == {
+            k: v for k, v in s0["teachers"][name].items() if k != "mean_latency_s"}, name
         assert st["reused_from_journal"] == 0
     new_events = records(out / "events.jsonl")[n_events:]
     assert [e["type"] for e in new_events] == ["run_started", "run_finished"], new_events
@@ -323,6 +326,7 @@ def test_other_panel_on_same_dir_is_refused_then_forced(data: Path, exp: Expecte
     assert s["accepted"] == len(want) and s["invalid"] == len(exp.invalid)
 
 
+@pytest.mark.slow
 def test_best_k_keeps_the_best_of_each_task(data: Path, exp: Expected, tmp_path: Path) -> None:
     # mean_score over the three checks: correct trajectories score 1, those that only mis-called
     # the tool 2/3 (still accepted), so best_k = 1 has a real choice to make in many tasks

@@ -160,6 +160,18 @@ def _demo_curate(args: argparse.Namespace) -> int:
     return _curate(ns)
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Write DIR/report.html (and, with --screenshots, PNGs of it) for a curate or loop directory."""
+    from .report import screenshot_report, write_report
+
+    path = write_report(args.dir)
+    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")
+    if args.screenshots:
+        for png in screenshot_report(args.dir):
+            print(f"screenshot: {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tgrs", description="teacher-guided rejection sampling")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -202,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--out", default="runs/demo-curate")
     dc.add_argument("--n", type=int, default=2000, help="trajectories to generate")
     dc.set_defaults(fn=_demo_curate)
+    rp = sub.add_parser("report", help="write DIR/report.html: plots, teacher table, trajectory browser")
+    rp.add_argument("dir", help="a curate run directory, or an expert-iteration directory (tgrs run/demo)")
+    rp.add_argument("--screenshots", action="store_true",
+                    help="also save DIR/report-screenshots/*.png with headless chromium")
+    rp.set_defaults(fn=_report)
     return p
 
 

@@ -30,6 +30,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +75,7 @@ class DistillResult:
     train_seconds: float  # the training loop alone
     wall_seconds: float  # the whole call: load, encode, train, save
     rows: int  # rows trained on (after dropping rows with no assistant token)
-    extra: dict[str, Any] = field(default_factory=dict)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each step (median: robust to load)
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -132,8 +133,10 @@ def batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
 # --------------------------------------------------------------------------------- the loops
 
 def train_torch(model: Any, examples: list[dict[str, list[int]]], s: SFTSettings, pad_id: int,
-                device: Any, bf16: bool) -> tuple[list[float], int]:
-    """The plain loop: AdamW, warm-up then cosine to ``min_lr_ratio``, grad clipping. Returns (losses, tokens)."""
+                device: Any, bf16: bool) -> tuple[list[float], int, list[float]]:
+    """The plain loop: AdamW, warm-up then cosine to ``min_lr_ratio``, grad clipping.
+
+    Returns (losses, tokens, step_seconds)."""
     import torch
     from transformers import get_scheduler
 
@@ -145,9 +148,10 @@ def train_torch(model: Any, examples: list[dict[str, list[int]]], s: SFTSettings
     sched = get_scheduler("cosine_with_min_lr", opt, num_warmup_steps=math.ceil(s.warmup_ratio * s.steps),
                           num_training_steps=s.steps, scheduler_specific_kwargs={"min_lr_rate": s.min_lr_ratio})
     model.train()
-    losses, tokens = [], 0
+    losses, tokens, step_seconds = [], 0, []
     order = batches(len(examples), s.batch_size, s.seed)
     for _ in range(s.steps):
+        t = time.perf_counter()
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in next(order)], pad_id).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch, use_cache=False).loss  # mean over tokens whose label is not -100
@@ -158,7 +162,8 @@ def train_torch(model: Any, examples: list[dict[str, list[int]]], s: SFTSettings
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         tokens += int(batch["attention_mask"].sum())
-    return losses, tokens
+        step_seconds.append(time.perf_counter() - t)
+    return losses, tokens, step_seconds
 
 
 def trl_config(s: SFTSettings, output_dir: str | Path, *, use_cpu: bool, bf16: bool) -> Any:
@@ -194,15 +199,24 @@ def trl_config(s: SFTSettings, output_dir: str | Path, *, use_cpu: bool, bf16: b
 
 
 def train_trl(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], s: SFTSettings,
-              output_dir: Path, use_cpu: bool, bf16: bool) -> tuple[list[float], int]:
-    """TRL's SFTTrainer as a black box; a callback collects the per-step loss. Returns (losses, tokens)."""
+              output_dir: Path, use_cpu: bool, bf16: bool) -> tuple[list[float], int, list[float]]:
+    """TRL's SFTTrainer as a black box; a callback records loss and time per step.
+
+    Returns (losses, tokens, step_seconds)."""
     import datasets
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTTrainer
 
     records: list[dict[str, float]] = []
+    ends: list[float] = []
 
     class Record(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            ends.append(time.perf_counter())
+
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if logs and "loss" in logs:
                 records.append(dict(logs))
@@ -216,8 +230,11 @@ def train_trl(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], 
     finally:
         if bars:
             datasets.enable_progress_bars()
+    trainer.remove_callback(PrinterCallback)  # it prints every log line
     trainer.train()
-    return [float(r["loss"]) for r in records], int(records[-1].get("num_tokens", 0)) if records else 0
+    losses = [float(r["loss"]) for r in records]
+    tokens = int(float(records[-1].get("num_tokens", 0))) if records else 0
+    return losses, tokens, [b - a for a, b in pairwise(ends)]
 
 
 # ---------------------------------------------------------------------------------- the step
@@ -269,9 +286,9 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     backend = pick_backend(model, s, device)
     t1 = time.perf_counter()
     if backend == "torch":
-        losses, tokens = train_torch(model, examples, s, tokenizer.pad_token_id, device, bf16)
+        losses, tokens, step_seconds = train_torch(model, examples, s, tokenizer.pad_token_id, device, bf16)
     elif backend == "trl":
-        losses, tokens = train_trl(model, tokenizer, examples, s, out_dir, device.type == "cpu", bf16)
+        losses, tokens, step_seconds = train_trl(model, tokenizer, examples, s, out_dir, device.type == "cpu", bf16)
     else:
         raise ValueError(f"unknown backend {backend!r}: use 'auto', 'trl' or 'torch'")
     train_seconds = time.perf_counter() - t1
@@ -283,7 +300,7 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     tokenizer.save_pretrained(out_dir)
     result = DistillResult(out_dir=out_dir, backend=backend, losses=losses, tokens=tokens,
                            tokens_per_s=tokens / max(train_seconds, 1e-9), train_seconds=train_seconds,
-                           wall_seconds=time.perf_counter() - t0, rows=len(examples))
+                           wall_seconds=time.perf_counter() - t0, rows=len(examples), step_seconds=step_seconds)
     (out_dir / "distill.json").write_text(json.dumps(
         {"settings": asdict(s), **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}},
         indent=1))

@@ -141,6 +141,8 @@ class EndpointLimiter:
             return TokenBucket(per_min / 60, max(1.0, per_min / 60 * b), now) if per_min else None
 
         self.requests = bucket(limits.rpm)
+        if self.requests is not None:  # PROTO slow start
+            self.requests.tokens = 1.0
         self.tokens = bucket(limits.tpm)
         self.input = bucket(limits.input_tpm)
         self.output = bucket(limits.output_tpm)
@@ -195,6 +197,10 @@ class EndpointLimiter:
         self.stats.rate_limited += 1
         pause = retry_after if retry_after is not None else 1.0
         self._paused_until = max(self._paused_until, now + pause)
+        if self.requests is not None:
+            # the server has no request left for us: spend what we banked, so the callers released
+            # by the pause are paced at the bucket's rate instead of retrying as one herd
+            self.requests.credit(-max(self.requests.tokens, 0.0), now)
         if now - self._last_cut >= 1.0:
             self._last_cut = now
             self._set_factor(max(self.MIN_FACTOR, self.factor * self.DECREASE))
@@ -254,6 +260,8 @@ class EndpointLimiter:
             elif bk is not None and limit is not None and limit / 60 < self._base[name]:
                 self._base[name] = limit / 60  # the server's limit is lower than we were told
                 bk.rate = self._base[name] * self.factor
+                bk.capacity = min(bk.capacity, max(1.0, self._base[name] * self.limits.burst_s))
+                bk.tokens = min(bk.tokens, bk.capacity)  # and so is the burst it will take
             if bk is not None and name not in self._synced:
                 # first word from the server: the account may already be partly used elsewhere.
                 # Later "remaining" values are as old as the call's latency, so we don't chase them.

@@ -114,7 +114,7 @@ class CurateRun:
         index = IdIndex(self.store.dir / "ids.sqlite")
         try:
             await self._stages(state, index)
-            if self.cfg.best_k is not None:
+            if self.cfg.best_k is not None and not self.stopped:  # only once every candidate is in
                 self._finalize_best_k()
         except (asyncio.CancelledError, KeyboardInterrupt):
             self.stopped = "interrupted"

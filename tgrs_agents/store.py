@@ -171,7 +171,12 @@ class RunStore:
         return state
 
     def _archive(self) -> None:
-        dest = self.dir / f"archive-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = self.dir / f"archive-{stamp}"
+        n = 1
+        while dest.exists():  # two --force runs in one second
+            n += 1
+            dest = self.dir / f"archive-{stamp}-{n}"
         dest.mkdir()
         for p in self.dir.iterdir():
             if p.is_file():
@@ -303,6 +308,7 @@ def verdict_record(line: int, cand_id: str, v: Verdict) -> dict[str, Any]:
         "rationale": v.rationale,
         "cached": v.cached,
         "cost_usd": v.usage.cost_usd,
+        "requests": v.usage.requests,
         "input_tokens": v.usage.input_tokens,
         "output_tokens": v.usage.output_tokens,
         "latency_s": round(v.latency_s, 6),
@@ -317,7 +323,7 @@ def verdict_from_record(rec: dict[str, Any]) -> Verdict:
         score=rec["score"],
         rationale=rec.get("rationale", ""),
         usage=Usage(
-            requests=0 if rec.get("cached") else 1,
+            requests=rec.get("requests", 0 if rec.get("cached") else 1),  # older journals lack it
             input_tokens=rec.get("input_tokens", 0),
             output_tokens=rec.get("output_tokens", 0),
             cost_usd=rec.get("cost_usd", 0.0),

@@ -1,0 +1,271 @@
+"""Our API client (limiter + one retry layer) against a naive one, on the same loopback stand-in.
+
+The stand-in runs in its own process (``python -m tgrs_agents.testing.standin``) with lognormal
+latency (mean 300 ms) and 2% 5xx, and enforces a request rate (429 with retry-after past it).
+
+* **ours**: the ``OpenAIJudge`` adapter wrapped by ``Services`` (RateLimited, Costed, Retrying; the
+  ledger only in (c)), limiter ``rpm`` set to the server's rate, the SDK's retries off.
+* **naive**: ``AsyncOpenAI`` with the SDK's default retries (``max_retries=2``) behind an
+  ``asyncio.Semaphore(64)``, sending the same request.
+
+Scenarios (each call judges a distinct synthetic trajectory, so no cache can hide a call):
+
+(a) rate-bound: 1,500 calls, server at 3,000 requests/min (ideal = calls / rate = 30 s).
+(b) client-bound: 3,000 calls at 12,000 requests/min (ideal 15 s); client CPU per 1,000 calls.
+(c) the workload of (a) twice with a fresh verdict ledger: the second pass makes no HTTP request.
+
+Reported: wall / ideal, HTTP requests the server saw, 429s received, calls lost (ended in an
+exception), client CPU seconds per 1,000 calls (``time.process_time`` of this process)::
+
+    python benchmarks/bench_api_limits.py            # the full run (about 3 minutes)
+    python benchmarks/bench_api_limits.py --scale 0.2  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from tgrs_agents.cache import Ledger
+from tgrs_agents.errors import TgrsError
+from tgrs_agents.services import Services
+from tgrs_agents.synth import synthetic_lines
+from tgrs_agents.teachers.base import BuildContext
+from tgrs_agents.teachers.llm_judge import VERDICT_SCHEMA
+from tgrs_agents.teachers.openai_judge import OpenAIJudge, OpenAIJudgeConfig
+from tgrs_agents.types import Candidate
+
+KEY_ENV = "TGRS_BENCH_API_KEY"
+os.environ.setdefault(KEY_ENV, "sk-test-bench-not-a-real-key")
+MODEL = "gpt-4o-mini"
+
+
+# --- the server -------------------------------------------------------------------------------------
+class Server:
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tgrs_agents.testing.standin", "--port", "0", "--plan", json.dumps(plan)],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise RuntimeError(f"stand-in did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as r:
+            return dict(json.load(r))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- the clients ------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    scenario: str
+    client: str
+    calls: int
+    rate_per_min: float
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    lost: int = 0
+    server: dict[str, int] = field(default_factory=dict)  # the server's counters, this run only
+    note: str = ""
+
+    @property
+    def ideal_s(self) -> float:
+        return self.calls / (self.rate_per_min / 60)
+
+    @property
+    def ratio(self) -> float:
+        return self.wall_s / self.ideal_s
+
+    def row(self) -> list[str]:
+        s = self.server
+        return [self.scenario, self.client, str(self.calls), f"{self.wall_s:.2f}", f"{self.ideal_s:.1f}",
+                f"{self.ratio:.3f}", str(s.get("requests", 0)), str(s.get("429", 0)),
+                f"{100 * s.get('429', 0) / self.calls:.2f}%", str(s.get("500", 0)), str(self.lost),
+                f"{1000 * self.cpu_s / self.calls:.2f}", self.note]
+
+
+HEAD = ["scenario", "client", "calls", "wall s", "ideal s", "wall/ideal", "HTTP req", "429s", "429/calls",
+        "5xx", "lost", "CPU s/1k", "note"]
+
+
+def candidates(n: int, seed: int) -> list[Candidate]:
+    return [Candidate.model_validate_json(line) for line in synthetic_lines(n, seed=seed, per_task=1)]
+
+
+def judge_teacher(url: str, rpm: float, max_concurrency: int) -> OpenAIJudge:
+    cfg = OpenAIJudgeConfig(name="judge", model=MODEL, base_url=url, api_key_env=KEY_ENV, rpm=rpm,
+                            max_tokens=64, max_concurrency=max_concurrency, timeout_s=60)
+    return OpenAIJudge(cfg, BuildContext(base_dir=Path.cwd()))
+
+
+async def _ours(url: str, cands: list[Candidate], rpm: float, max_concurrency: int,
+                ledger: Ledger | None) -> tuple[float, int, Services]:
+    services = Services(ledger=ledger)
+    teacher = services.wrap(judge_teacher(url, rpm, max_concurrency))
+    lost = 0
+
+    async def one(c: Candidate) -> None:
+        nonlocal lost
+        try:
+            await teacher.judge(c)
+        except TgrsError:
+            lost += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(c) for c in cands))
+    wall = time.perf_counter() - t0
+    await teacher.aclose()
+    return wall, lost, services
+
+
+async def _naive(url: str, cands: list[Candidate], render: Any, concurrency: int) -> tuple[float, int]:
+    sem = asyncio.Semaphore(concurrency)
+    lost = 0
+    async with openai.AsyncOpenAI(api_key=os.environ[KEY_ENV], base_url=url, max_retries=2,
+                                  timeout=60) as client:
+
+        async def one(c: Candidate) -> None:
+            nonlocal lost
+            async with sem:
+                try:
+                    prompt = render(c)
+                    resp = await client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": prompt}], temperature=0.0,
+                        max_tokens=64, response_format={"type": "json_schema", "json_schema": {
+                            "name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}})
+                    json.loads(resp.choices[0].message.content or "")
+                except (openai.OpenAIError, ValueError):
+                    lost += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in cands))
+        return time.perf_counter() - t0, lost
+
+
+def measure(res: Result, server: Server, fn: Any) -> Any:
+    before = server.stats()
+    cpu0 = time.process_time()
+    out = fn()
+    res.cpu_s = time.process_time() - cpu0
+    after = server.stats()
+    res.server = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return out
+
+
+def run_ours(scenario: str, server: Server, cands: list[Candidate], rpm: float, max_concurrency: int,
+             ledger: Ledger | None = None, note: str = "") -> Result:
+    res = Result(scenario, "ours", len(cands), rpm, note=note)
+    res.wall_s, res.lost, services = measure(
+        res, server, lambda: asyncio.run(_ours(server.url, cands, rpm, max_concurrency, ledger)))
+    (lim,) = services.limiters.all().values()
+    extra = f"limiter waited {lim.stats.waited_s / max(lim.stats.acquired, 1):.2f}s/call, factor {lim.factor:.2f}"
+    res.note = "; ".join(x for x in (note, extra) if x)
+    return res
+
+
+def run_naive(scenario: str, server: Server, cands: list[Candidate], rpm: float, concurrency: int = 64) -> Result:
+    render = judge_teacher(server.url, rpm, 1).prompt_for  # the same prompt, rendered in the run
+    res = Result(scenario, "naive", len(cands), rpm, note=f"Semaphore({concurrency}), SDK max_retries=2")
+    res.wall_s, res.lost = measure(res, server, lambda: asyncio.run(_naive(server.url, cands, render, concurrency)))
+    return res
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i in (0, 1, 12) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every call count (quick looks)")
+    ap.add_argument("--latency", type=float, default=0.3, help="mean server latency, seconds")
+    ap.add_argument("--p5xx", type=float, default=0.02)
+    ap.add_argument("--concurrency", type=int, default=256, help="our limiter's max_concurrency")
+    ap.add_argument("--only", default="abc", help="scenarios to run, e.g. 'ab'")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    n_a, n_b = max(10, round(1500 * args.scale)), max(10, round(3000 * args.scale))
+    base = {"latency_mean_s": args.latency, "p_5xx": args.p5xx}
+    results: list[Result] = []
+    checks: list[tuple[str, bool]] = []
+    settle = 1.5  # let the server's bucket refill between runs
+
+    if "a" in args.only:
+        with Server({**base, "rpm": 3000, "seed": 1}) as srv:
+            cands = candidates(n_a, seed=1)
+            ours = run_ours("(a) rate-bound", srv, cands, 3000, args.concurrency)
+            time.sleep(settle)
+            naive = run_naive("(a) rate-bound", srv, cands, 3000)
+        results += [ours, naive]
+        checks += [("(a) ours wall/ideal <= 1.03", ours.ratio <= 1.03),
+                   ("(a) ours loses no call", ours.lost == 0),
+                   ("(a) ours 429s <= 1% of calls", ours.server.get("429", 0) <= 0.01 * ours.calls)]
+    if "b" in args.only:
+        with Server({**base, "rpm": 12000, "seed": 2}) as srv:
+            cands = candidates(n_b, seed=2)
+            ours = run_ours("(b) client-bound", srv, cands, 12000, args.concurrency)
+            time.sleep(settle)
+            naive = run_naive("(b) client-bound", srv, cands, 12000)
+        results += [ours, naive]
+        checks += [("(b) ours wall/ideal <= naive's", ours.ratio <= naive.ratio),
+                   ("(b) ours loses no call", ours.lost == 0)]
+    if "c" in args.only:
+        with tempfile.TemporaryDirectory() as tmp, Server({**base, "rpm": 3000, "seed": 3}) as srv:
+            ledger = Ledger(Path(tmp) / "ledger.sqlite")
+            cands = candidates(n_a, seed=3)
+            first = run_ours("(c) ledger", srv, cands, 3000, args.concurrency, ledger, note="pass 1")
+            second = run_ours("(c) ledger", srv, cands, 3000, args.concurrency, ledger, note="pass 2")
+            hits = ledger.hits
+            ledger.close()
+        results += [first, second]
+        checks += [("(c) pass 2 makes no HTTP request", second.server.get("requests", 0) == 0),
+                   ("(c) pass 2 answers every call from the ledger", hits >= second.calls)]
+
+    print(f"stand-in: latency lognormal mean {args.latency * 1000:.0f} ms, {args.p5xx:.0%} 5xx, rate enforced "
+          f"by the server (429 + retry-after); python {sys.version.split()[0]}, openai {openai.__version__}")
+    print(table([HEAD] + [r.row() for r in results]))
+    print()
+    for name, ok in checks:
+        print(f"  [{'ok' if ok else 'MISS'}] {name}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([{**vars(r), "ideal_s": r.ideal_s, "ratio": r.ratio}
+                                               for r in results], indent=2))
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

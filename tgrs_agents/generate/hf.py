@@ -1,0 +1,175 @@
+"""Sampling with ``transformers``: any causal LM with a chat template, from the tiny student to Qwen.
+
+Each conversation is rendered with the tokenizer's own chat template, prompts are sorted by length
+and cut into batches of ``batch_size``, left padded by hand (whatever the tokenizer's
+``padding_side``), and sampled with ``model.generate`` and its KV cache. Every row stops at a turn
+end (the eos, ``<|end|>``, ``<|im_end|>``) or at its own new-token cap; only the new tokens are
+decoded and their tool calls parsed. The sampling distribution is exactly ``temperature`` and
+``top_p``: defaults a checkpoint's ``generation_config`` may carry (``top_k``, repetition penalty)
+are switched off.
+
+Generation runs in a worker thread so the event loop stays free; one call at a time per backend.
+
+``num_return_sequences`` is not used: ``generate`` expands the inputs before the first forward
+pass, so n copies of a prompt cost the same as n rows of a plain batch, and plain batching also
+covers later turns, whose prompts all differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from .base import (
+    SamplingParams,
+    ToolFormat,
+    Turn,
+    decode_turn,
+    detect_tool_format,
+    fit_prompt,
+    render_prompt,
+    stop_token_ids,
+    token_caps,
+)
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_student(path_or_name: str | Path, *, device: str | None = None,
+                 dtype: Any = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from a local directory or a Hub name (e.g. ``Qwen/Qwen2.5-0.5B-Instruct``).
+
+    ``dtype`` None: float32 on CPU, the checkpoint's own dtype on GPU.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    if device == "cpu":
+        torch.set_flush_denormal(True)
+    tokenizer = AutoTokenizer.from_pretrained(str(path_or_name), padding_side="left")
+    if dtype is None:
+        dtype = torch.float32 if device == "cpu" else "auto"
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype)
+    return model.to(device).eval(), tokenizer
+
+
+class TransformersBackend:
+    """A :class:`~tgrs_agents.generate.base.ChatBackend` over a local ``transformers`` model."""
+
+    def __init__(self, model_or_path: Any, tokenizer: Any = None, *, device: str | None = None,
+                 dtype: Any = None, batch_size: int = 512,
+                 tool_format: Literal["auto", "compact", "hermes"] = "auto") -> None:
+        import torch
+
+        self.device = resolve_device(device)
+        if isinstance(model_or_path, str | Path):
+            model, loaded_tok = load_student(model_or_path, device=self.device, dtype=dtype)
+            tokenizer = tokenizer if tokenizer is not None else loaded_tok
+        else:
+            model = model_or_path
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer with a model object")
+            if self.device == "cpu":
+                torch.set_flush_denormal(True)
+            model = model.to(self.device, dtype=dtype) if dtype is not None else model.to(self.device)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.tool_format: ToolFormat = (detect_tool_format(tokenizer.chat_template)
+                                        if tool_format == "auto" else tool_format)
+        self.stop_ids = stop_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.stop_ids[0])
+        self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.calls = 0
+        self._lock = asyncio.Lock()
+
+    async def complete(self, conversations: list[list[dict[str, Any]]],
+                       tools: list[list[dict[str, Any]] | None], params: SamplingParams, *,
+                       max_new_tokens: Sequence[int] | None = None) -> list[Turn]:
+        if len(tools) != len(conversations):
+            raise ValueError(f"{len(tools)} tool lists for {len(conversations)} conversations")
+        caps = token_caps(len(conversations), params, max_new_tokens)
+        async with self._lock:
+            self.calls += 1
+            return await asyncio.to_thread(self._complete, conversations, tools, params, caps,
+                                           self.calls)
+
+    async def aclose(self) -> None:
+        return None
+
+    # ----- the worker thread -----------------------------------------------------------------------
+    def _complete(self, conversations: list[list[dict[str, Any]]],
+                  tools: list[list[dict[str, Any]] | None], params: SamplingParams,
+                  caps: list[int], call: int) -> list[Turn]:
+        import torch
+
+        texts = [render_prompt(self.tokenizer, c, t) for c, t in zip(conversations, tools, strict=True)]
+        encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        rows = [fit_prompt(list(ids), cap, self.max_positions) for ids, cap in zip(encoded, caps, strict=True)]
+        if params.seed is not None:
+            torch.manual_seed(params.seed + 1_000_003 * call)
+        turns: list[Turn | None] = [None] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+        todo = [i for i in order if rows[i][1] > 0]
+        for i in order:
+            if rows[i][1] == 0:  # no room to generate anything
+                turns[i] = Turn("", None, "length" + ("+prompt_truncated" if rows[i][2] else ""), 0)
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start:start + self.batch_size]
+            new = self._generate([rows[i][0] for i in batch], [rows[i][1] for i in batch], params)
+            for i, ids in zip(batch, new, strict=True):
+                _, cap, truncated = rows[i]
+                turns[i] = decode_turn(self.tokenizer, ids, self.stop_ids, cap, tools[i],
+                                       self.tool_format, truncated)
+        done = [t for t in turns if t is not None]
+        assert len(done) == len(turns)
+        return done
+
+    def _generate(self, prompts: list[list[int]], caps: list[int], params: SamplingParams) -> list[list[int]]:
+        """Left-pad, sample, and return each row's new token ids."""
+        import torch
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        width = max(map(len, prompts))
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, ids in enumerate(prompts):
+            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[r, width - len(ids):] = 1
+        sample = params.temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=max(caps), do_sample=sample, num_beams=1, use_cache=True,
+            eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+            temperature=params.temperature if sample else None,
+            top_p=params.top_p if sample else None, top_k=0 if sample else None,
+            repetition_penalty=1.0,
+        )
+        cap_t = torch.tensor(caps, device=self.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([_row_caps(width, cap_t)]),
+            )
+        return [row.tolist() for row in out[:, width:].cpu()]
+
+
+def _row_caps(start: int, caps: Any) -> Any:
+    """A stopping criterion that ends each row at its own number of new tokens."""
+    from transformers import StoppingCriteria
+
+    class RowCaps(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return caps <= (input_ids.shape[1] - start)
+
+    return RowCaps()

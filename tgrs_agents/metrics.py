@@ -1,0 +1,142 @@
+"""Agreement and latency statistics for the report: Cohen's kappa, Krippendorff's alpha, the teacher table.
+
+Labels are small integers; ``-1`` (or NaN in float input) means *missing* (the teacher was not
+consulted, or it errored). Everything is plain numpy and works on 100,000s of candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+MISSING = -1
+PERCENTILES = (50, 90, 99)
+
+
+def cohen_kappa(a: Sequence[Any] | np.ndarray, b: Sequence[Any] | np.ndarray) -> float:
+    """Cohen's kappa of two raters over the same items; NaN when undefined (no items, or p_e = 1)."""
+    x, y = np.asarray(a), np.asarray(b)
+    if x.shape != y.shape:
+        raise ValueError(f"raters judged different numbers of items: {x.shape} vs {y.shape}")
+    n = x.size
+    if n == 0:
+        return math.nan
+    cats, inv = np.unique(np.concatenate([x.ravel(), y.ravel()]), return_inverse=True)
+    xi, yi = inv[:n], inv[n:]
+    p_o = float(np.mean(xi == yi))
+    pa = np.bincount(xi, minlength=len(cats)) / n
+    pb = np.bincount(yi, minlength=len(cats)) / n
+    p_e = float(pa @ pb)
+    if math.isclose(p_e, 1.0):
+        return math.nan
+    return (p_o - p_e) / (1.0 - p_e)
+
+
+def krippendorff_alpha_nominal(data: Sequence[Sequence[Any]] | np.ndarray) -> float:
+    """Krippendorff's alpha for nominal data; ``data`` is raters x units, NaN/None = missing.
+
+    Units with fewer than two values are not pairable and are left out. NaN when undefined (fewer
+    than two pairable values, or only one category was ever used).
+    """
+    arr = np.array(data, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError("data must be a 2-d array: raters x units")
+    present = ~np.isnan(arr)
+    if not present.any():
+        return math.nan
+    cats, inv = np.unique(arr[present], return_inverse=True)
+    codes = np.full(arr.shape, -1, dtype=np.int64)
+    codes[present] = inv
+    n_units, n_cats = arr.shape[1], len(cats)
+    counts = np.zeros((n_units, n_cats))  # n_uc: how many raters gave unit u category c
+    unit_idx = np.broadcast_to(np.arange(n_units), arr.shape)[present]
+    np.add.at(counts, (unit_idx, codes[present]), 1.0)
+    m = counts.sum(axis=1)
+    keep = m >= 2
+    counts, m = counts[keep], m[keep]
+    if counts.shape[0] == 0:
+        return math.nan
+    w = 1.0 / (m - 1.0)
+    coinc = (counts * w[:, None]).T @ counts - np.diag((counts * w[:, None]).sum(axis=0))
+    n_c = coinc.sum(axis=1)
+    n = n_c.sum()
+    disagree_o = coinc.sum() - np.trace(coinc)
+    disagree_e = n_c.sum() ** 2 - (n_c**2).sum()
+    if n <= 1 or disagree_e == 0:
+        return math.nan
+    return float(1.0 - (n - 1.0) * disagree_o / disagree_e)
+
+
+def percentiles(values: Iterable[float] | np.ndarray, qs: Sequence[float] = PERCENTILES) -> list[float | None]:
+    """Linear-interpolated percentiles (numpy's default); None for every q when there are no values."""
+    arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    if arr.size == 0:
+        return [None for _ in qs]
+    return [float(v) for v in np.percentile(arr, qs)]
+
+
+def pairwise(labels: np.ndarray, panel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kappa of every teacher pair (and of each teacher with the panel, last column) on shared items.
+
+    ``labels`` is teachers x candidates (0/1, ``MISSING``); ``panel`` the decision (1 accepted,
+    0 rejected, ``MISSING``). Returns (kappa, n) arrays of shape T x (T + 1).
+    """
+    t = labels.shape[0]
+    kappa = np.full((t, t + 1), math.nan)
+    n = np.zeros((t, t + 1), dtype=np.int64)
+    for i in range(t):
+        for j, other in enumerate([*labels, panel]):
+            both = (labels[i] != MISSING) & (other != MISSING)
+            n[i, j] = int(both.sum())
+            kappa[i, j] = cohen_kappa(labels[i][both], other[both]) if n[i, j] else math.nan
+    return kappa, n
+
+
+def panel_alpha(labels: np.ndarray) -> float:
+    return krippendorff_alpha_nominal(np.where(labels == MISSING, np.nan, labels.astype(float)))
+
+
+def teacher_table(teachers: Sequence[str], labels: np.ndarray, panel: np.ndarray,
+                  decided_by: Sequence[str | None], latencies: Mapping[str, Sequence[float]],
+                  summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every figure of the report's teacher table for one scope (a run, or one round of a loop).
+
+    ``summaries`` are the scope's summary.json files (calls, cache hits, calls saved and cost come
+    from the run's own counters); ``decided_by`` is the deciding teacher of every rejection.
+    """
+    kappa, n = pairwise(labels, panel)
+    rejections = len(decided_by)
+    vetoes: dict[str, int] = {}
+    for name in decided_by:
+        key = name or "(none)"
+        vetoes[key] = vetoes.get(key, 0) + 1
+    rows = []
+    for i, name in enumerate(teachers):
+        st: dict[str, float] = {}
+        for s in summaries:
+            for k, v in (s.get("teachers", {}).get(name) or {}).items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    st[k] = st.get(k, 0) + v
+        judged = labels[i] != MISSING
+        rows.append({
+            "teacher": name,
+            "calls": int(st.get("calls", 0)),
+            "cache_hits": int(st.get("cache_hits", 0)),
+            "calls_saved": int(st.get("calls_saved", 0)),
+            "errors": int(st.get("errors", 0)),
+            "pass_rate": float(labels[i][judged].mean()) if judged.any() else None,
+            "vetoes": vetoes.get(name, 0),
+            "veto_share": vetoes.get(name, 0) / rejections if rejections else None,
+            "cost_usd": float(st.get("cost_usd", 0.0)),
+            "latency_s": percentiles(latencies.get(name, ())),
+            "kappa": [None if math.isnan(k) else round(float(k), 4) for k in kappa[i]],
+            "kappa_n": [int(x) for x in n[i]],
+        })
+    others = {k: v for k, v in vetoes.items() if k not in teachers}
+    alpha = panel_alpha(labels) if labels.size else math.nan
+    return {"teachers": list(teachers), "rows": rows, "rejections": rejections, "other_vetoes": others,
+            "alpha": None if math.isnan(alpha) else round(alpha, 4),
+            "candidates": int(labels.shape[1]) if labels.ndim == 2 else 0}
