@@ -99,6 +99,8 @@ async def main() -> None:
     ap.add_argument("--student", help="a saved student directory to load instead of training one")
     ap.add_argument("--save", help="save the warm-started student here")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads while generating (default: torch's own setting)")
     args = ap.parse_args()
 
     import torch
@@ -122,18 +124,20 @@ async def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load avg "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
-    backend = TransformersBackend(model, tok, device=args.device, batch_size=args.batch_size)
+    backend = TransformersBackend(model, tok, device=args.device, batch_size=args.batch_size,
+                                  threads=args.threads)
     box = ToolBox([calculator_tool()])
     params = SamplingParams(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                             seed=0)
     for rep in range(args.repeats):
         stats = RolloutStats()
+        cpu = time.process_time()
         records = await rollout(backend, train, toolbox=box, params=params, stats=stats,
                                 id_prefix=f"r{rep}-")
         print(f"repeat {rep}: {stats.rollouts} rollouts in {stats.wall_s:.2f} s, {stats.steps} steps: "
               f"{stats.rollouts_per_s:.0f} rollouts/s, {stats.generated_tokens} tokens, "
               f"{stats.tokens_per_s:.0f} generated tokens/s; stops {dict(stats.stops)}; "
-              f"pass@1 {accuracy(records):.2f}")
+              f"pass@1 {accuracy(records):.2f}; process CPU {time.process_time() - cpu:.1f} s")
     await backend.aclose()
 
 

@@ -9,15 +9,18 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from tgrs_agents.distill import SFTSettings, collate, distill, encode
 from tgrs_agents.student import tiny
@@ -31,13 +34,15 @@ SETTINGS = SFTSettings(steps=200, batch_size=32, lr=1e-3, warmup_ratio=0.05, min
 @dataclass
 class Arm:
     name: str
-    step_seconds: list[float]
+    train_seconds: float  # from encoded rows to trained model (TRL: SFTTrainer construction included)
+    cpu_seconds: float  # CPU time over the same window
+    step_seconds: list[float]  # wall time of each step
     logged: list[tuple[int, float]]  # (step, mean loss since the previous log)
     tokens: int  # non-pad tokens through the model, prompt and tool tokens included
 
     @property
-    def train_seconds(self) -> float:
-        return sum(self.step_seconds)
+    def steps(self) -> int:
+        return len(self.step_seconds)
 
     def loss_last(self, n: int = 20) -> float:
         """Mean loss over the last ``n`` steps, from logs that may cover several steps each."""
@@ -66,7 +71,7 @@ def setup(workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
 
 def from_distill(name: str, base: Path, demos: list[dict[str, Any]], out: Path, s: SFTSettings) -> Arm:
     r = distill(base, demos, out, s)
-    return Arm(name, r.step_seconds, list(enumerate(r.losses, 1)), r.tokens)
+    return Arm(name, r.train_seconds, r.train_cpu_seconds, r.step_seconds, list(enumerate(r.losses, 1)), r.tokens)
 
 
 def default_trl_config(s: SFTSettings, output_dir: Path, **overrides: Any) -> Any:
@@ -111,31 +116,37 @@ def trl_native(name: str, base: Path, demos: list[dict[str, Any]], config: Any,
                 tokens[0] = int(float(logs.get("num_tokens", 0)))
 
     datasets.disable_progress_bars()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
                          processing_class=tokenizer, callbacks=[Record()])
     trainer.remove_callback(PrinterCallback)
+    check_t0, check_c0 = time.perf_counter(), time.process_time()  # the label check is not timed
     if check_labels:  # TRL's own tokenization and masks == distill.encode + collate, row by row
         for row, prepared in zip(demos, trainer.train_dataset, strict=True):
             ours = collate([encode(tokenizer, row, config.max_length)], tokenizer.pad_token_id)
             assert prepared["input_ids"] == ours["input_ids"][0].tolist()
             assert prepared["labels"] == ours["labels"][0].tolist()
         print(f"  check: TRL's native tokenization and labels == distill.encode/collate on all {len(demos)} rows")
+    t1, c1 = time.perf_counter(), time.process_time()
     trainer.train()
-    return Arm(name, [b - a for a, b in zip(ends, ends[1:], strict=False)], logged, tokens[0])
+    elapsed, cpu = time.perf_counter() - t1 + (check_t0 - t0), time.process_time() - c1 + (check_c0 - c0)
+    return Arm(name, elapsed, cpu, [b - a for a, b in pairwise(ends)], logged, tokens[0])
 
 
 # ---------------------------------------------------------------------------------- reporting
 
 def table(arms: list[Arm], ref: Arm) -> None:
-    print(f"\n{'arm':44s} {'s/step':>7s} {'median':>7s} {'tok/s':>7s} {'loss@last20':>11s}"
-          f" {'x time':>7s} {'x tok/s':>7s} {'x loss':>7s}")
+    """s/step: wall / steps (set-up included); median: the median step; cpu/step: CPU s / steps;
+    tok/s: tokens / wall s; x: ratios to the reference arm (time ratios > 1 are slower)."""
+    print(f"\n{'arm':47s} {'s/step':>6s} {'median':>6s} {'cpu/st':>6s} {'tok/s':>6s} {'loss@20':>7s}"
+          f" {'x s/st':>6s} {'x cpu':>6s} {'x tok/s':>7s} {'x loss':>6s}")
     for a in arms:
-        mean = a.train_seconds / len(a.step_seconds)
-        med = statistics.median(a.step_seconds)
-        tps = a.tokens / a.train_seconds
-        print(f"{a.name:44s} {mean:7.3f} {med:7.3f} {tps:7.0f} {a.loss_last():11.3f}"
-              f" {mean / (ref.train_seconds / len(ref.step_seconds)):7.2f}"
-              f" {tps / (ref.tokens / ref.train_seconds):7.2f} {a.loss_last() / ref.loss_last():7.2f}")
+        print(f"{a.name:47s} {a.train_seconds / a.steps:6.3f} {statistics.median(a.step_seconds):6.3f}"
+              f" {a.cpu_seconds / a.steps:6.3f} {a.tokens / a.train_seconds:6.0f} {a.loss_last():7.3f}"
+              f" {a.train_seconds / a.steps / (ref.train_seconds / ref.steps):6.2f}"
+              f" {a.cpu_seconds / a.steps / (ref.cpu_seconds / ref.steps):6.2f}"
+              f" {a.tokens / a.train_seconds / (ref.tokens / ref.train_seconds):7.2f}"
+              f" {a.loss_last() / ref.loss_last():6.2f}")
 
 
 def cprofile_top(fn: Any, n: int) -> None:
@@ -156,11 +167,12 @@ def main() -> None:
     args = ap.parse_args()
     s = replace(SETTINGS, steps=args.steps)
     torch.set_flush_denormal(True)  # distill() sets it too; set here so every arm has it from the start
+    torch.set_num_threads(1)  # what distill() picks for the tiny student (pick_threads), for every arm
     work = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     base, demos = setup(work)
-    print(f"tiny student: {sum(p.numel() for p in tiny.build_model(tiny.train_tokenizer(['x'])).parameters())/1e6:.2f} M "
-          f"params; {len(demos)} demonstrations; {s.steps} steps, batch {s.batch_size}, lr {s.lr}; "
-          f"torch threads {torch.get_num_threads()}")
+    n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base).parameters())
+    print(f"tiny student: {n_params / 1e6:.2f} M params; {len(demos)} demonstrations; {s.steps} steps, "
+          f"batch {s.batch_size}, lr {s.lr}; torch threads {torch.get_num_threads()}; load {os.getloadavg()[0]:.1f}")
 
     # -- the three arms, side by side in one run
     arms = [
@@ -176,20 +188,23 @@ def main() -> None:
     # -- one factor at a time, on top of the default-ish arm
     if args.ablate_steps:
         a = replace(s, steps=args.ablate_steps)
-        flips = {
+        flips: dict[str, dict[str, Any]] = {
             "bf16=False": dict(bf16=False),
             "gradient_checkpointing=False": dict(gradient_checkpointing=False),
             "cosine_with_min_lr (to 0.1x)": dict(lr_scheduler_type="cosine_with_min_lr",
                                                   lr_scheduler_kwargs={"min_lr_rate": a.min_lr_ratio}),
-            "bf16=False + gc=False": dict(bf16=False, gradient_checkpointing=False),
-            "bf16=False + gc=False + logging_steps=1": dict(bf16=False, gradient_checkpointing=False,
-                                                             logging_steps=1),
+            "optim=adamw_torch (not fused)": dict(optim="adamw_torch"),
+            "logging_steps=1": dict(logging_steps=1),
         }
         ablation = [trl_native("default-ish", base, demos, default_trl_config(a, work / "abl"))]
         for name, kw in flips.items():
             ablation.append(trl_native(f"  + {name}", base, demos, default_trl_config(a, work / "abl", **kw)))
         print(f"\none factor at a time from the default-ish TRL arm ({a.steps} steps; ratios vs default-ish):")
         table(ablation, ablation[0])
+        threads = [from_distill(f"plain torch loop, {n} thread(s)", base, demos, work / "thr",
+                                replace(a, backend="torch", threads=n)) for n in (1, 2)]
+        print(f"\ntorch threads on this machine (load {os.getloadavg()[0]:.1f}; ratios vs 1 thread):")
+        table(threads, threads[0])
 
     # -- profiles: where a step's time goes, per path
     if args.profile_steps:

@@ -332,7 +332,8 @@ def test_loop_report_round_filter_in_headless_chromium(loop_dir: Path, browser: 
     d = browser
     d.get((loop_dir / "report.html").resolve().as_uri())
     _wait(d, "return document.body.dataset.ready === '1'")
-    assert len(d.execute_script("return [...document.querySelectorAll('img.plot')].filter(i => i.naturalWidth > 0)")) >= 5
+    loaded = d.execute_script("return [...document.querySelectorAll('img.plot')].filter(i => i.naturalWidth > 0)")
+    assert len(loaded) >= 5
     _set(d, "#f-round", "2")
     rows = _rows(d)
     n2 = len(_jsonl(loop_dir / "round-2" / "curate" / "accepted.jsonl")) + len(
@@ -344,7 +345,38 @@ def test_loop_report_round_filter_in_headless_chromium(loop_dir: Path, browser: 
     visible = d.execute_script("return [...document.querySelectorAll('#teachers .scope')].filter(s => !s.hidden)"
                                ".map(s => s.dataset.scope)")
     assert visible == ["round-2"]
-    calls = d.execute_script("return document.querySelector('.scope[data-scope=\"round-2\"] tr[data-teacher=\"format\"] td')"
-                             ".textContent")
+    calls = d.execute_script("return document.querySelector("
+                             "'.scope[data-scope=\"round-2\"] tr[data-teacher=\"format\"] td').textContent")
     summary = json.loads((loop_dir / "round-2" / "curate" / "summary.json").read_text())
     assert int(calls.replace(",", "")) == summary["teachers"]["format"]["calls"]
+
+
+def test_failed_candidates_show_their_input_and_the_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A teacher error leaves a candidate undecided (failed): no decision line, so the report reads its
+    messages back from the run's input and shows the error verdict."""
+    from tgrs_agents.synth import write_synthetic
+
+    (tmp_path / "flakycheck.py").write_text(
+        "def check(c):\n    n = int(c.id.split('-')[1])\n    if n % 7 == 0:\n        raise RuntimeError('boom')\n"
+        "    return True, 'ok'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "panel.toml").write_text(
+        'policy = "unanimous"\n[[teacher]]\nname = "flaky"\nkind = "python"\nfunction = "flakycheck:check"\n'
+        '[[teacher]]\nname = "answer"\nkind = "final_answer"\ncost_rank = 1\n')
+    write_synthetic(tmp_path / "in.jsonl", 60, seed=3)
+    run = tmp_path / "run"
+    assert main(["curate", str(tmp_path / "in.jsonl"), "--panel", str(tmp_path / "panel.toml"), "--out", str(run),
+                 "--quiet", "--json", "--no-cache"]) == 0
+    page = write_report(run).read_text()
+    index, details = _blob(page, "index"), _blob(page, "details")
+    failed = [i for i, s in enumerate(index["st"]) if index["status"][s] == "failed"]
+    expect = [e["candidate_id"] for e in _jsonl(run / "events.jsonl") if e["type"] == "failed"]
+    assert expect and set(expect) <= {f"cand-{n}" for n in range(0, 60, 7)}  # the others were rejected anyway
+    assert [index["id"][i] for i in failed] == expect
+    source = {r["id"]: r for r in _jsonl(tmp_path / "in.jsonl")}
+    for i in failed:
+        assert json.loads(details["msgs"][i]) == source[index["id"][i]]["messages"]
+        assert index["tasks"][index["task"][i]] == source[index["id"][i]]["task_id"]
+        assert index["marks"][i][0] == "E"
+        assert any(v[0] == 0 and "boom" in v[7] for v in details["v"][i])
+    assert '<tr data-teacher="flaky">' in page

@@ -64,6 +64,9 @@ def _curate(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_summary(summary, Path(args.out))
+    from .report import maybe_write_report
+
+    maybe_write_report(args.out, log=lambda s: print(s, file=sys.stderr))
     return 0
 
 

@@ -30,14 +30,15 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from itertools import pairwise
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
 from .student.chat import template_messages
 
-SMALL_MODEL_PARAMS = 50_000_000  # "auto": below this, on CPU, the plain loop wins (bench_sft.py)
+SMALL_MODEL_PARAMS = 50_000_000  # backend "auto": below this, on CPU, the plain loop (bench_sft.py)
+ONE_THREAD_PARAMS = 5_000_000  # below this, on CPU, one thread is as fast as two and immune to a busy machine
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class SFTSettings:
     seed: int = 0
     lora: LoraSettings | None = None
     backend: Literal["auto", "trl", "torch"] = "auto"
+    threads: int | None = None  # torch threads while training; None: 1 for tiny models on CPU, else all cores
 
 
 @dataclass
@@ -73,6 +75,7 @@ class DistillResult:
     tokens: int  # tokens fed through the model: prompt and tool tokens included, padding excluded
     tokens_per_s: float  # tokens / train_seconds
     train_seconds: float  # the training loop alone
+    train_cpu_seconds: float  # CPU time of the training loop (all threads): a yardstick a busy machine barely moves
     wall_seconds: float  # the whole call: load, encode, train, save
     rows: int  # rows trained on (after dropping rows with no assistant token)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each step (median: robust to load)
@@ -246,6 +249,16 @@ def pick_backend(model: Any, s: SFTSettings, device: Any) -> str:
     return "torch" if small and device.type == "cpu" else "trl"
 
 
+def pick_threads(model: Any, s: SFTSettings, device: Any, current: int) -> int:
+    if s.threads:
+        return s.threads
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return current
+    if sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMS:
+        return 1  # tiny matmuls: a second thread buys nothing idle and costs 3-5x when another process runs
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]], out_dir: str | Path,
             settings: SFTSettings = SFTSettings()) -> DistillResult:
     """Fine-tune ``model_path`` on ``data`` (assistant turns only) and save model + tokenizer to ``out_dir``."""
@@ -255,8 +268,6 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     t0 = time.perf_counter()
     s, out_dir = settings, Path(out_dir)
     torch.set_flush_denormal(True)  # Adam's state goes denormal on CPU: ~6x slower steps without this
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # one per core we may run on
     torch.manual_seed(s.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # mixed precision on GPU; fp32 on CPU
@@ -282,16 +293,22 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     if not examples:
         raise ValueError("no row has an assistant token to train on")
 
-    # -- train
+    # -- train (the caller's thread count is restored afterwards)
     backend = pick_backend(model, s, device)
-    t1 = time.perf_counter()
-    if backend == "torch":
-        losses, tokens, step_seconds = train_torch(model, examples, s, tokenizer.pad_token_id, device, bf16)
-    elif backend == "trl":
-        losses, tokens, step_seconds = train_trl(model, tokenizer, examples, s, out_dir, device.type == "cpu", bf16)
-    else:
+    if backend not in ("torch", "trl"):
         raise ValueError(f"unknown backend {backend!r}: use 'auto', 'trl' or 'torch'")
-    train_seconds = time.perf_counter() - t1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(pick_threads(model, s, device, threads))
+    t1, c1 = time.perf_counter(), time.process_time()
+    try:
+        if backend == "torch":
+            losses, tokens, step_seconds = train_torch(model, examples, s, tokenizer.pad_token_id, device, bf16)
+        else:
+            losses, tokens, step_seconds = train_trl(model, tokenizer, examples, s, out_dir,
+                                                     device.type == "cpu", bf16)
+    finally:
+        torch.set_num_threads(threads)
+    train_seconds, train_cpu_seconds = time.perf_counter() - t1, time.process_time() - c1
 
     # -- save
     if s.lora and s.lora.merge:
@@ -300,6 +317,7 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     tokenizer.save_pretrained(out_dir)
     result = DistillResult(out_dir=out_dir, backend=backend, losses=losses, tokens=tokens,
                            tokens_per_s=tokens / max(train_seconds, 1e-9), train_seconds=train_seconds,
+                           train_cpu_seconds=train_cpu_seconds,
                            wall_seconds=time.perf_counter() - t0, rows=len(examples), step_seconds=step_seconds)
     (out_dir / "distill.json").write_text(json.dumps(
         {"settings": asdict(s), **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}},

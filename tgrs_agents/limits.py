@@ -141,8 +141,6 @@ class EndpointLimiter:
             return TokenBucket(per_min / 60, max(1.0, per_min / 60 * b), now) if per_min else None
 
         self.requests = bucket(limits.rpm)
-        if self.requests is not None:  # PROTO slow start
-            self.requests.tokens = 1.0
         self.tokens = bucket(limits.tpm)
         self.input = bucket(limits.input_tpm)
         self.output = bucket(limits.output_tpm)

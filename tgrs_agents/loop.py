@@ -267,7 +267,10 @@ class ExpertIteration:
         return s
 
     def _report(self, rounds: list[dict[str, Any]], t0: float) -> None:
+        from .report import maybe_write_report
+
         self.summary(rounds, t0)
+        maybe_write_report(self.dir, log=self.log)
         r = rounds[-1]
         k = self.cfg.eval_k
         extra = "" if r["round"] == 0 else (

@@ -145,6 +145,27 @@ class RunData:
                                    v.get("cost_usd") or 0.0, v.get("latency_s") or 0.0, err]
             if not v.get("cached") and err is None:
                 self.latency.setdefault((rnd, t), []).append(float(v.get("latency_s") or 0.0))
+        self._from_input(src)
+
+    def _from_input(self, src: Source) -> None:
+        """Failed and pending candidates have no decision line: take their messages from the input."""
+        want = {line: i for (r, line), i in self._rows.items() if r == src.round and not self.cols["msgs"][i]}
+        path = Path(_read_json(src.dir / "run.json").get("input", ""))
+        if not want or not path.is_file():
+            return
+        with path.open("rb") as f:
+            for line, raw in enumerate(f, 1):
+                i = want.pop(line, None)
+                if i is not None:
+                    try:
+                        rec = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        continue
+                    self.cols["task"][i] = self.tasks(str(rec.get("task_id", "")))
+                    self.cols["msgs"][i] = orjson.dumps(rec.get("messages")).decode()
+                    self.cols["tl"][i] = self.tools(orjson.dumps(rec.get("tools") or []).decode())
+                if not want:
+                    break
 
     def finish(self) -> None:
         """Put the candidates in input order (round, then line)."""

@@ -67,7 +67,8 @@ class TransformersBackend:
 
     def __init__(self, model_or_path: Any, tokenizer: Any = None, *, device: str | None = None,
                  dtype: Any = None, batch_size: int = 512,
-                 tool_format: Literal["auto", "compact", "hermes"] = "auto") -> None:
+                 tool_format: Literal["auto", "compact", "hermes"] = "auto",
+                 threads: int | None = None) -> None:
         import torch
 
         self.device = resolve_device(device)
@@ -84,6 +85,7 @@ class TransformersBackend:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.threads = threads
         self.tool_format: ToolFormat = (detect_tool_format(tokenizer.chat_template)
                                         if tool_format == "auto" else tool_format)
         self.stop_ids = stop_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
@@ -118,6 +120,16 @@ class TransformersBackend:
         rows = [fit_prompt(list(ids), cap, self.max_positions) for ids, cap in zip(encoded, caps, strict=True)]
         if params.seed is not None:
             torch.manual_seed(params.seed + 1_000_003 * call)
+        threads = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._sample(rows, tools, params)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _sample(self, rows: list[tuple[list[int], int, bool]], tools: list[list[dict[str, Any]] | None],
+                params: SamplingParams) -> list[Turn]:
         turns: list[Turn | None] = [None] * len(rows)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
         todo = [i for i in order if rows[i][1] > 0]
