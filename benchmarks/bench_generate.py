@@ -9,6 +9,7 @@ Prints rollouts/s, generated tokens/s and how the rollouts stopped, per repeat::
     python benchmarks/bench_generate.py                      # CPU, 2 cores: about 7-9 s a round
     python benchmarks/bench_generate.py --device cuda --batch-size 1536
     python benchmarks/bench_generate.py --train-steps 0      # untrained model: long junk turns
+    python benchmarks/bench_generate.py --student DIR --threads torch   # torch's own thread count
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def accuracy(records: list[dict[str, Any]]) -> float:
     ok = 0
     for r in records:
         final = r["messages"][-1]
-        found = re.findall(r"Answer:\s*(-?\d+)", final.get("content") or "") if final["role"] == "assistant" else []
+        if final["role"] != "assistant":
+            continue
+        found = re.findall(r"Answer:\s*(-?\d+)", final.get("content") or "")
         ok += bool(found) and int(found[-1]) == r["reference"]
     return ok / max(1, len(records))
 
@@ -99,8 +102,9 @@ async def main() -> None:
     ap.add_argument("--student", help="a saved student directory to load instead of training one")
     ap.add_argument("--save", help="save the warm-started student here")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads while generating (default: torch's own setting)")
+    ap.add_argument("--threads", default="auto",
+                    help="torch intra-op threads while generating: auto (1 for the tiny student on "
+                         "CPU), a number, or 'torch' for torch's own setting")
     args = ap.parse_args()
 
     import torch
@@ -115,17 +119,22 @@ async def main() -> None:
         pool, _ = arithmetic.splits(300, 128, seed=1)
         demos = arithmetic.seed_demonstrations(pool)
         corpus = [m["content"] for d in demos for m in d["messages"] if m.get("content")]
-        tok = tiny.train_tokenizer(corpus + ["error: Answer: calculator"])
+        tok = tiny.train_tokenizer([*corpus, "error: Answer: calculator"])
         model = tiny.build_model(tok)
         loss = warm_start(model, tok, demos, args.train_steps) if args.train_steps else float("nan")
-        print(f"warm start: {args.train_steps} steps in {time.perf_counter() - t0:.1f} s, last loss {loss:.3f}")
+        print(f"warm start: {args.train_steps} steps in {time.perf_counter() - t0:.1f} s, "
+              f"last loss {loss:.3f}")
         if args.save:
             tiny.save(model, tok, args.save)
     print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load avg "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
+    threads: int | str | None = args.threads
+    if threads not in ("auto", "torch"):
+        threads = int(threads)
+    threads = None if threads == "torch" else threads
     backend = TransformersBackend(model, tok, device=args.device, batch_size=args.batch_size,
-                                  threads=args.threads)
+                                  threads=threads)
     box = ToolBox([calculator_tool()])
     params = SamplingParams(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                             seed=0)

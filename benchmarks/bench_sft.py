@@ -1,5 +1,7 @@
 """SFT on the tiny student: a plain torch loop vs TRL's SFTTrainer, default-ish and configured.
 
+    python benchmarks/bench_sft.py [--steps 200] [--repeats 1] [--ablate-steps 200] [--profile-steps 30]
+
 FINDINGS
 """
 
@@ -11,9 +13,11 @@ import io
 import json
 import os
 import pstats
+import re
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -28,13 +32,13 @@ from tgrs_agents.student.chat import template_messages
 from tgrs_agents.tasks import arithmetic
 
 SETTINGS = SFTSettings(steps=200, batch_size=32, lr=1e-3, warmup_ratio=0.05, min_lr_ratio=0.1,
-                       betas=(0.9, 0.98), grad_clip=1.0, max_length=128, seed=0)
+                       betas=(0.9, 0.98), weight_decay=0.0, grad_clip=1.0, max_length=128, seed=0)
 
 
 @dataclass
 class Arm:
     name: str
-    train_seconds: float  # from encoded rows to trained model (TRL: SFTTrainer construction included)
+    train_seconds: float  # from encoded rows to a trained model (TRL: SFTTrainer construction included)
     cpu_seconds: float  # CPU time over the same window
     step_seconds: list[float]  # wall time of each step
     logged: list[tuple[int, float]]  # (step, mean loss since the previous log)
@@ -45,28 +49,29 @@ class Arm:
         return len(self.step_seconds)
 
     def loss_last(self, n: int = 20) -> float:
-        """Mean loss over the last ``n`` steps, from logs that may cover several steps each."""
-        end = self.logged[-1][0]
-        total = weight = 0.0
-        prev = 0
+        """Mean loss over the last ``n`` steps, from logs that may each cover several steps."""
+        end, prev, total, weight = self.logged[-1][0], 0, 0.0, 0
         for step, loss in self.logged:
             lo = max(prev, end - n)
             if step > lo:
-                total += loss * (step - lo)
-                weight += step - lo
+                total, weight = total + loss * (step - lo), weight + step - lo
             prev = step
         return total / weight
 
 
-# ------------------------------------------------------------------------------------ set-up
+def best(runs: list[Arm]) -> Arm:
+    """Best of several runs of one arm (the loss is the same in each: same seed, same batches)."""
+    return min(runs, key=lambda a: a.cpu_seconds)
+
+
+# ------------------------------------------------------------------------------------ the arms
 
 def setup(workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
-    """The tiny student (tokenizer trained on the task corpus) and ~300 seed demonstrations, noise 0.3."""
+    """The tiny student (tokenizer trained on the task corpus) and 300 seed demonstrations, noise 0.3."""
     train, _ = arithmetic.splits(300, 128, seed=0)
     demos = arithmetic.seed_demonstrations(train, noise=0.3, seed=0)
     tokenizer = tiny.train_tokenizer([json.dumps(d) for d in demos])
-    base = tiny.save(tiny.build_model(tokenizer, seed=0), tokenizer, workdir / "base")
-    return base, demos
+    return tiny.save(tiny.build_model(tokenizer, seed=0), tokenizer, workdir / "base"), demos
 
 
 def from_distill(name: str, base: Path, demos: list[dict[str, Any]], out: Path, s: SFTSettings) -> Arm:
@@ -75,8 +80,8 @@ def from_distill(name: str, base: Path, demos: list[dict[str, Any]], out: Path, 
 
 
 def default_trl_config(s: SFTSettings, output_dir: Path, **overrides: Any) -> Any:
-    """What a user writes first: the shared hyperparameters, everything else left at TRL's defaults
-    (bf16 autocast, gradient checkpointing, cosine to zero, fused AdamW, logging every 10 steps)."""
+    """What a user writes first: the shared hyperparameters; the rest left at TRL's defaults (bf16 autocast,
+    gradient checkpointing, cosine to zero, fused AdamW, a log line every 10 steps)."""
     from trl import SFTConfig
 
     kw: dict[str, Any] = dict(
@@ -89,11 +94,11 @@ def default_trl_config(s: SFTSettings, output_dir: Path, **overrides: Any) -> An
     return SFTConfig(**kw)
 
 
-def trl_native(name: str, base: Path, demos: list[dict[str, Any]], config: Any,
-               check_labels: bool = False) -> Arm:
-    """SFTTrainer fed the conversational rows itself (messages + tools; assistant_only_loss=True)."""
+def trl_native(name: str, base: Path, demos: list[dict[str, Any]], config: Any, check_labels: bool = False) -> Arm:
+    """SFTTrainer fed conversational rows (messages + tools as a JSON string), assistant_only_loss=True: TRL
+    tokenizes and masks by itself."""
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -120,28 +125,28 @@ def trl_native(name: str, base: Path, demos: list[dict[str, Any]], config: Any,
     trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
                          processing_class=tokenizer, callbacks=[Record()])
     trainer.remove_callback(PrinterCallback)
-    check_t0, check_c0 = time.perf_counter(), time.process_time()  # the label check is not timed
-    if check_labels:  # TRL's own tokenization and masks == distill.encode + collate, row by row
+    t1, c1 = time.perf_counter(), time.process_time()
+    if check_labels:  # not timed: TRL's own tokenization and labels == distill.encode + collate, row by row
         for row, prepared in zip(demos, trainer.train_dataset, strict=True):
             ours = collate([encode(tokenizer, row, config.max_length)], tokenizer.pad_token_id)
             assert prepared["input_ids"] == ours["input_ids"][0].tolist()
             assert prepared["labels"] == ours["labels"][0].tolist()
-        print(f"  check: TRL's native tokenization and labels == distill.encode/collate on all {len(demos)} rows")
-    t1, c1 = time.perf_counter(), time.process_time()
+        print(f"  check: TRL's own tokenization and labels == distill.encode/collate on all {len(demos)} rows")
+    t2, c2 = time.perf_counter(), time.process_time()
     trainer.train()
-    elapsed, cpu = time.perf_counter() - t1 + (check_t0 - t0), time.process_time() - c1 + (check_c0 - c0)
-    return Arm(name, elapsed, cpu, [b - a for a, b in pairwise(ends)], logged, tokens[0])
+    wall, cpu = time.perf_counter() - t2 + t1 - t0, time.process_time() - c2 + c1 - c0
+    return Arm(name, wall, cpu, [b - a for a, b in pairwise(ends)], logged, tokens[0])
 
 
 # ---------------------------------------------------------------------------------- reporting
 
 def table(arms: list[Arm], ref: Arm) -> None:
-    """s/step: wall / steps (set-up included); median: the median step; cpu/step: CPU s / steps;
-    tok/s: tokens / wall s; x: ratios to the reference arm (time ratios > 1 are slower)."""
-    print(f"\n{'arm':47s} {'s/step':>6s} {'median':>6s} {'cpu/st':>6s} {'tok/s':>6s} {'loss@20':>7s}"
+    """s/step: wall / steps (set-up included); median: the median step; cpu/st: CPU s / steps; tok/s: tokens /
+    wall s; loss@20: mean loss of the last 20 steps; x: ratio to the first row (time ratios > 1: slower)."""
+    print(f"\n{'arm':48s} {'s/step':>6s} {'median':>6s} {'cpu/st':>6s} {'tok/s':>6s} {'loss@20':>7s}"
           f" {'x s/st':>6s} {'x cpu':>6s} {'x tok/s':>7s} {'x loss':>6s}")
     for a in arms:
-        print(f"{a.name:47s} {a.train_seconds / a.steps:6.3f} {statistics.median(a.step_seconds):6.3f}"
+        print(f"{a.name:48s} {a.train_seconds / a.steps:6.3f} {statistics.median(a.step_seconds):6.3f}"
               f" {a.cpu_seconds / a.steps:6.3f} {a.tokens / a.train_seconds:6.0f} {a.loss_last():7.3f}"
               f" {a.train_seconds / a.steps / (ref.train_seconds / ref.steps):6.2f}"
               f" {a.cpu_seconds / a.steps / (ref.cpu_seconds / ref.steps):6.2f}"
@@ -149,80 +154,149 @@ def table(arms: list[Arm], ref: Arm) -> None:
               f" {a.loss_last() / ref.loss_last():6.2f}")
 
 
-def cprofile_top(fn: Any, n: int) -> None:
+def ab(base: Path, demos: list[dict[str, Any]], n: int) -> None:
+    """Forward + backward on one batch, the variants interleaved step by step, so a busy machine slows
+    them alike: the model's own LM head + cross-entropy (the plain loop), TRL's fused LM head as SFTTrainer
+    installs it (log-probs + entropy + top-1 for its metrics), and the plain head under bf16 autocast."""
+    from transformers import AutoTokenizer
+    from trl.trainer.utils import add_fused_lm_head
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    batch = collate([encode(tokenizer, d, 128) for d in demos[:32]], tokenizer.pad_token_id)
+    plain = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    fused = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    add_fused_lm_head(fused, outputs=("log_probs", "entropy", "is_top1"))  # what SFTTrainer.__init__ does
+
+    def plain_step(bf16: bool = False) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = plain(**batch, use_cache=False).loss
+        loss.backward()
+
+    def fused_step() -> None:
+        out = fused(**batch, fused_lm_head=True)
+        out.loss.backward()
+        float(out.entropy.detach().sum() / out.label_mask.sum()), float(out.is_top1.sum())  # its metrics
+
+    variants = {"model's own LM head, fp32 (plain loop)": plain_step, "TRL fused LM head, fp32": fused_step,
+                "model's own LM head, bf16 autocast": lambda: plain_step(bf16=True)}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(n):
+        for name, step in variants.items():
+            c = time.process_time()
+            step()
+            cpu[name].append(time.process_time() - c)
+    ref = statistics.median(next(iter(cpu.values())))
+    print(f"\nforward + backward, batch 32, interleaved x{n} (median CPU s; ratio to the first):")
+    for name, xs in cpu.items():
+        print(f"  {name:48s} {statistics.median(xs):6.3f} {statistics.median(xs) / ref:6.2f}")
+
+
+# Where the time goes: the largest cumulative time among functions matching (file regex, function regex)
+PARTS = {
+    "SFTTrainer.__init__ (dataset prep, set-up)": (r"trl/trainer/sft_trainer\.py", r"__init__"),
+    "gc.collect (accelerate free_memory)": (r"^~$", r"<built-in method gc\.collect>"),
+    "forward + loss": (r"sft_trainer\.py|modeling_llama\.py", r"compute_loss|forward"),
+    "  of which TRL fused LM head (log-prob, entropy, top-1)": (r"trl/kernels/chunked_logprob\.py", r"forward"),
+    "backward": (r"^~$", r"<method 'run_backward' .*>"),
+    "  of which TRL fused LM head": (r"trl/kernels/chunked_logprob\.py", r"backward"),
+    "optimizer step (AdamW)": (r"torch/optim/adam\.py", r"step"),
+    "grad clipping": (r"torch/nn/utils/clip_grad\.py", r"clip_grad_norm_"),
+    "batches (sampler + collate)": (r"transformers/trainer\.py|tgrs_agents/distill\.py", r"get_batch_samples|collate"),
+    "callbacks + logging": (r"transformers/trainer_callback\.py", r"call_event"),
+}
+
+
+def profile(fn: Callable[[], Any], top: int) -> None:
+    """cProfile ``fn``: time by part of a training step, then the top functions by own time."""
     prof = cProfile.Profile()
     prof.runcall(fn)
+    entries = pstats.Stats(prof).stats.items()  # type: ignore[attr-defined]
+    total = max(v[3] for _, v in entries)
+    print(f"  {'part':56s} {'s':>6s} {'share':>6s}")
+    for label, (where, name) in PARTS.items():
+        ct = max((v[3] for (file, _, func), v in entries if re.search(where, file) and re.fullmatch(name, func)),
+                 default=0.0)
+        print(f"  {label:56s} {ct:6.2f} {ct / total:6.1%}")
+    print(f"  {'total':56s} {total:6.2f}")
     buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(n)
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
     lines = buf.getvalue().splitlines()
-    start = next(i for i, line in enumerate(lines) if "ncalls" in line)
-    print("\n".join(line[:150] for line in lines[start - 2:start + n + 1]))
+    head = next(i for i, line in enumerate(lines) if "ncalls" in line)
+    site = str(Path(torch.__file__).parents[1]) + "/"
+    print("\n".join("  " + line.replace(site, "")[:130] for line in lines[head:head + top + 1]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each main arm, rotated; best of them shown")
     ap.add_argument("--ablate-steps", type=int, default=200, help="0: skip the one-factor ablations")
     ap.add_argument("--profile-steps", type=int, default=30, help="0: skip the profiles")
     args = ap.parse_args()
     s = replace(SETTINGS, steps=args.steps)
-    torch.set_flush_denormal(True)  # distill() sets it too; set here so every arm has it from the start
-    torch.set_num_threads(1)  # what distill() picks for the tiny student (pick_threads), for every arm
+    torch.set_flush_denormal(True)  # distill() sets it too; set here so that every arm has it from the start
+    torch.set_num_threads(1)  # what distill() picks for the tiny student (pick_threads); every arm runs on it
     work = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     base, demos = setup(work)
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base).parameters())
-    print(f"tiny student: {n_params / 1e6:.2f} M params; {len(demos)} demonstrations; {s.steps} steps, "
-          f"batch {s.batch_size}, lr {s.lr}; torch threads {torch.get_num_threads()}; load {os.getloadavg()[0]:.1f}")
+    print(f"tiny student: {n_params / 1e6:.2f} M params; {len(demos)} demonstrations; {s.steps} steps, batch "
+          f"{s.batch_size}, lr {s.lr}; torch threads {torch.get_num_threads()}; load {os.getloadavg()[0]:.1f}")
 
-    # -- the three arms, side by side in one run
-    arms = [
-        from_distill("(i) plain torch loop [distill backend=torch]", base, demos, work / "torch",
-                     replace(s, backend="torch")),
-        trl_native("(ii) TRL SFTTrainer, default-ish", base, demos,
-                   default_trl_config(s, work / "trl-default"), check_labels=True),
-        from_distill("(iii) TRL SFTTrainer, configured [distill trl]", base, demos, work / "trl",
-                     replace(s, backend="trl")),
+    # -- the three arms, side by side in one run (with --repeats, in rotated order, best of each)
+    arms: list[Callable[[bool], Arm]] = [
+        lambda first: from_distill("(i) plain torch loop [distill backend=torch]", base, demos, work / "torch",
+                                   replace(s, backend="torch")),
+        lambda first: trl_native("(ii) TRL SFTTrainer, default-ish", base, demos,
+                                 default_trl_config(s, work / "trl-default"), check_labels=first),
+        lambda first: from_distill("(iii) TRL SFTTrainer, configured [distill trl]", base, demos, work / "trl",
+                                   replace(s, backend="trl")),
     ]
-    table(arms, arms[0])
+    runs: list[list[Arm]] = [[] for _ in arms]
+    for r in range(args.repeats):
+        for k in range(len(arms)):
+            i = (k + r) % len(arms)
+            runs[i].append(arms[i](r == 0))
+    table([best(x) for x in runs], best(runs[0]))
+    print(f"(load {os.getloadavg()[0]:.1f})")
+    ab(base, demos, 40)
 
     # -- one factor at a time, on top of the default-ish arm
     if args.ablate_steps:
         a = replace(s, steps=args.ablate_steps)
         flips: dict[str, dict[str, Any]] = {
             "bf16=False": dict(bf16=False),
-            "gradient_checkpointing=False": dict(gradient_checkpointing=False),
+            "activation_checkpointing=False": dict(activation_checkpointing=False),
             "cosine_with_min_lr (to 0.1x)": dict(lr_scheduler_type="cosine_with_min_lr",
                                                   lr_scheduler_kwargs={"min_lr_rate": a.min_lr_ratio}),
             "optim=adamw_torch (not fused)": dict(optim="adamw_torch"),
             "logging_steps=1": dict(logging_steps=1),
         }
+        every = {k: v for kw in flips.values() for k, v in kw.items()}
+        flips["all five (= configured)"] = every
+        flips["all but bf16=False (bf16 autocast kept)"] = {**every, "bf16": True}
         ablation = [trl_native("default-ish", base, demos, default_trl_config(a, work / "abl"))]
         for name, kw in flips.items():
             ablation.append(trl_native(f"  + {name}", base, demos, default_trl_config(a, work / "abl", **kw)))
         print(f"\none factor at a time from the default-ish TRL arm ({a.steps} steps; ratios vs default-ish):")
         table(ablation, ablation[0])
-        threads = [from_distill(f"plain torch loop, {n} thread(s)", base, demos, work / "thr",
-                                replace(a, backend="torch", threads=n)) for n in (1, 2)]
-        print(f"\ntorch threads on this machine (load {os.getloadavg()[0]:.1f}; ratios vs 1 thread):")
+        t = replace(a, backend="torch", steps=min(a.steps, 60))
+        threads = [from_distill(f"plain torch loop, {n} thread(s)", base, demos, work / "thr", replace(t, threads=n))
+                   for n in (1, 2)]
+        print(f"\ntorch threads, {t.steps} steps (load {os.getloadavg()[0]:.1f}; ratios vs 1 thread):")
         table(threads, threads[0])
 
-    # -- profiles: where a step's time goes, per path
+    # -- profiles: where the time goes in each path
     if args.profile_steps:
         p = replace(s, steps=args.profile_steps)
-        runs = {
+        for name, run in {
             "TRL default-ish": lambda: trl_native("prof", base, demos, default_trl_config(p, work / "prof")),
             "TRL configured [distill trl]": lambda: distill(base, demos, work / "prof", replace(p, backend="trl")),
             "plain torch loop [distill torch]": lambda: distill(base, demos, work / "prof",
                                                                 replace(p, backend="torch")),
-        }
-        for name, run in runs.items():
-            print(f"\ncProfile, {name}, {p.steps} steps (set-up included): top functions by own time")
-            cprofile_top(run, 14)
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                run()
-            print(f"\ntorch.profiler, {name}, {p.steps} steps: top ops by self CPU time")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12,
-                                            max_name_column_width=50))
+        }.items():
+            print(f"\ncProfile, {name}, {p.steps} steps, set-up included:")
+            profile(run, 12)
+
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from tgrs_agents.errors import ConfigError, TeacherError
 from tgrs_agents.panel import Panel
 from tgrs_agents.retry import RetryPolicy
 from tgrs_agents.services import Services
-from tgrs_agents.synth import write_synthetic, trajectory
+from tgrs_agents.synth import trajectory, write_synthetic
 from tgrs_agents.teachers import llm_judge
 from tgrs_agents.teachers.llm_judge import VERDICT_SCHEMA, classify_sdk_error
 from tgrs_agents.teachers.wrappers import RateLimited, Wrapper
@@ -503,7 +504,7 @@ def test_identical_candidates_in_flight_share_one_call(kind, tmp_path):
                 await panel.aclose()
                 led.close()
 
-        vs, errs, svc, panel = run(main())
+        vs, errs, svc, _ = run(main())
         assert s.stats["requests"] == 2 and limiter(svc).stats.acquired == 2
         assert sorted(v.cached for v in vs) == [False, True]
         assert vs[0].passed == vs[1].passed and vs[0].score == vs[1].score
@@ -520,7 +521,7 @@ def test_api_keys_never_leak(tmp_path, caplog, capsys):
 
         async def main():
             led = Ledger(led_path)
-            panel, svc = build(tmp_path, table("openai", s, timeout_s=0.3, max_attempts=2),
+            panel, _ = build(tmp_path, table("openai", s, timeout_s=0.3, max_attempts=2),
                                table("anthropic", s, timeout_s=0.3, max_attempts=2), ledger=led)
             errors, verdicts = [], []
             try:
@@ -578,3 +579,66 @@ def test_missing_key_is_a_config_error_before_any_work(srv, tmp_path, monkeypatc
     assert rc == 2 and AN_ENV in err and "claude" in err
     assert not out.exists()
     assert srv.stats["requests"] == 0
+
+
+# --- limiter behaviour the API judges rely on (virtual time) ----------------------------------------
+def test_a_429_spends_the_bank_so_the_released_callers_are_paced():
+    from tgrs_agents.limits import EndpointLimiter, EndpointLimits, FakeClock
+
+    async def main():
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=600), clock)  # 10/s, a bank of 10
+        lim.on_rate_limited(0.5)
+        starts = []
+        for _ in range(5):
+            await lim.acquire()
+            starts.append(clock.now())
+            lim.release()
+        return starts
+
+    starts = run(main())
+    assert starts[0] == pytest.approx(0.5)  # the pause
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps == pytest.approx([1 / 7] * 4)  # paced (at the cut rate: 0.7 x 10/s), no herd
+
+
+def test_rate_cut_only_when_the_server_has_not_vouched_for_our_rate():
+    from tgrs_agents.limits import EndpointLimiter, EndpointLimits, FakeClock
+
+    stated = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "590"}
+    clock = FakeClock()
+    unknown = EndpointLimiter("u", EndpointLimits(rpm=600), clock)
+    unknown.on_rate_limited(0.01)
+    assert unknown.factor == pytest.approx(0.7)  # no word from the server: find the limit
+
+    vouched = EndpointLimiter("v", EndpointLimits(rpm=600), clock)
+    vouched.learn(stated)
+    for _ in range(10):  # one episode (a burst that outran the server's bank): no cut
+        vouched.on_rate_limited(0.01)
+    assert vouched.factor == 1.0 and vouched.stats.rate_limited == 10
+    clock.t += 2.0  # a second episode soon after: sustained, so cut
+    vouched.on_rate_limited(0.01)
+    assert vouched.factor == pytest.approx(0.7)
+
+    over = EndpointLimiter("o", EndpointLimits(rpm=1200), clock)
+    over.learn({**stated, "x-ratelimit-limit-requests": "600"})  # learned: base drops to 600
+    assert over.requests.rate == pytest.approx(10) and over.requests.capacity == pytest.approx(10)
+    over.on_rate_limited(0.01)
+    assert over.factor == 1.0  # now within the stated limit
+
+
+def test_limits_are_learned_from_a_429s_headers(tmp_path):
+    with StandIn(FaultPlan(rpm=6000)) as s:
+        s.script.append("429")
+
+        async def main():
+            panel, svc = build(tmp_path, table("openai", s, rpm=60_000, max_attempts=1))
+            try:
+                return await judge1(panel, cand(1)), limiter(svc)
+            finally:
+                await panel.aclose()
+
+        v, lim = run(main())
+    assert v.error is not None and "HTTP 429" in v.error and s.stats["requests"] == 1
+    assert lim.stats.learned["requests"] == 6000 and lim.requests.rate == pytest.approx(100)
+    assert lim.factor == 1.0  # within the limit the 429 itself stated: no cut

@@ -101,19 +101,20 @@ def _print_rounds(summary: dict[str, Any]) -> None:
 
     k = summary["eval_k"]
     t = Table(title=f"expert iteration ({summary['arm']})")
+    con = Console(width=max(Console().width, 110))
     for col in ("round", "pass@1", f"pass@{k}", "samples", "accepted", "accept %", "pool",
                 "gen tok/s", "sft tok/s", "wall s"):
         t.add_column(col, justify="right")
     for r in summary["rounds"]:
         first = r["round"] == 0
         sft = r.get("warm_start", {}).get("sft_tokens_per_s") if first else r.get("sft_tokens_per_s")
-        t.add_row(str(r["round"]) if not first else "0 (start)", f"{r['pass@1']:.3f}",
+        t.add_row(str(r["round"]) if not first else "start", f"{r['pass@1']:.3f}",
                   f"{r[f'pass@{k}']:.3f}", str(r.get("samples", "")), str(r.get("accepted", "")),
                   f"{r['acceptance_rate']:.0%}" if "acceptance_rate" in r else "",
                   str(r.get("pooled", "")), f"{r.get('gen_tokens_per_s', 0):,.0f}" if not first else "",
                   f"{sft:,.0f}" if sft else "", f"{sum(r.get('stage_wall_s', {}).values()):.1f}"
                   if not first else "")
-    Console().print(t)
+    con.print(t)
     print(f"total wall time {summary['wall_s']:.0f}s")
 
 

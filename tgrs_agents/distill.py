@@ -14,9 +14,16 @@ loop, same data, same masks, same schedule) -> save -> result.
   another row called a different tool, and the template renders the phantom ``None``s. Encoding
   here also guarantees both backends train on the very same tokens.
 * Backends: ``"trl"`` runs TRL's ``SFTTrainer`` with an ``SFTConfig`` as a black box (never
-  subclassed); ``"torch"`` is a plain loop. ``"auto"`` (default) picks the plain loop for small
-  models on CPU, where TRL's per-step machinery costs more than the model itself, and TRL
-  otherwise; see ``benchmarks/bench_sft.py`` for the measurements.
+  subclassed); ``"torch"`` is a plain loop. Configured as in :func:`trl_config`, TRL trains exactly
+  like the plain loop (same batches in the same order, same masks, same schedule: the same loss
+  curve), but on the tiny student it costs ~1.1-1.2x the CPU time per step plus ~0.7 s per call,
+  and no SFTConfig field removes that: SFTTrainer always installs its fused LM head, which also
+  computes per-token entropy and top-1 accuracy for its metrics, and Trainer runs ``gc.collect()``
+  before training. So ``"auto"`` (default) picks the plain loop for small models (< 50 M
+  parameters) on CPU and TRL otherwise, where its fused head (no full logits), FlashAttention
+  paths and the accelerate stack pay off. Evidence: ``benchmarks/bench_sft.py``.
+* Precision and threads: fp32 on CPU, bf16 autocast on GPU (``bf16`` overrides); tiny models train
+  on one thread (a second buys nothing idle and costs 5-9x when another process runs).
 * LoRA (peft): adapters are merged into the weights before saving by default
   (``LoraSettings.merge=True``), so ``out_dir`` is a plain model that ``from_pretrained`` loads and the
   next round can train again; with ``merge=False`` only the adapter is saved (load it with
@@ -29,9 +36,10 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
+from itertools import count, pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,16 +73,18 @@ class SFTSettings:
     lora: LoraSettings | None = None
     backend: Literal["auto", "trl", "torch"] = "auto"
     threads: int | None = None  # torch threads while training; None: 1 for tiny models on CPU, else all cores
+    bf16: bool | None = None  # bf16 autocast; None: on a GPU that has it. On a CPU with native bf16 (avx512_bf16,
+    # AMX) it cut the tiny student's step to ~0.66x CPU time, loss within ~4% after 200 steps (bench_sft.py)
 
 
 @dataclass
 class DistillResult:
     out_dir: Path
     backend: str  # the one that ran ("auto" resolved)
-    losses: list[float]  # mean loss over assistant tokens, one per optimizer step
+    losses: list[float]  # mean loss over assistant tokens, one per optimizer step (TRL logs 4 decimals)
     tokens: int  # tokens fed through the model: prompt and tool tokens included, padding excluded
     tokens_per_s: float  # tokens / train_seconds
-    train_seconds: float  # the training loop alone
+    train_seconds: float  # encoded rows -> trained model (TRL: SFTTrainer construction included)
     train_cpu_seconds: float  # CPU time of the training loop (all threads): a yardstick a busy machine barely moves
     wall_seconds: float  # the whole call: load, encode, train, save
     rows: int  # rows trained on (after dropping rows with no assistant token)
@@ -123,12 +133,12 @@ def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, 
 
 
 def batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless shuffled epochs; the last batch of an epoch may be short (as Trainer's sampler)."""
+    """Endless shuffled epochs, epoch ``e`` shuffled with seed ``seed + e``; the last batch of an epoch may be
+    short. This is the order Trainer's (accelerate's) sampler draws, so both backends see the same batches."""
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(n, generator=g).tolist()
+    for epoch in count():
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
         for i in range(0, n, batch_size):
             yield order[i:i + batch_size]
 
@@ -190,8 +200,8 @@ def trl_config(s: SFTSettings, output_dir: str | Path, *, use_cpu: bool, bf16: b
         max_length=s.max_length,
         seed=s.seed,
         use_cpu=use_cpu,
-        bf16=bf16,  # TRL default: bf16 autocast even on CPU (slower there, and a worse loss)
-        gradient_checkpointing=False,  # TRL default True: recomputes every activation in backward
+        bf16=bf16,  # TRL default: bf16 autocast even on CPU (numbers unlike the fp32 plain loop)
+        activation_checkpointing=False,  # TRL default True (as gradient_checkpointing): recomputes activations
         logging_steps=1,  # one loss per step, as the plain loop
         logging_strategy="steps",
         save_strategy="no",
@@ -261,7 +271,8 @@ def pick_threads(model: Any, s: SFTSettings, device: Any, current: int) -> int:
 
 def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]], out_dir: str | Path,
             settings: SFTSettings = SFTSettings()) -> DistillResult:
-    """Fine-tune ``model_path`` on ``data`` (assistant turns only) and save model + tokenizer to ``out_dir``."""
+    """Fine-tune ``model_path`` (a local dir or a hub name) on ``data`` (``accepted.jsonl`` or its rows), loss on
+    assistant turns only, and save model + tokenizer with ``save_pretrained`` to ``out_dir``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -270,7 +281,7 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     torch.set_flush_denormal(True)  # Adam's state goes denormal on CPU: ~6x slower steps without this
     torch.manual_seed(s.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # mixed precision on GPU; fp32 on CPU
+    bf16 = s.bf16 if s.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # -- model and tokenizer (a local tiny student dir or a hub name)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -278,14 +289,17 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
         tokenizer.pad_token = tokenizer.eos_token
     # fp32 master weights; a frozen LoRA base may stay in its checkpoint dtype on GPU
     dtype = "auto" if s.lora and device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model.to(device)
     if s.lora:
         from peft import LoraConfig, get_peft_model
 
         tm = s.lora.target_modules
-        model = get_peft_model(model, LoraConfig(
-            r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout, task_type="CAUSAL_LM",
-            target_modules=tm if isinstance(tm, str) else list(tm)))
+        with warnings.catch_warnings():  # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            model = get_peft_model(model, LoraConfig(
+                r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout, task_type="CAUSAL_LM",
+                target_modules=tm if isinstance(tm, str) else list(tm)))
 
     # -- data: chat template with tools, assistant mask; rows with nothing to learn are dropped
     rows = load_rows(data)

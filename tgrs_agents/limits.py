@@ -4,8 +4,11 @@ One :class:`EndpointLimiter` exists per endpoint key (base URL + a hash of the A
 every teacher on that account, because that is the unit the provider limits. Before a call it takes
 one request token and the *estimated* tokens; after the call it reconciles the estimate with the
 usage the API reported, learns the real limits from ``x-ratelimit-*`` / ``anthropic-ratelimit-*``
-headers, and on a 429 pauses the whole endpoint for the server's ``retry-after`` and cuts its rate
-(multiplicative decrease, additive recovery), so one storm does not repeat.
+headers (of errors too: a 429 states the limit it enforces), and on a 429 pauses the whole endpoint
+for the server's ``retry-after``, spends its banked requests so the callers it releases are paced
+rather than a herd, and cuts its rate (multiplicative decrease, additive recovery) so one storm does
+not repeat -- unless the server stated a limit we keep within and the 429s are an isolated burst.
+Several teachers on one endpoint share the lowest rate any of them states.
 
 Buckets run on *debt*: a caller reserves tokens at once (the bucket may go negative) and sleeps for
 the debt, so waiting callers are served in order and pacing is exact. Time comes from an injectable
@@ -123,6 +126,8 @@ class EndpointLimiter:
     MIN_FACTOR = 0.1
     DECREASE = 0.7
     RECOVER_PER_SUCCESS = 0.01
+    EPISODE_S = 1.0  # 429s this close together are one episode: at most one cut each
+    QUIET_S = 5.0  # an episode this long after the last 429 is isolated
 
     def __init__(self, key: str, limits: EndpointLimits, clock: Clock | None = None) -> None:
         self.key = key
@@ -131,7 +136,9 @@ class EndpointLimiter:
         self.stats = LimiterStats()
         self.factor = 1.0
         self._paused_until = 0.0
-        self._last_cut = -1e9
+        self._episode = -1e9  # when the current episode of 429s began
+        self._last_429 = -1e9
+        self._stated: dict[str, float] = {}  # per-minute limits the server stated in headers
         self._sem = asyncio.Semaphore(limits.max_concurrency)
         self._synced: set[str] = set()
         now = self.clock.now()
@@ -190,18 +197,34 @@ class EndpointLimiter:
             self._set_factor(min(1.0, self.factor + self.RECOVER_PER_SUCCESS))
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause every caller for ``retry_after`` and cut the rate (once per second)."""
+        """A 429: pause every caller for ``retry_after``, spend the bank, and maybe cut the rate.
+
+        The rate is cut (once per episode of 429s) unless the server has stated its request limit,
+        we keep within it, and the episode is isolated: then the 429 says that a burst (say, of
+        requests held up by a busy event loop) outran the server's bank, not that our rate is
+        too high, and slowing down for the rest of the run would only cost time. A second episode
+        within ``QUIET_S`` (e.g. another client on the same account) is cut as usual.
+        """
         now = self.clock.now()
         self.stats.rate_limited += 1
         pause = retry_after if retry_after is not None else 1.0
         self._paused_until = max(self._paused_until, now + pause)
+        if now - self._episode >= self.EPISODE_S:
+            isolated = now - self._last_429 >= self.QUIET_S
+            self._episode = now
+            if not (isolated and self._within_stated_limit()):
+                self._set_factor(max(self.MIN_FACTOR, self.factor * self.DECREASE))
+        self._last_429 = now
         if self.requests is not None:
-            # the server has no request left for us: spend what we banked, so the callers released
-            # by the pause are paced at the bucket's rate instead of retrying as one herd
-            self.requests.credit(-max(self.requests.tokens, 0.0), now)
-        if now - self._last_cut >= 1.0:
-            self._last_cut = now
-            self._set_factor(max(self.MIN_FACTOR, self.factor * self.DECREASE))
+            # the server has its next request for us in ``pause``: spend what we banked (and what
+            # the pause refills), so the callers it releases are paced, not one herd
+            self.requests.clamp(1.0 - pause * self.requests.rate, now)
+
+    def _within_stated_limit(self) -> bool:
+        """The server stated its request limit (headers) and our request rate keeps within it."""
+        limit = self._stated.get("requests")
+        return (limit is not None and self.requests is not None
+                and self._base["requests"] <= limit / 60 * (1 + 1e-9))
 
     def _set_factor(self, f: float) -> None:
         self.factor = f
@@ -248,6 +271,8 @@ class EndpointLimiter:
             except ValueError:
                 continue
             self.stats.learned[name] = limit if limit is not None else remaining
+            if limit is not None:
+                self._stated[name] = limit
             bk = buckets.get(name)
             if bk is None and limit is not None and limit > 0:
                 # a limit we were not told about: adopt it (per minute), starting from what is left

@@ -78,6 +78,12 @@ class ExpertIteration:
         self.accept_all = accept_all
         self.log = log or (lambda s: print(s, flush=True))
         self.dir.mkdir(parents=True, exist_ok=True)
+        try:  # our own progress lines replace transformers' per-load progress bars
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
 
     # --- stage bookkeeping ---------------------------------------------------------------------
     def _stage(self, rnd: int, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -130,7 +136,8 @@ class ExpertIteration:
         res = distill(init, seed_path, self.model_dir(0), SFTSettings(
             steps=ws.steps, batch_size=ws.batch_size, lr=ws.lr, seed=self.cfg.seed,
             backend=self.cfg.sft.backend))
-        return {"seed_examples": len(demos), "sft_tokens_per_s": res.tokens_per_s,
+        return {"seed_examples": len(demos), "sft_tokens_per_s": round(res.tokens_per_s, 1),
+                "sft_backend": res.backend, "sft_train_s": round(res.train_seconds, 2),
                 "final_loss": res.losses[-1] if res.losses else None}
 
     def _backend(self, model_path: Path | str) -> Any:
@@ -147,7 +154,7 @@ class ExpertIteration:
     def _rollouts(self, model_path: Path, tasks: list[Task], n: int, temperature: float,
                   id_prefix: str) -> tuple[list[dict[str, Any]], Any]:
         from .generate.base import SamplingParams
-        from .generate.rollout import rollout
+        from .generate.rollout import RolloutStats, rollout
         from .generate.tools import ToolBox, calculator_tool
 
         g = self.cfg.generate
@@ -156,10 +163,12 @@ class ExpertIteration:
 
         async def go() -> tuple[list[dict[str, Any]], Any]:
             backend = self._backend(model_path)
+            stats = RolloutStats()
             try:
-                return await rollout(backend, tasks, n=n, toolbox=ToolBox([calculator_tool()]),
+                recs = await rollout(backend, tasks, n=n, toolbox=ToolBox([calculator_tool()]),
                                      params=params, max_turns=g.max_turns, max_tokens=g.max_tokens,
-                                     id_prefix=id_prefix, return_stats=True)
+                                     id_prefix=id_prefix, stats=stats)
+                return recs, stats
             finally:
                 await backend.aclose()
 
@@ -187,7 +196,7 @@ class ExpertIteration:
                                      self.cfg.generate.temperature, f"r{rnd}-")
         path = self.dir / f"round-{rnd}" / "candidates.jsonl"
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in recs))
-        return {"samples": len(recs), "gen_tokens": stats.tokens,
+        return {"samples": len(recs), "gen_tokens": stats.generated_tokens,
                 "gen_tokens_per_s": round(stats.tokens_per_s, 1)}
 
     def judge(self, rnd: int) -> dict[str, Any]:
@@ -225,7 +234,8 @@ class ExpertIteration:
         res = distill(self.model_dir(rnd - 1), pool, self.model_dir(rnd), SFTSettings(
             steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=self.cfg.seed + rnd,
             backend=s.backend))
-        return {"sft_tokens_per_s": res.tokens_per_s,
+        return {"sft_tokens_per_s": round(res.tokens_per_s, 1), "sft_backend": res.backend,
+                "sft_rows": res.rows, "sft_train_s": round(res.train_seconds, 2),
                 "final_loss": res.losses[-1] if res.losses else None}
 
     # --- the loop ------------------------------------------------------------------------------

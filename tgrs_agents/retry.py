@@ -9,6 +9,7 @@ is exactly one layer, and every attempt goes back through the limiter and the bu
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int = 5
-    initial_s: float = 0.5
+    initial_s: float = 0.25
     max_wait_s: float = 30.0
-    jitter_s: float = 0.5
+    jitter_s: float = 0.25
     max_malformed_retries: int = 1
 
 
@@ -43,10 +44,15 @@ def _retryable(policy: RetryPolicy, malformed_seen: list[int]) -> Callable[[Base
     return check
 
 
+@functools.cache
+def _first_wait_name() -> str:
+    params = inspect.signature(wait_exponential_jitter.__init__).parameters  # once, not per call
+    return "multiplier" if "multiplier" in params else "initial"
+
+
 def _first_wait(seconds: float) -> dict[str, float]:
     """tenacity renamed ``initial`` to ``multiplier`` (9.1); speak whichever it understands."""
-    params = inspect.signature(wait_exponential_jitter.__init__).parameters
-    return {"multiplier": seconds} if "multiplier" in params else {"initial": seconds}
+    return {_first_wait_name(): seconds}
 
 
 def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:

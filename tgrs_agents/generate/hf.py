@@ -8,7 +8,16 @@ decoded and their tool calls parsed. The sampling distribution is exactly ``temp
 ``top_p``: defaults a checkpoint's ``generation_config`` may carry (``top_k``, repetition penalty)
 are switched off.
 
-Generation runs in a worker thread so the event loop stays free; one call at a time per backend.
+Generation runs in the backend's own worker thread so the event loop stays free, one call at a
+time. Per-thread settings are made there and stay there: flush-denormal (x86 MXCSR is per thread;
+set in the main thread it leaks into unrelated code, e.g. it makes hypothesis refuse to draw floats)
+and the intra-op thread count.
+
+``threads`` sets torch's intra-op threads while generating. ``"auto"`` (the default) uses one
+thread for a small model (under 20 M parameters) on CPU and leaves torch's setting otherwise: a
+tiny model's steps are too small to split, and with two threads on two busy cores OpenMP's
+spin-waiting made a round of the tiny student 5-15x slower than with one (measured while other
+processes competed for the cores; one thread degrades gracefully).
 
 ``num_return_sequences`` is not used: ``generate`` expands the inputs before the first forward
 pass, so n copies of a prompt cost the same as n rows of a plain batch, and plain batching also
@@ -18,7 +27,9 @@ covers later turns, whose prompts all differ.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +45,8 @@ from .base import (
     token_caps,
 )
 
+SMALL_MODEL_PARAMS = 20_000_000
+
 
 def resolve_device(device: str | None) -> str:
     import torch
@@ -47,18 +60,17 @@ def load_student(path_or_name: str | Path, *, device: str | None = None,
                  dtype: Any = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` from a local directory or a Hub name (e.g. ``Qwen/Qwen2.5-0.5B-Instruct``).
 
-    ``dtype`` None: float32 on CPU, the checkpoint's own dtype on GPU.
+    ``dtype`` None: float32 on CPU, the checkpoint's own dtype on GPU. Flush-denormal is not set
+    here but in the thread that runs the model (see the module docstring).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
-    if device == "cpu":
-        torch.set_flush_denormal(True)
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_name), padding_side="left")
     if dtype is None:
         dtype = torch.float32 if device == "cpu" else "auto"
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype)
     return model.to(device).eval(), tokenizer
 
 
@@ -68,8 +80,7 @@ class TransformersBackend:
     def __init__(self, model_or_path: Any, tokenizer: Any = None, *, device: str | None = None,
                  dtype: Any = None, batch_size: int = 512,
                  tool_format: Literal["auto", "compact", "hermes"] = "auto",
-                 threads: int | None = None) -> None:
-        import torch
+                 threads: int | Literal["auto"] | None = "auto") -> None:
 
         self.device = resolve_device(device)
         if isinstance(model_or_path, str | Path):
@@ -79,13 +90,14 @@ class TransformersBackend:
             model = model_or_path
             if tokenizer is None:
                 raise ValueError("pass the tokenizer with a model object")
-            if self.device == "cpu":
-                torch.set_flush_denormal(True)
             model = model.to(self.device, dtype=dtype) if dtype is not None else model.to(self.device)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.threads = threads
+        if threads == "auto":  # see the module docstring
+            small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+            threads = 1 if self.device == "cpu" and small else None
+        self.threads: int | None = threads
         self.tool_format: ToolFormat = (detect_tool_format(tokenizer.chat_template)
                                         if tool_format == "auto" else tool_format)
         self.stop_ids = stop_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
@@ -94,6 +106,7 @@ class TransformersBackend:
         self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
         self.calls = 0
         self._lock = asyncio.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tgrs-generate")
 
     async def complete(self, conversations: list[list[dict[str, Any]]],
                        tools: list[list[dict[str, Any]] | None], params: SamplingParams, *,
@@ -103,11 +116,11 @@ class TransformersBackend:
         caps = token_caps(len(conversations), params, max_new_tokens)
         async with self._lock:
             self.calls += 1
-            return await asyncio.to_thread(self._complete, conversations, tools, params, caps,
-                                           self.calls)
+            job = functools.partial(self._complete, conversations, tools, params, caps, self.calls)
+            return await asyncio.get_running_loop().run_in_executor(self._worker, job)
 
     async def aclose(self) -> None:
-        return None
+        self._worker.shutdown(wait=True)
 
     # ----- the worker thread -----------------------------------------------------------------------
     def _complete(self, conversations: list[list[dict[str, Any]]],
@@ -115,9 +128,12 @@ class TransformersBackend:
                   caps: list[int], call: int) -> list[Turn]:
         import torch
 
+        if self.device == "cpu":
+            torch.set_flush_denormal(True)  # this thread only: the backend's own worker
         texts = [render_prompt(self.tokenizer, c, t) for c, t in zip(conversations, tools, strict=True)]
         encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        rows = [fit_prompt(list(ids), cap, self.max_positions) for ids, cap in zip(encoded, caps, strict=True)]
+        rows = [fit_prompt(list(ids), cap, self.max_positions)
+                for ids, cap in zip(encoded, caps, strict=True)]
         if params.seed is not None:
             torch.manual_seed(params.seed + 1_000_003 * call)
         threads = torch.get_num_threads()
@@ -162,8 +178,10 @@ class TransformersBackend:
         config = GenerationConfig(
             max_new_tokens=max(caps), do_sample=sample, num_beams=1, use_cache=True,
             eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None, top_k=0 if sample else None,
+            # set every knob, so that a checkpoint's own defaults (Qwen: top_k=20, repetition
+            # penalty) neither change the distribution nor draw warnings; greedy gets neutral ones
+            temperature=params.temperature if sample else 1.0,
+            top_p=params.top_p if sample else 1.0, top_k=0 if sample else 50,
             repetition_penalty=1.0,
         )
         cap_t = torch.tensor(caps, device=self.device)

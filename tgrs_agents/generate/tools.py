@@ -73,8 +73,8 @@ class ToolBox:
             return f"error: unknown tool {name!r} (tools: {known})"
         raw = fn.get("arguments")
         try:
-            args = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError as e:
+            args = (json.loads(raw) if raw.strip() else {}) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as e:
             return f"error: arguments are not valid JSON ({e.msg}): {str(raw)[:200]}"
         if args is None:
             args = {}

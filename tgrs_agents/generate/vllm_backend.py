@@ -99,7 +99,8 @@ class VLLMBackend:
 
         texts = [render_prompt(self.tokenizer, c, t) for c, t in zip(conversations, tools, strict=True)]
         encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        rows = [fit_prompt(list(ids), cap, self.max_positions) for ids, cap in zip(encoded, caps, strict=True)]
+        rows = [fit_prompt(list(ids), cap, self.max_positions)
+                for ids, cap in zip(encoded, caps, strict=True)]
         turns: list[Turn | None] = [None] * len(rows)
         todo = [i for i, (_, cap, _) in enumerate(rows) if cap > 0]
         for i, (_, cap, truncated) in enumerate(rows):

@@ -98,6 +98,8 @@ _BUILTIN: dict[str, str] = {
     "code_tests": "tgrs_agents.teachers.code_tests:CodeTestsTeacher",
     "openai": "tgrs_agents.teachers.openai_judge:OpenAIJudge",
     "anthropic": "tgrs_agents.teachers.anthropic_judge:AnthropicJudge",
+    "reward_model": "tgrs_agents.teachers.reward_model:RewardModelTeacher",
+    "student_compat": "tgrs_agents.teachers.student_compat:StudentCompatTeacher",
 }
 _REGISTRY: dict[str, type[Teacher]] = {}
 

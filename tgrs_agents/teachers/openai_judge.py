@@ -55,6 +55,8 @@ class OpenAIJudge(ApiJudge):
             if inspect.isawaitable(resp):  # the raw response's parse() is async in some SDK versions
                 resp = await resp
         except Exception as e:
+            if isinstance(e, self._sdk.APIStatusError):
+                self._headers(e.response.headers)  # a 429 still says what the limits are
             err = classify_sdk_error(e, self._sdk, self.name)
             if err is None:
                 raise

@@ -93,12 +93,11 @@ def torch_device(device: str) -> str:
 
 
 def render_conversation(tokenizer: Any, candidate: Candidate) -> str:
-    """The trajectory as the tokenizer's chat template writes it (role lines without a template)."""
-    msgs = template_messages(m.model_dump(mode="json", exclude_none=True) for m in candidate.messages)
+    """The trajectory as the tokenizer's chat template writes it (``role: text`` lines without one)."""
     if getattr(tokenizer, "chat_template", None):
+        msgs = template_messages(m.model_dump(mode="json", exclude_none=True) for m in candidate.messages)
         return str(tokenizer.apply_chat_template(msgs, tools=candidate.tools or None, tokenize=False))
-    return "\n".join(f"{m['role']}: {Candidate.model_validate({'id': 'x', 'messages': [m]}).messages[0].text}"
-                     for m in msgs)
+    return "\n".join(f"{m.role}: {m.text}" for m in candidate.messages)
 
 
 def map_score(raw: float, score_map: str, lo: float | None = None, hi: float | None = None) -> float:
