@@ -130,6 +130,9 @@ def ifd_auroc(student: Path, n: int) -> dict[str, Any]:
         rec["id"], rec["messages"][0] = f"mm-{i}", t.messages[0].model_dump(exclude_none=True)
         mismatched.append(Candidate.model_validate(rec))
     out: dict[str, Any] = {"pairs": len(held)}
+    calib = StudentScorer.load(str(student), device="cpu", rifd=False).score_batch(matched)
+    ifds = sorted(s.ifd for s in calib if s.ifd is not None)
+    out["calibration_ifd_q95"] = ifds[min(len(ifds) - 1, int(0.95 * len(ifds)))]  # held-out good demonstrations
     prompts = (("short_rifd_prompt", "Guess the question: {response}"), ("default_rifd_prompt", RIFD_PROMPT))
     for label, prompt in prompts:
         scorer = StudentScorer.load(str(student), device="cpu", rifd_prompt=prompt)
@@ -152,15 +155,16 @@ def ifd_auroc(student: Path, n: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ 3. calls saved
 
-def panel_text(rm_dir: Path, student: Path, url: str, *, verifier: bool, local: bool) -> str:
+def panel_text(rm_dir: Path, student: Path, url: str, *, verifier: bool, ifd_max: float | None) -> str:
+    """The bench panel: [verifier] [+ rm + student_fit] + the paid judge on the stand-in (None: no local stages)."""
     lines = ['policy = "unanimous"']
     if verifier:
         lines += ["", "[[teacher]]", 'name = "answer"', 'kind = "final_answer"', "cost_rank = 0"]
-    if local:
+    if ifd_max is not None:
         lines += ["", "[[teacher]]", f"include = {json.dumps(str(ROOT / 'teachers' / 'reward-model.toml'))}",
                   f"model = {json.dumps(str(rm_dir))}", 'device = "cpu"', "max_batch_size = 64",
                   "", "[[teacher]]", 'name = "student_fit"', 'kind = "student_compat"',
-                  f"model = {json.dumps(str(student))}", 'device = "cpu"', "ifd_max = 1.0",
+                  f"model = {json.dumps(str(student))}", 'device = "cpu"', f"ifd_max = {ifd_max!r}",
                   'rifd_prompt = "Guess the question: {response}"', "max_batch_size = 32", "cost_rank = 2"]
     lines += ["", "[[teacher]]", f"include = {json.dumps(str(ROOT / 'teachers' / 'openai-judge.toml'))}",
               f'base_url = "{url}"', f'api_key_env = "{KEY_ENV}"', "rpm = 1000000", "tpm = 1000000000",
@@ -168,7 +172,10 @@ def panel_text(rm_dir: Path, student: Path, url: str, *, verifier: bool, local: 
     return "\n".join(lines) + "\n"
 
 
-def calls_saved(out: Path, rm_dir: Path, student: Path, n: int) -> dict[str, Any]:
+def calls_saved(out: Path, rm_dir: Path, student: Path, n: int, calibrated_ifd_max: float) -> dict[str, Any]:
+    """Curate the demo's candidates with: the judge alone (plain), + local stages with the documented
+    IFD bound (ifd_max = 1), + local stages with ifd_max calibrated on the student's own held-out
+    demonstrations (their 95th percentile IFD; no curate candidate is looked at)."""
     from tgrs_agents.config import load_panel
     from tgrs_agents.pipeline import CurateOptions, curate
     from tgrs_agents.synth import write_synthetic
@@ -176,33 +183,36 @@ def calls_saved(out: Path, rm_dir: Path, student: Path, n: int) -> dict[str, Any
 
     data = write_synthetic(out / "demo-candidates.jsonl", n, seed=0, bad_every=97)  # tgrs demo-curate's input
     os.environ[KEY_ENV] = "sk-bench-local-0000"
-    results: dict[str, Any] = {"candidates": n}
+    results: dict[str, Any] = {"candidates": n, "calibrated_ifd_max": round(calibrated_ifd_max, 4)}
+    variants = (("plain", None), ("local", 1.0), ("local_calibrated", round(calibrated_ifd_max, 4)))
     with StandIn() as srv:
         for verifier in (True, False):
             runs: dict[str, Any] = {}
-            for local in (False, True):
-                name = f"{'verifier' if verifier else 'no-verifier'}-{'local' if local else 'plain'}"
+            accepted: dict[str, set[str]] = {}
+            for label, ifd_max in variants:
+                name = f"{'verifier' if verifier else 'no-verifier'}-{label}"
                 pfile = out / f"panel-{name}.toml"
-                pfile.write_text(panel_text(rm_dir, student, srv.url_openai, verifier=verifier, local=local))
+                pfile.write_text(panel_text(rm_dir, student, srv.url_openai, verifier=verifier, ifd_max=ifd_max))
                 before = srv.stats["requests"]
                 t0 = time.perf_counter()
                 summary = asyncio.run(curate(data, load_panel(pfile), out / f"run-{name}",
                                              options=CurateOptions(cache=False, force=True)))
                 judge = summary["teachers"]["gpt_judge"]
                 lines = (out / f"run-{name}" / "accepted.jsonl").read_text().splitlines()
-                accepted = {json.loads(x)["id"] for x in lines}
-                runs[name] = {"paid_calls": judge["calls"], "paid_calls_saved": judge["calls_saved"],
-                              "http_requests": srv.stats["requests"] - before, "accepted": summary["accepted"],
-                              "valid": summary["valid"], "cost_usd": summary["cost_usd"],
-                              "wall_s": round(time.perf_counter() - t0, 2), "_accepted": accepted}
-            plain, loc = runs[f"{'verifier' if verifier else 'no-verifier'}-plain"], \
-                runs[f"{'verifier' if verifier else 'no-verifier'}-local"]
-            lost = plain["_accepted"] - loc["_accepted"]
-            for r in runs.values():
-                r.pop("_accepted")
-            key = "with_verifier" if verifier else "without_verifier"
-            results[key] = {**runs, "paid_calls_avoided_by_local_stages": plain["paid_calls"] - loc["paid_calls"],
-                            "judge_accepts_lost_to_local_stages": len(lost)}
+                accepted[label] = {json.loads(x)["id"] for x in lines}
+                run = {"paid_calls": judge["calls"], "paid_calls_saved": judge["calls_saved"],
+                       "http_requests": srv.stats["requests"] - before, "accepted": summary["accepted"],
+                       "valid": summary["valid"], "cost_usd": summary["cost_usd"],
+                       "wall_s": round(time.perf_counter() - t0, 2)}
+                for t in ("rm", "student_fit"):
+                    if t in summary["teachers"]:
+                        st = summary["teachers"][t]
+                        run[f"{t}_rejected"] = st["calls"] - st["passed"]
+                if label != "plain":
+                    run["paid_calls_avoided"] = runs["plain"]["paid_calls"] - run["paid_calls"]
+                    run["judge_accepts_lost"] = len(accepted["plain"] - accepted[label])
+                runs[label] = run
+            results["with_verifier" if verifier else "without_verifier"] = runs
     return results
 
 
@@ -240,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         log("  2/3 IFD / r-IFD on matched vs mismatched pairs ...")
         ifd = ifd_auroc(student, sizes["ifd_pairs"])
         log("  3/3 curate with and without local stages ...")
-        saved = calls_saved(out, rm_dir, student, sizes["curate_n"])
+        saved = calls_saved(out, rm_dir, student, sizes["curate_n"], ifd["calibration_ifd_q95"])
         figures = {"reward_model": rm_info, "rm_throughput": speed, "ifd": ifd, "calls_saved": saved,
                    "sizes": sizes, "wall_s": round(time.perf_counter() - t0, 1),
                    "load_avg_1min_end": round(os.getloadavg()[0], 2)}
@@ -259,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ifd']['median_mismatched']}), r-IFD AUROC {r['rifd']['auroc']:.3f}")
     for key in ("with_verifier", "without_verifier"):
         r = saved[key]
-        plain, loc = (v for k, v in r.items() if isinstance(v, dict))
-        print(f"curate {saved['candidates']} demo candidates {key.replace('_', ' ')}: paid judge calls "
-              f"{plain['paid_calls']} -> {loc['paid_calls']} with local stages "
-              f"(saved {loc['paid_calls_saved']} vs {plain['paid_calls_saved']}); judge accepts lost: "
-              f"{r['judge_accepts_lost_to_local_stages']}")
+        for label in ("local", "local_calibrated"):
+            loc = r[label]
+            bound = 1.0 if label == "local" else saved["calibrated_ifd_max"]
+            print(f"curate {saved['candidates']} demo candidates {key.replace('_', ' ')}, rm + student_fit "
+                  f"(ifd_max {bound}): paid judge calls {r['plain']['paid_calls']} -> {loc['paid_calls']} "
+                  f"(rejected by rm {loc['rm_rejected']}, by student_fit {loc['student_fit_rejected']}); "
+                  f"judge accepts lost {loc['judge_accepts_lost']} of {r['plain']['accepted']}")
     print(f"wall {figures['wall_s']}s, load average at end {figures['load_avg_1min_end']}")
     return 0
 

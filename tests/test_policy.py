@@ -231,9 +231,9 @@ def policies(draw: st.DrawFn, max_n: int = 6) -> Policy:
     teachers = names(n)
     name = draw(st.sampled_from(POLICY_NAMES))
     k = draw(st.integers(1, n)) if name == "k_of_n" else None
-    threshold = draw(st.floats(0.0, 1.0)) if name in ("mean_score", "weighted_mean") else None
+    threshold = draw(st.floats(0.0, 1.0, allow_subnormal=False)) if name in ("mean_score", "weighted_mean") else None
     weights = (
-        {t: draw(st.floats(0.01, 10.0)) for t in teachers} if name == "weighted_mean" else None
+        {t: draw(st.floats(0.01, 10.0, allow_subnormal=False)) for t in teachers} if name == "weighted_mean" else None
     )
     best_k = draw(st.none() | st.integers(1, 3))
     return make_policy(name, teachers, k=k, threshold=threshold, weights=weights, best_k=best_k)
@@ -241,7 +241,7 @@ def policies(draw: st.DrawFn, max_n: int = 6) -> Policy:
 
 @st.composite
 def vectors(draw: st.DrawFn, n: int) -> tuple[list[bool], list[float]]:
-    scores = draw(st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n))
+    scores = draw(st.lists(st.floats(0.0, 1.0, allow_subnormal=False), min_size=n, max_size=n))
     if draw(st.booleans()):  # passed consistent with the score
         passed = [s >= 0.5 for s in scores]
     else:

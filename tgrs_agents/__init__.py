@@ -4,7 +4,11 @@ Public names are re-exported here; everything else is private. Importing this pa
 none of torch, transformers, openai or anthropic.
 """
 
+from .batching import MicroBatcher
+from .cache import Ledger
 from .config import PanelConfig, load_panel
+from .cost import Budget, Price
+from .distill import DistillResult, SFTSettings, distill
 from .errors import (
     BudgetExhausted,
     ConfigError,
@@ -24,15 +28,20 @@ from .events import (
     RunStopped,
     VerdictReceived,
 )
+from .limits import EndpointLimiter, EndpointLimits, FakeClock, LimiterRegistry, SystemClock
+from .loop import ExpertIteration
 from .panel import Panel
 from .pipeline import CurateOptions, CurateRun, curate
 from .policy import Policy, make_policy, select_best_k
+from .runconfig import LoopConfig, load_run_config
+from .services import Services
 from .teachers.base import BuildContext, Teacher, TeacherConfig, register_teacher
 from .types import Candidate, Decision, Message, Task, ToolCall, Usage, Verdict
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
     "BudgetExhausted",
     "BuildContext",
     "Candidate",
@@ -43,17 +52,30 @@ __all__ = [
     "CurateOptions",
     "CurateRun",
     "Decision",
+    "DistillResult",
+    "EndpointLimiter",
+    "EndpointLimits",
     "Event",
     "EventBus",
+    "ExpertIteration",
+    "FakeClock",
     "InputError",
+    "Ledger",
+    "LimiterRegistry",
+    "LoopConfig",
     "Message",
+    "MicroBatcher",
     "Panel",
     "PanelConfig",
     "Policy",
+    "Price",
     "RunFinished",
     "RunStarted",
     "RunStopped",
     "RunStoreError",
+    "SFTSettings",
+    "Services",
+    "SystemClock",
     "Task",
     "Teacher",
     "TeacherConfig",
@@ -64,7 +86,9 @@ __all__ = [
     "Verdict",
     "VerdictReceived",
     "curate",
+    "distill",
     "load_panel",
+    "load_run_config",
     "make_policy",
     "register_teacher",
     "select_best_k",

@@ -174,6 +174,8 @@ class CurateRun:
             except BudgetExhausted as e:
                 self.stopped = f"budget: {e}"
                 continue
+            if self.services.budget.refused and not self.stopped:
+                self.stopped = f"budget: ${self.services.budget.limit_usd} reached"
             await results.put((line, (cand, decision)))
 
     def _verdict_hook(self, line: int) -> Callable[[str, Verdict], None]:

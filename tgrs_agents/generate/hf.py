@@ -11,7 +11,7 @@ are switched off.
 Generation runs in the backend's own worker thread so the event loop stays free, one call at a
 time. Per-thread settings are made there and stay there: flush-denormal (x86 MXCSR is per thread;
 set in the main thread it leaks into unrelated code, e.g. it makes hypothesis refuse to draw floats)
-and the intra-op thread count.
+and the intra-op thread count. A ``seed`` reseeds torch's global generator before each call.
 
 ``threads`` sets torch's intra-op threads while generating. ``"auto"`` (the default) uses one
 thread for a small model (under 20 M parameters) on CPU and leaves torch's setting otherwise: a
@@ -20,8 +20,9 @@ spin-waiting made a round of the tiny student 5-15x slower than with one (measur
 processes competed for the cores; one thread degrades gracefully).
 
 ``num_return_sequences`` is not used: ``generate`` expands the inputs before the first forward
-pass, so n copies of a prompt cost the same as n rows of a plain batch, and plain batching also
-covers later turns, whose prompts all differ.
+pass, so n copies of a prompt cost nearly what n rows of a plain batch cost (measured on the tiny
+student's first turn, 192 prompts x 8: 3.2 s vs 3.4 s of CPU, about 3% of a round), and plain
+batching also covers the later turns, whose prompts all differ.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ class TransformersBackend:
                  dtype: Any = None, batch_size: int = 512,
                  tool_format: Literal["auto", "compact", "hermes"] = "auto",
                  threads: int | Literal["auto"] | None = "auto") -> None:
-
         self.device = resolve_device(device)
         if isinstance(model_or_path, str | Path):
             model, loaded_tok = load_student(model_or_path, device=self.device, dtype=dtype)

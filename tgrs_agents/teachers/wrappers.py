@@ -20,7 +20,7 @@ from typing import Any
 
 from ..cache import Ledger, content_hash, teacher_key
 from ..cost import Budget
-from ..errors import TeacherError
+from ..errors import BudgetExhausted, TeacherError
 from ..limits import Clock, EndpointLimiter, SystemClock
 from ..retry import call_with_retries
 from ..types import Candidate, Usage, Verdict
@@ -124,6 +124,13 @@ class Retrying(Wrapper):
             e.usage = sum(spent, Usage())
             e.teacher = self.name
             raise
+        except BudgetExhausted as e:
+            if not spent:
+                raise  # nothing was paid for this candidate: it stays pending
+            # earlier attempts were paid: keep their cost on an error verdict (the run still stops,
+            # the pipeline sees the refusal on the budget)
+            raise TeacherError(f"stopped by the budget after {len(spent)} failed attempt(s): {e}",
+                               teacher=self.name, kind="budget", usage=sum(spent, Usage())) from e
         total = sum(spent, v.usage)
         return v.model_copy(update={"usage": total, "latency_s": time.perf_counter() - t0})
 
