@@ -58,6 +58,8 @@ def warm_start(model: Any, tokenizer: Any, demos: list[dict[str, Any]], steps: i
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steps this small: one thread, or OpenMP spin-waits on busy cores
     model.train()
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
@@ -75,6 +77,7 @@ def warm_start(model: Any, tokenizer: Any, demos: list[dict[str, Any]], steps: i
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+    torch.set_num_threads(threads)
     model.eval()
     return float(loss.detach())
 

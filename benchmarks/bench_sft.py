@@ -1,8 +1,54 @@
 """SFT on the tiny student: a plain torch loop vs TRL's SFTTrainer, default-ish and configured.
 
-    python benchmarks/bench_sft.py [--steps 200] [--repeats 1] [--ablate-steps 200] [--profile-steps 30]
+    python benchmarks/bench_sft.py [--steps 200] [--repeats 1] [--ablate-steps 200] [--profile-steps 30] [--threads 1]
 
-FINDINGS
+Arms (same 300 demonstrations, noise 0.3; 200 steps, batch 32, lr 1e-3, AdamW betas (0.9, 0.98), 5% warm-up,
+grad clip 1; cosine to 0.1x except where TRL's default schedule is the point; --threads torch threads for all):
+(i) distill(backend="torch"); (ii) SFTTrainer on the conversational rows (messages + tools,
+assistant_only_loss=True) with only the shared hyperparameters set; (iii) distill(backend="trl"), i.e. SFTTrainer
+with distill.trl_config. Then one TRL default at a time, torch threads, an interleaved A/B of the LM heads, and
+cProfile of 30 steps of each path.
+
+What we found (2 vCPUs, shared with other jobs at times; torch 2.13 CPU, transformers 5.23, trl 1.16; one torch
+thread for every arm). In a quiet run (load < 1) wall and CPU time agree; under load wall time swings up to 2x,
+so the comparisons also give CPU seconds per step (cpu/st), best of 2 runs.
+
+    arm, 200 steps              quiet run: s/step  tok/s   x plain | 3 loaded runs: x cpu/st | loss@last20
+    (i)   plain torch loop      0.098              18.9k   1.00    | 1.00 (0.101-0.106 s)    | 0.070
+    (ii)  TRL default-ish       0.117              16.0k   1.19    | 1.02-1.13               | 0.080 (1.14x)
+    (iii) TRL configured        0.117              15.9k   1.19    | 1.14-1.19               | 0.070 (1.00x)
+
+(iii) trains exactly as (i): same batches in the same order, same masks, same schedule, the same loss curve
+step for step (tests/test_distill.py asserts it). What made the differences:
+
+1. Loss: default-ish TRL's "cosine" schedule decays to zero, so its last steps learn little; cosine_with_min_lr
+   with min_lr_rate=0.1 takes the loss from 0.080 to 0.073, the rest of the configuration to 0.070. We saw
+   1.14x, not the notes' 2x.
+2. Speed, two TRL defaults pulling opposite ways: gradient (activation) checkpointing recomputes the forward in
+   the backward (+19% quiet, 4-19% loaded); bf16 autocast (bf16=True by default, even with use_cpu=True) is
+   *faster* on this CPU (AMD EPYC with avx512_bf16): a forward+backward takes 0.64-0.68x the fp32 time
+   (interleaved A/B), so turning it off alone costs 1.37x. Default-ish TRL thus lands near configured TRL by
+   accident; on a CPU without native bf16 it would be the slow arm. Per-step logging (logging_steps=1), fused
+   vs for-each AdamW and pin_memory: within 4%.
+3. What no SFTConfig field removes (configured TRL vs the plain loop, both fp32; 30-step profile: 3.99 s vs
+   3.19 s): SFTTrainer always installs its chunked, fused LM head, which also computes per-token entropy and
+   top-1 accuracy for its metrics (1.04-1.13x per forward+backward in the A/B); accelerate's data loader with
+   TRL's collator (~2-6 ms a step against ~1 ms for distill.collate); per call, SFTTrainer.__init__ (0.1-0.2 s
+   on encoded rows) and the gc.collect() in Trainer's accelerator.free_memory() (0.3-0.6 s): 3-7% of a
+   100-step round. Altogether ~1.15-1.2x; closing it would mean subclassing SFTTrainer, which we do not do.
+4. Torch threads, the biggest factor on a shared box: with another process busy, two threads ran the plain loop
+   5-13x slower than one (OpenMP threads spin at barriers while a core is taken); on 2 idle cores two threads
+   were 1.7x faster (0.062 vs 0.107 s per forward+backward+step). A likely source of the notes' 3.6x. So
+   distill() trains models < 5 M params on one thread unless told otherwise (SFTSettings.threads or
+   OMP_NUM_THREADS): 1.7x slower at best, never 5-13x. This script pins every arm to --threads.
+5. TRL's own tokenization of the conversational rows (messages + tools, assistant_only_loss=True) gives the
+   same input_ids and labels as distill.encode + collate on all 300 rows (checked in every run).
+
+Decision: distill(backend="auto") trains models < 50 M params on CPU with the plain loop (the same training,
+~15-20% less time and 0.3-0.8 s less per call) and anything bigger, or on a GPU, with TRL configured as in
+trl_config (its fused LM head never builds the 150k-wide logits of a hub model; bf16, FlashAttention and the
+accelerate stack are its home turf). Left on the table: bf16 autocast on CPUs that have it (SFTSettings(bf16=True):
+0.64-0.76x time per step, loss 0.070-0.073 after 200 steps), off by default.
 """
 
 from __future__ import annotations
@@ -50,6 +96,8 @@ class Arm:
 
     def loss_last(self, n: int = 20) -> float:
         """Mean loss over the last ``n`` steps, from logs that may each cover several steps."""
+        if not self.logged:  # fewer steps than TRL's default logging_steps
+            return float("nan")
         end, prev, total, weight = self.logged[-1][0], 0, 0.0, 0
         for step, loss in self.logged:
             lo = max(prev, end - n)
@@ -143,15 +191,19 @@ def trl_native(name: str, base: Path, demos: list[dict[str, Any]], config: Any, 
 def table(arms: list[Arm], ref: Arm) -> None:
     """s/step: wall / steps (set-up included); median: the median step; cpu/st: CPU s / steps; tok/s: tokens /
     wall s; loss@20: mean loss of the last 20 steps; x: ratio to the first row (time ratios > 1: slower)."""
+
+    def x(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
     print(f"\n{'arm':48s} {'s/step':>6s} {'median':>6s} {'cpu/st':>6s} {'tok/s':>6s} {'loss@20':>7s}"
           f" {'x s/st':>6s} {'x cpu':>6s} {'x tok/s':>7s} {'x loss':>6s}")
     for a in arms:
         print(f"{a.name:48s} {a.train_seconds / a.steps:6.3f} {statistics.median(a.step_seconds):6.3f}"
               f" {a.cpu_seconds / a.steps:6.3f} {a.tokens / a.train_seconds:6.0f} {a.loss_last():7.3f}"
-              f" {a.train_seconds / a.steps / (ref.train_seconds / ref.steps):6.2f}"
-              f" {a.cpu_seconds / a.steps / (ref.cpu_seconds / ref.steps):6.2f}"
-              f" {a.tokens / a.train_seconds / (ref.tokens / ref.train_seconds):7.2f}"
-              f" {a.loss_last() / ref.loss_last():6.2f}")
+              f" {x(a.train_seconds / a.steps, ref.train_seconds / ref.steps):6.2f}"
+              f" {x(a.cpu_seconds / a.steps, ref.cpu_seconds / ref.steps):6.2f}"
+              f" {x(a.tokens / a.train_seconds, ref.tokens / ref.train_seconds):7.2f}"
+              f" {x(a.loss_last(), ref.loss_last()):6.2f}")
 
 
 def ab(base: Path, demos: list[dict[str, Any]], n: int) -> None:
@@ -232,10 +284,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs of each main arm, rotated; best of them shown")
     ap.add_argument("--ablate-steps", type=int, default=200, help="0: skip the one-factor ablations")
     ap.add_argument("--profile-steps", type=int, default=30, help="0: skip the profiles")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for every arm (1: steady on a busy box)")
     args = ap.parse_args()
-    s = replace(SETTINGS, steps=args.steps)
+    s = replace(SETTINGS, steps=args.steps, threads=args.threads)
     torch.set_flush_denormal(True)  # distill() sets it too; set here so that every arm has it from the start
-    torch.set_num_threads(1)  # what distill() picks for the tiny student (pick_threads); every arm runs on it
+    torch.set_num_threads(args.threads)  # every arm: the TRL-native ones here, distill() through s.threads
     work = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     base, demos = setup(work)
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base).parameters())

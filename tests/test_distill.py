@@ -86,8 +86,10 @@ def test_backends_train_the_same_way(base: Path, rows: list[dict[str, Any]], tmp
 
 def test_auto_picks_the_plain_loop_for_a_tiny_model_on_cpu(base: Path, rows: list[dict[str, Any]],
                                                            tmp_path: Path) -> None:
+    before = torch.get_num_threads()
     r = distill(base, rows[:4], tmp_path / "out", SFTSettings(steps=2, batch_size=4))
     assert r.backend == ("trl" if torch.cuda.is_available() else "torch")
+    assert torch.get_num_threads() == before  # the caller's thread count is restored
 
 
 def test_jsonl_path_with_tools_and_json_string_arguments(base: Path, rows: list[dict[str, Any]],
@@ -107,6 +109,18 @@ def test_bf16_autocast_on_request(base: Path, rows: list[dict[str, Any]], tmp_pa
     r = distill(base, rows, tmp_path / "out", SFTSettings(steps=6, batch_size=8, lr=3e-3, bf16=True, backend=backend))
     assert r.losses[-1] < r.losses[0]
     assert AutoModelForCausalLM.from_pretrained(r.out_dir).dtype == torch.float32  # fp32 weights either way
+
+
+def test_a_template_without_generation_markers_is_refused(base: Path, rows: list[dict[str, Any]],
+                                                          tmp_path: Path) -> None:
+    """No {% generation %}: TRL's patched training templates cover known hub templates; others are refused."""
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = tiny.CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    plain = tmp_path / "plain"
+    tok.save_pretrained(plain)
+    AutoModelForCausalLM.from_pretrained(base).save_pretrained(plain)
+    with pytest.raises(ValueError, match="generation"):
+        distill(plain, rows, tmp_path / "out", SFTSettings(steps=1, backend="torch"))
 
 
 def test_rows_without_assistant_tokens_are_rejected(base: Path, tmp_path: Path) -> None:

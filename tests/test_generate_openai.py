@@ -48,11 +48,15 @@ def backend(srv: Any, services: Services | None = None, **kw: Any) -> OpenAIChat
                              services=services or Services(clock=FakeClock()), **kw)
 
 
-def run_complete(make: Any, convs: list[list[dict[str, Any]]] = CONVS, **kw: Any) -> tuple[Any, list[Turn]]:
+def run_complete(make: Any, convs: list[list[dict[str, Any]]] = CONVS, seed: int | None = None,
+                 **kw: Any) -> tuple[Any, list[Turn]]:
+    params = SamplingParams(temperature=PARAMS.temperature, top_p=PARAMS.top_p,
+                            max_new_tokens=PARAMS.max_new_tokens, seed=seed)
+
     async def main() -> tuple[Any, list[Turn]]:
         be = make()
         try:
-            return be, await be.complete(convs, [[CALCULATOR_TOOL]] * len(convs), PARAMS, **kw)
+            return be, await be.complete(convs, [[CALCULATOR_TOOL]] * len(convs), params, **kw)
         finally:
             await be.aclose()
 
@@ -61,11 +65,13 @@ def run_complete(make: Any, convs: list[list[dict[str, Any]]] = CONVS, **kw: Any
 
 def test_one_turn_per_conversation_through_the_limiter(srv: Any) -> None:
     be, turns = run_complete(lambda: backend(srv, price_input_per_mtok=1.0, price_output_per_mtok=2.0),
-                             max_new_tokens=[5, 40, 60])
-    assert [json.loads(t.text)["echo"] for t in turns] == [c[0]["content"] for c in CONVS]
+                             convs=[CONVS[0]] * 2 + [CONVS[1]], max_new_tokens=[5, 40, 60], seed=3)
+    assert [json.loads(t.text)["echo"] for t in turns] == [CONVS[0][0]["content"]] * 2 + [
+        CONVS[1][0]["content"]]
     assert all(t.tool_calls is None and t.finish_reason == "stop" and t.n_tokens > 0 for t in turns)
-    bodies = sorted((r["body"] for r in srv.requests), key=lambda b: b["messages"][0]["content"])
+    bodies = sorted((r["body"] for r in srv.requests), key=lambda b: b["max_tokens"])
     assert [b["max_tokens"] for b in bodies] == [5, 40, 40]  # capped per conversation
+    assert len({b["seed"] for b in bodies}) == 3  # the samples of one prompt get different seeds
     assert all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["model"] == "stand-in" for b in bodies)
     assert bodies[0]["tools"] == [CALCULATOR_TOOL]
     assert be.limiter.stats.acquired == 3

@@ -16,14 +16,16 @@ loop, same data, same masks, same schedule) -> save -> result.
 * Backends: ``"trl"`` runs TRL's ``SFTTrainer`` with an ``SFTConfig`` as a black box (never
   subclassed); ``"torch"`` is a plain loop. Configured as in :func:`trl_config`, TRL trains exactly
   like the plain loop (same batches in the same order, same masks, same schedule: the same loss
-  curve), but on the tiny student it costs ~1.1-1.2x the CPU time per step plus ~0.7 s per call,
+  curve), but on the tiny student it costs ~1.15-1.2x the CPU time per step plus 0.4-0.8 s per call,
   and no SFTConfig field removes that: SFTTrainer always installs its fused LM head, which also
   computes per-token entropy and top-1 accuracy for its metrics, and Trainer runs ``gc.collect()``
   before training. So ``"auto"`` (default) picks the plain loop for small models (< 50 M
   parameters) on CPU and TRL otherwise, where its fused head (no full logits), FlashAttention
   paths and the accelerate stack pay off. Evidence: ``benchmarks/bench_sft.py``.
-* Precision and threads: fp32 on CPU, bf16 autocast on GPU (``bf16`` overrides); tiny models train
-  on one thread (a second buys nothing idle and costs 5-9x when another process runs).
+* Precision: fp32 on CPU, bf16 autocast on GPU (``bf16`` overrides). Threads: models < 5 M params
+  train on one CPU thread unless ``threads`` or ``OMP_NUM_THREADS`` says otherwise. On 2 idle cores
+  two threads ran the tiny student 1.7x faster than one, but with any other process busy they ran
+  5-13x slower (OpenMP threads spin while a core is taken): one thread is the low-regret default.
 * LoRA (peft): adapters are merged into the weights before saving by default
   (``LoraSettings.merge=True``), so ``out_dir`` is a plain model that ``from_pretrained`` loads and the
   next round can train again; with ``merge=False`` only the adapter is saved (load it with
@@ -46,7 +48,7 @@ from typing import Any, Literal
 from .student.chat import template_messages
 
 SMALL_MODEL_PARAMS = 50_000_000  # backend "auto": below this, on CPU, the plain loop (bench_sft.py)
-ONE_THREAD_PARAMS = 5_000_000  # below this, on CPU, one thread is as fast as two and immune to a busy machine
+ONE_THREAD_PARAMS = 5_000_000  # threads None: below this, on CPU, one torch thread (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,9 @@ class SFTSettings:
     seed: int = 0
     lora: LoraSettings | None = None
     backend: Literal["auto", "trl", "torch"] = "auto"
-    threads: int | None = None  # torch threads while training; None: 1 for tiny models on CPU, else all cores
+    threads: int | None = None  # torch threads while training, then restored; None: 1 for tiny models on CPU
     bf16: bool | None = None  # bf16 autocast; None: on a GPU that has it. On a CPU with native bf16 (avx512_bf16,
-    # AMX) it cut the tiny student's step to ~0.66x CPU time, loss within ~4% after 200 steps (bench_sft.py)
+    # AMX) it cut the tiny student's step to 0.64-0.76x, loss within ~4% after 200 steps (bench_sft.py)
 
 
 @dataclass
@@ -101,13 +103,24 @@ def load_rows(data: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any
     return list(data)
 
 
-def encode(tokenizer: Any, row: dict[str, Any], max_length: int) -> dict[str, list[int]]:
+def training_template(tokenizer: Any) -> str | None:
+    """None when the tokenizer's chat template marks assistant text with ``{% generation %}`` (the tiny student's
+    does); else TRL's patched training copy of a known template (Qwen, Llama, Gemma, ...), as SFTTrainer does."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not tokenizer.chat_template:
+        raise ValueError("the tokenizer has no chat template to render the conversations with")
+    return None if has_generation_markers(tokenizer.chat_template) else get_training_chat_template(tokenizer)
+
+
+def encode(tokenizer: Any, row: dict[str, Any], max_length: int, template: str | None = None) -> dict[str, list[int]]:
     """One row -> ``input_ids`` and ``assistant_masks`` (1 where the loss is taken), via the chat template."""
     tools = row.get("tools")
     tools = json.loads(tools) if isinstance(tools, str) else tools
     enc = tokenizer.apply_chat_template(
         template_messages(row["messages"]),  # tool-call arguments: JSON string -> dict
         tools=tools or None,
+        chat_template=template,  # None: the tokenizer's own
         tokenize=True,
         return_dict=True,
         return_assistant_tokens_mask=True,
@@ -263,10 +276,8 @@ def pick_threads(model: Any, s: SFTSettings, device: Any, current: int) -> int:
     if s.threads:
         return s.threads
     if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
-        return current
-    if sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMS:
-        return 1  # tiny matmuls: a second thread buys nothing idle and costs 3-5x when another process runs
-    return max(1, len(os.sched_getaffinity(0)))
+        return current  # the caller's choice
+    return 1 if sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMS else current
 
 
 def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]], out_dir: str | Path,
@@ -302,8 +313,8 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
                 target_modules=tm if isinstance(tm, str) else list(tm)))
 
     # -- data: chat template with tools, assistant mask; rows with nothing to learn are dropped
-    rows = load_rows(data)
-    examples = [e for e in (encode(tokenizer, r, s.max_length) for r in rows) if any(e["assistant_masks"])]
+    rows, template = load_rows(data), training_template(tokenizer)
+    examples = [e for e in (encode(tokenizer, r, s.max_length, template) for r in rows) if any(e["assistant_masks"])]
     if not examples:
         raise ValueError("no row has an assistant token to train on")
 

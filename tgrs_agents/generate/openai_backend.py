@@ -81,6 +81,7 @@ class OpenAIChatBackend:
             EndpointLimits(rpm=rpm, tpm=tpm, max_concurrency=max_concurrency))
         self.retry_policy = RetryPolicy(max_attempts=max_attempts)
         self.usage = Usage()
+        self.calls = 0
         self._sdk = openai
         self._client = client if client is not None else openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
@@ -91,10 +92,13 @@ class OpenAIChatBackend:
         if len(tools) != len(conversations):
             raise ValueError(f"{len(tools)} tool lists for {len(conversations)} conversations")
         caps = token_caps(len(conversations), params, max_new_tokens)
+        self.calls += 1
+        base_seed = None if params.seed is None else params.seed + 1_000_003 * self.calls
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._one(c, t, params, cap))
-                         for c, t, cap in zip(conversations, tools, caps, strict=True)]
+                tasks = [tg.create_task(self._one(c, t, params, cap,
+                                                  None if base_seed is None else base_seed + i))
+                         for i, (c, t, cap) in enumerate(zip(conversations, tools, caps, strict=True))]
         except BaseExceptionGroup as eg:  # surface the first real error, not the group
             raise eg.exceptions[0] from eg
         return [t.result() for t in tasks]
@@ -103,7 +107,7 @@ class OpenAIChatBackend:
         await self._client.close()
 
     async def _one(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                   params: SamplingParams, cap: int) -> Turn:
+                   params: SamplingParams, cap: int, seed: int | None) -> Turn:
         if cap <= 0:
             return Turn("", None, "length", 0)
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
@@ -111,8 +115,8 @@ class OpenAIChatBackend:
                                   "max_tokens": cap}
         if tools:
             kwargs["tools"] = tools
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
+        if seed is not None:  # one per conversation: the n samples of a task must differ
+            kwargs["seed"] = seed
         est_in = len(json.dumps(messages)) // 4 + len(json.dumps(tools or [])) // 4 + 16
         from ..retry import call_with_retries
 
