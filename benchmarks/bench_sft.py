@@ -10,13 +10,13 @@ with distill.trl_config. Then one TRL default at a time, torch threads, an inter
 cProfile of 30 steps of each path.
 
 What we found (2 vCPUs, shared with other jobs at times; torch 2.13 CPU, transformers 5.23, trl 1.16; one torch
-thread for every arm). In a quiet run (load < 1) wall and CPU time agree; under load wall time swings up to 2x,
-so the comparisons also give CPU seconds per step (cpu/st), best of 2 runs.
+thread for every arm; best of 2 runs). When the machine is quiet wall and CPU time agree; under load wall time
+swings up to 2x, which is why the tables also give CPU seconds per step (cpu/st).
 
-    arm, 200 steps              quiet run: s/step  tok/s   x plain | 3 loaded runs: x cpu/st | loss@last20
-    (i)   plain torch loop      0.098              18.9k   1.00    | 1.00 (0.101-0.106 s)    | 0.070
-    (ii)  TRL default-ish       0.117              16.0k   1.19    | 1.02-1.13               | 0.080 (1.14x)
-    (iii) TRL configured        0.117              15.9k   1.19    | 1.14-1.19               | 0.070 (1.00x)
+    arm, 200 steps            last run (load 1-2.5): s/step  tok/s   x plain | 5 runs: x s/step, x cpu/st | loss@last20
+    (i)   plain torch loop    0.096                          19.5k   1.00    | 0.096-0.106 s per step   | 0.070
+    (ii)  TRL default-ish     0.106                          17.6k   1.11    | 1.02-1.19                | 0.080 (1.14x)
+    (iii) TRL configured      0.110                          16.9k   1.16    | 1.14-1.19                | 0.070 (1.00x)
 
 (iii) trains exactly as (i): same batches in the same order, same masks, same schedule, the same loss curve
 step for step (tests/test_distill.py asserts it). What made the differences:
@@ -25,27 +25,27 @@ step for step (tests/test_distill.py asserts it). What made the differences:
    with min_lr_rate=0.1 takes the loss from 0.080 to 0.073, the rest of the configuration to 0.070. We saw
    1.14x, not the notes' 2x.
 2. Speed, two TRL defaults pulling opposite ways: gradient (activation) checkpointing recomputes the forward in
-   the backward (+19% quiet, 4-19% loaded); bf16 autocast (bf16=True by default, even with use_cpu=True) is
+   the backward (+12-19% quiet, 4-19% loaded); bf16 autocast (bf16=True by default, even with use_cpu=True) is
    *faster* on this CPU (AMD EPYC with avx512_bf16): a forward+backward takes 0.64-0.68x the fp32 time
-   (interleaved A/B), so turning it off alone costs 1.37x. Default-ish TRL thus lands near configured TRL by
+   (interleaved A/B), so turning it off alone costs 1.37-1.43x. Default-ish TRL thus lands near configured TRL by
    accident; on a CPU without native bf16 it would be the slow arm. Per-step logging (logging_steps=1), fused
    vs for-each AdamW and pin_memory: within 4%.
-3. What no SFTConfig field removes (configured TRL vs the plain loop, both fp32; 30-step profile: 3.99 s vs
-   3.19 s): SFTTrainer always installs its chunked, fused LM head, which also computes per-token entropy and
+3. What no SFTConfig field removes (configured TRL vs the plain loop, both fp32; 30-step profile: 3.7-4.0 s vs
+   2.9-3.2 s): SFTTrainer always installs its chunked, fused LM head, which also computes per-token entropy and
    top-1 accuracy for its metrics (1.04-1.13x per forward+backward in the A/B); accelerate's data loader with
    TRL's collator (~2-6 ms a step against ~1 ms for distill.collate); per call, SFTTrainer.__init__ (0.1-0.2 s
    on encoded rows) and the gc.collect() in Trainer's accelerator.free_memory() (0.3-0.6 s): 3-7% of a
    100-step round. Altogether ~1.15-1.2x; closing it would mean subclassing SFTTrainer, which we do not do.
 4. Torch threads, the biggest factor on a shared box: with another process busy, two threads ran the plain loop
    5-13x slower than one (OpenMP threads spin at barriers while a core is taken); on 2 idle cores two threads
-   were 1.7x faster (0.062 vs 0.107 s per forward+backward+step). A likely source of the notes' 3.6x. So
-   distill() trains models < 5 M params on one thread unless told otherwise (SFTSettings.threads or
-   OMP_NUM_THREADS): 1.7x slower at best, never 5-13x. This script pins every arm to --threads.
+   were 1.7x faster (0.058 vs 0.098 s/step). A likely source of the notes' 3.6x. So distill() trains models
+   < 5 M params on one thread unless told otherwise (SFTSettings.threads or OMP_NUM_THREADS): at worst 1.7x
+   slower than two threads on an idle box, never 5-13x on a busy one. This script pins every arm to --threads.
 5. TRL's own tokenization of the conversational rows (messages + tools, assistant_only_loss=True) gives the
    same input_ids and labels as distill.encode + collate on all 300 rows (checked in every run).
 
 Decision: distill(backend="auto") trains models < 50 M params on CPU with the plain loop (the same training,
-~15-20% less time and 0.3-0.8 s less per call) and anything bigger, or on a GPU, with TRL configured as in
+~1.15x faster per step and 0.3-0.8 s less per call) and anything bigger, or on a GPU, with TRL configured as in
 trl_config (its fused LM head never builds the 150k-wide logits of a hub model; bf16, FlashAttention and the
 accelerate stack are its home turf). Left on the table: bf16 autocast on CPUs that have it (SFTSettings(bf16=True):
 0.64-0.76x time per step, loss 0.070-0.073 after 200 steps), off by default.

@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL would otherwise phone home
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
