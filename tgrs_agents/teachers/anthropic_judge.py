@@ -6,14 +6,11 @@ is the verdict schema. The SDK's own retries are off (``max_retries=0``).
 
 from __future__ import annotations
 
-import inspect
-import json
-import os
 from typing import Any, ClassVar, Literal
 
 from ..types import Candidate, Usage, Verdict
 from .base import BuildContext
-from .llm_judge import VERDICT_SCHEMA, ApiJudge, JudgeConfig, classify_sdk_error
+from .llm_judge import VERDICT_SCHEMA, ApiJudge, JudgeConfig
 
 TOOL_NAME = "record_verdict"
 
@@ -33,48 +30,24 @@ class AnthropicJudge(ApiJudge):
         super().__init__(config, ctx, client=client)
         import anthropic
 
-        self._sdk = anthropic
-        if self._client is None:
-            self._client = anthropic.AsyncAnthropic(
-                api_key=os.environ[config.api_key_env], base_url=self.base_url,
-                max_retries=0, timeout=config.timeout_s,
-            )
+        self._connect(anthropic, "AsyncAnthropic")
 
     async def judge(self, candidate: Candidate) -> Verdict:
         c = self.config
-        try:
-            raw = await self._client.messages.with_raw_response.create(
-                model=c.model,
-                max_tokens=c.max_tokens,
-                messages=[{"role": "user", "content": self.prompt_for(candidate)}],
-                tools=[{"name": TOOL_NAME, "description": "Record your verdict on the trajectory.",
-                        "input_schema": VERDICT_SCHEMA}],
-                tool_choice={"type": "tool", "name": TOOL_NAME},
-                # anthropic>=1.0 dropped the ``temperature`` keyword; the API still takes it, and
-                # extra_body sends the same wire payload on every SDK version
-                extra_body={"temperature": c.temperature},
-            )
-            self._headers(raw.headers)
-            resp = raw.parse()
-            if inspect.isawaitable(resp):  # the raw response's parse() is async in some SDK versions
-                resp = await resp
-        except Exception as e:
-            if isinstance(e, self._sdk.APIStatusError):
-                self._headers(e.response.headers)  # a 429 still says what the limits are
-            err = classify_sdk_error(e, self._sdk, self.name)
-            if err is None:
-                raise
-            raise err from None
+        resp = await self._send(
+            self._client.messages.with_raw_response.create,
+            model=c.model,
+            max_tokens=c.max_tokens,
+            messages=[{"role": "user", "content": self.prompt_for(candidate)}],
+            tools=[{"name": TOOL_NAME, "description": "Record your verdict on the trajectory.",
+                    "input_schema": VERDICT_SCHEMA}],
+            tool_choice={"type": "tool", "name": TOOL_NAME},
+            # anthropic>=1.0 dropped the ``temperature`` keyword; the API still takes it, and
+            # extra_body sends the same wire payload on every SDK version
+            extra_body={"temperature": c.temperature},
+        )
         u = resp.usage
         usage = Usage(requests=1, input_tokens=getattr(u, "input_tokens", 0) or 0,
                       output_tokens=getattr(u, "output_tokens", 0) or 0)
         block = next((b for b in resp.content if getattr(b, "type", None) == "tool_use"), None)
-        data = getattr(block, "input", None)
-        out, why = self.parse_or_none(data)
-        if out is None:
-            raise self.malformed(f"{why}; tool input={json.dumps(data, default=str)[:120]}", usage)
-        return self.to_verdict(out, usage)
-
-    async def aclose(self) -> None:
-        if self._client is not None and hasattr(self._client, "close"):
-            await self._client.close()
+        return self._verdict_from(getattr(block, "input", None), usage, "tool input")

@@ -10,6 +10,7 @@ wrappers around it add limits, retries, cost and the cache.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -155,6 +156,43 @@ class ApiJudge(Teacher):
                 "from it and nowhere else)", file=self.ctx.source, field=f"{field}.api_key_env")
 
     DEFAULT_BASE_URL: ClassVar[str] = ""
+
+    def _connect(self, sdk: Any, client_class: str) -> None:
+        """Make the vendor client (unless one was injected), with the SDK's own retries off."""
+        self._sdk = sdk
+        if self._client is None:
+            self._client = getattr(sdk, client_class)(
+                api_key=os.environ[self.config.api_key_env], base_url=self.base_url,
+                max_retries=0, timeout=self.config.timeout_s,
+            )
+
+    async def _send(self, create: Callable[..., Any], **request: Any) -> Any:
+        """One request through the SDK's raw-response API: headers go to the limiter (a 429's too),
+        SDK exceptions come out classified as :class:`TeacherError`."""
+        try:
+            raw = await create(**request)
+            self._headers(raw.headers)
+            resp = raw.parse()
+            if inspect.isawaitable(resp):  # the raw response's parse() is async in some SDK versions
+                resp = await resp
+            return resp
+        except Exception as e:
+            if isinstance(e, self._sdk.APIStatusError):
+                self._headers(e.response.headers)  # a 429 still says what the limits are
+            err = classify_sdk_error(e, self._sdk, self.name)
+            if err is None:
+                raise
+            raise err from None
+
+    def _verdict_from(self, data: Any, usage: Usage, what: str) -> Verdict:
+        out, why = self.parse_or_none(data)
+        if out is None:
+            raise self.malformed(f"{why}; {what}={json.dumps(data, default=str)[:120]}", usage)
+        return self.to_verdict(out, usage)
+
+    async def aclose(self) -> None:
+        if self._client is not None and hasattr(self._client, "close"):
+            await self._client.close()
 
     @property
     def base_url(self) -> str:
