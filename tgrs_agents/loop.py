@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -72,11 +73,12 @@ def pool_accepted(previous: list[dict[str, Any]], new: list[dict[str, Any]], cap
 
 class ExpertIteration:
     def __init__(self, cfg: LoopConfig, out: str | Path, *, accept_all: bool = False,
-                 log: Log | None = None) -> None:
+                 log: Log | None = None, live: bool | None = None) -> None:
         self.cfg = cfg
         self.dir = Path(out)
         self.accept_all = accept_all
         self.log = log or (lambda s: print(s, flush=True))
+        self._live = sys.stdout.isatty() if live is None else live
         self.dir.mkdir(parents=True, exist_ok=True)
         try:  # our own progress lines replace transformers' per-load progress bars
             from transformers.utils import logging as hf_logging
@@ -92,10 +94,28 @@ class ExpertIteration:
             return dict(json.loads(marker.read_text()))
         marker.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        result = fn()
+        with self._show(f"round {rnd}: {name}"):
+            result = fn()
         result["wall_s"] = round(time.perf_counter() - t0, 3)
         atomic_write(marker, json.dumps(result, indent=2))
+        if not self._live:
+            rate = next((f", {v:,.0f} {k.removesuffix('_per_s').replace('_', ' ')}/s"
+                         for k, v in result.items() if k.endswith("tokens_per_s") and v), "")
+            self.log(f"[tgrs] round {rnd}: {name} done in {result['wall_s']:.1f}s{rate}")
         return result
+
+    def _show(self, label: str) -> Any:
+        """A rich spinner with elapsed time for a running stage on a terminal; nothing otherwise."""
+        import contextlib
+
+        if not self._live:
+            return contextlib.nullcontext()
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+                       transient=True)
+        bar.add_task(label, total=None)
+        return bar
 
     def model_dir(self, rnd: int) -> Path:
         """The student after round ``rnd`` (round 0 of a real model is the base model itself)."""
