@@ -94,8 +94,14 @@ class ChatBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def token_caps(n: int, params: SamplingParams, max_new_tokens: Sequence[int] | None) -> list[int]:
-    """Per-conversation new-token caps: ``params.max_new_tokens`` lowered by the optional caps."""
+def token_caps(n: int, params: SamplingParams, max_new_tokens: Sequence[int] | None,
+               tools: Sequence[Any] | None = None) -> list[int]:
+    """Per-conversation new-token caps: ``params.max_new_tokens`` lowered by the optional caps.
+
+    With ``tools``, also checks that there is one tool list per conversation.
+    """
+    if tools is not None and len(tools) != n:
+        raise ValueError(f"{len(tools)} tool lists for {n} conversations")
     if max_new_tokens is None:
         return [params.max_new_tokens] * n
     if len(max_new_tokens) != n:

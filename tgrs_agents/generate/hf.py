@@ -111,9 +111,7 @@ class TransformersBackend:
     async def complete(self, conversations: list[list[dict[str, Any]]],
                        tools: list[list[dict[str, Any]] | None], params: SamplingParams, *,
                        max_new_tokens: Sequence[int] | None = None) -> list[Turn]:
-        if len(tools) != len(conversations):
-            raise ValueError(f"{len(tools)} tool lists for {len(conversations)} conversations")
-        caps = token_caps(len(conversations), params, max_new_tokens)
+        caps = token_caps(len(conversations), params, max_new_tokens, tools)
         async with self._lock:
             self.calls += 1
             job = functools.partial(self._complete, conversations, tools, params, caps, self.calls)

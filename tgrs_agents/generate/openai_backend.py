@@ -89,9 +89,7 @@ class OpenAIChatBackend:
     async def complete(self, conversations: list[list[dict[str, Any]]],
                        tools: list[list[dict[str, Any]] | None], params: SamplingParams, *,
                        max_new_tokens: Sequence[int] | None = None) -> list[Turn]:
-        if len(tools) != len(conversations):
-            raise ValueError(f"{len(tools)} tool lists for {len(conversations)} conversations")
-        caps = token_caps(len(conversations), params, max_new_tokens)
+        caps = token_caps(len(conversations), params, max_new_tokens, tools)
         self.calls += 1
         base_seed = None if params.seed is None else params.seed + 1_000_003 * self.calls
         try:
