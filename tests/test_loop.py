@@ -83,3 +83,40 @@ def test_reduced_demo_improves_pass_at_1_and_resumes(tmp_path):
     again = ExpertIteration(cfg, out, log=logs.append).run()
     assert time.perf_counter() - t0 < 30
     assert [r["pass@1"] for r in again["rounds"]] == [r["pass@1"] for r in rounds]
+
+
+def _write(path, recs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_pool_applies_configured_filters_and_records_what_it_set_aside(tmp_path):
+    # round 1: task t1 solved 2 of 4 (kept by the band), t2 solved 4 of 4 (always solved: set aside)
+    acc = [rec(1, "t1", "1+2", 3), rec(2, "t1", "1+2", 3), rec(3, "t2", "5+5", 10), rec(4, "t2", "5+5", 10),
+           rec(5, "t2", "5+5", 10), rec(6, "t2", "5+5", 10)]
+    rej = [rec(7, "t1", "1+3", 4), rec(8, "t1", "1+3", 5)]
+    _write(tmp_path / "run" / "round-1" / "curate" / "accepted.jsonl", acc)
+    _write(tmp_path / "run" / "round-1" / "curate" / "rejected.jsonl", rej)
+    cfg = LoopConfig(base_dir=str(tmp_path), filters={"difficulty_lo": 0.0, "near_dup_threshold": 0.9})
+    loop = ExpertIteration(cfg, tmp_path / "run", log=lambda s: None)
+    out = loop.pool(1, {"accepted_file": "curate/accepted.jsonl"})
+    pooled = [json.loads(x) for x in (tmp_path / "run" / "round-1" / "pool.jsonl").read_text().splitlines()]
+    aside = [json.loads(x) for x in (tmp_path / "run" / "round-1" / "set_aside.jsonl").read_text().splitlines()]
+    assert {r["task_id"] for r in pooled} == {"t1"}
+    assert {a["filter"] for a in aside} == {"difficulty", "near_duplicate"}
+    assert sorted(a["id"] for a in aside if a["filter"] == "difficulty") == ["c3", "c4", "c5", "c6"]
+    assert [a["id"] for a in aside if a["filter"] == "near_duplicate"] == ["c2"]  # identical to c1
+    assert out["set_aside_by_filters"] == 5 and out["pooled"] == 1
+
+
+def test_student_placeholder_points_at_the_rounds_checkpoint(tmp_path):
+    from tgrs_agents.config import panel_from_dict
+
+    panel = panel_from_dict({"teacher": [
+        {"name": "a", "kind": "final_answer"},
+        {"name": "fit", "kind": "student_compat", "model": "{student}"},
+    ]}, base_dir=tmp_path)
+    swapped = ExpertIteration.student_panel(panel, tmp_path / "round-2" / "model")
+    fit = next(t for t in swapped.teachers if t.name == "fit")
+    assert fit.model == str(tmp_path / "round-2" / "model")
+    assert next(t for t in panel.teachers if t.name == "fit").model == "{student}"

@@ -232,19 +232,51 @@ class ExpertIteration:
         pfile = self.cfg.resolve(self.cfg.panel.file)
         if not pfile.exists():
             pfile = asset_path(self.cfg.panel.file)
-        summary = asyncio.run(curate(cands, load_panel(pfile), rdir / "curate",
-                                     options=CurateOptions(cache=False)))
+        panel = self.student_panel(load_panel(pfile), self.model_dir(rnd - 1))
+        summary = asyncio.run(curate(cands, panel, rdir / "curate", options=CurateOptions(cache=False)))
         valid = max(summary["valid"], 1)
         return {"accepted": summary["accepted"], "acceptance_rate": round(summary["accepted"] / valid, 4),
                 "calls_saved": summary["calls_saved"], "accepted_file": "curate/accepted.jsonl"}
 
+    @staticmethod
+    def student_panel(panel: Any, student: Path) -> Any:
+        """Point teachers whose ``model = "{student}"`` (e.g. student_compat) at this round's student."""
+        teachers = tuple(
+            t.model_copy(update={"model": str(student)}) if getattr(t, "model", None) == "{student}" else t
+            for t in panel.teachers)
+        return panel.model_copy(update={"teachers": teachers})
+
     def pool(self, rnd: int, judged: dict[str, Any]) -> dict[str, Any]:
+        rdir = self.dir / f"round-{rnd}"
         prev = list(iter_jsonl(self.dir / f"round-{rnd - 1}" / "pool.jsonl")) if rnd > 1 else []
-        new = list(iter_jsonl(self.dir / f"round-{rnd}" / judged["accepted_file"]))
-        pooled = pool_accepted(prev, new, self.cfg.pool_cap_per_task)
-        atomic_write(self.dir / f"round-{rnd}" / "pool.jsonl",
-                     "".join(json.dumps(r) + "\n" for r in pooled))
-        return {"pooled": len(pooled), "new_accepted": len(new)}
+        new = list(iter_jsonl(rdir / judged["accepted_file"]))
+        kept, aside = self.filter(rnd, new)
+        atomic_write(rdir / "set_aside.jsonl", "".join(json.dumps(r) + "\n" for r in aside))
+        pooled = pool_accepted(prev, kept, self.cfg.pool_cap_per_task)
+        atomic_write(rdir / "pool.jsonl", "".join(json.dumps(r) + "\n" for r in pooled))
+        return {"pooled": len(pooled), "new_accepted": len(new), "set_aside_by_filters": len(aside)}
+
+    def filter(self, rnd: int, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The configured data filters (difficulty band, length bounds, near-duplicates), in that order."""
+        from .filters import FilterResult, difficulty_band, length_bounds, near_duplicates, pass_rates_from_run
+
+        f = self.cfg.filters
+        res = FilterResult(list(records))
+        curate = self.dir / f"round-{rnd}" / "curate"
+        if f.difficulty_lo is not None and curate.exists():  # pass rates need the panel's verdicts
+            res = res.then(difficulty_band, pass_rates_from_run(curate), lo=f.difficulty_lo,
+                           hi=f.difficulty_hi, keep_extremes=f.keep_extremes)
+        if f.min_response_tokens is not None or f.max_response_tokens is not None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.model_dir(rnd - 1))
+            res = res.then(length_bounds, min_tokens=f.min_response_tokens,
+                           max_tokens=f.max_response_tokens, tokenizer=tok)
+        if f.near_dup_threshold is not None:
+            res = res.then(near_duplicates, threshold=f.near_dup_threshold)
+        aside = [{"id": a["record"]["id"], "task_id": a["record"]["task_id"], "filter": a["filter"],
+                  "reason": a["reason"]} for a in res.set_aside]
+        return res.kept, aside
 
     def sft(self, rnd: int) -> dict[str, Any]:
         from .distill import SFTSettings, distill

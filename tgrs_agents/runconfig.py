@@ -78,6 +78,17 @@ class WarmStartConfig(_Frozen):
     batch_size: int = Field(32, ge=1)
 
 
+class FiltersConfig(_Frozen):
+    """Data filters on each round's accepted data (see tgrs_agents.filters); all off by default."""
+
+    difficulty_lo: float | None = Field(None, ge=0, le=1)  # keep tasks with pass rate in [lo, hi] ...
+    difficulty_hi: float = Field(1.0, ge=0, le=1)
+    keep_extremes: bool = False  # ... and, unless this, drop never- and always-solved tasks
+    min_response_tokens: int | None = Field(None, ge=0)
+    max_response_tokens: int | None = Field(None, ge=1)
+    near_dup_threshold: float | None = Field(None, gt=0, le=1)
+
+
 class LoopConfig(_Frozen):
     rounds: int = Field(3, ge=1)
     eval_k: int = Field(8, ge=1)
@@ -90,6 +101,7 @@ class LoopConfig(_Frozen):
     panel: PanelRef = PanelRef()
     sft: SFTConfigModel = SFTConfigModel()
     warm_start: WarmStartConfig = WarmStartConfig()
+    filters: FiltersConfig = FiltersConfig()
     base_dir: str = "."
 
     def resolve(self, relative: str) -> Path:
