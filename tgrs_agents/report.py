@@ -126,7 +126,8 @@ def _cards(data: RunData) -> str:
              ("cost", f"${tot.get('cost_usd', 0):.4f}" + (f" of ${sum(budget):.2f}" if budget else "")),
              ("cost / accepted", f"${tot.get('cost_usd', 0) / acc:.6f}" if acc else "–"),
              ("429s", f"{int(tot.get('rate_limited', 0)):,}"), ("wall time", f"{tot.get('wall_s', 0):.1f} s")]
-    if data.kind == "loop":
+    if data.kind == "loop":  # the loop's own wall time, not just its curate stages'
+        items[-1] = ("wall time", f"{float(data.summary.get('wall_s', tot.get('wall_s', 0))):.1f} s")
         rounds = data.summary["rounds"]
         k = data.summary.get("eval_k", 1)
         items = [("rounds", str(len(rounds) - 1)), ("arm", str(data.summary.get("arm", ""))),
