@@ -120,3 +120,37 @@ def test_student_placeholder_points_at_the_rounds_checkpoint(tmp_path):
     fit = next(t for t in swapped.teachers if t.name == "fit")
     assert fit.model == str(tmp_path / "round-2" / "model")
     assert next(t for t in panel.teachers if t.name == "fit").model == "{student}"
+
+
+def test_refine_stage_records_choices_and_feeds_the_pool(tmp_path):
+    pytest.importorskip("torch")
+    import random as _random
+
+    from tgrs_agents.refine import PromptRefiner
+    from tgrs_agents.student.tiny import build_model, save, train_tokenizer
+    from tgrs_agents.synth import trajectory
+
+    class Checked(PromptRefiner):  # appends a word to the final answer, so the test knows the rewrite
+        def __init__(self):
+            super().__init__(name="checked", target="response")
+
+        async def ask(self, prompt: str) -> str:
+            final = prompt.split("<final>\n", 1)[1].split("\n</final>", 1)[0]
+            return final + " checked"
+
+    run = tmp_path / "run"
+    recs = [trajectory(i, _random.Random(i)) for i in range(6)]
+    _write(run / "round-1" / "curate" / "accepted.jsonl", recs)
+    tok = train_tokenizer([m["content"] or "" for r in recs for m in r["messages"]])
+    save(build_model(tok, seed=0), tok, run / "round-0" / "model")
+    cfg = LoopConfig(base_dir=str(tmp_path), refine={"model": "unused-in-this-test"})
+    loop = ExpertIteration(cfg, run, log=lambda s: None)
+    out = loop.refine(1, {"accepted_file": "curate/accepted.jsonl"}, refiner=Checked())
+    rows = [json.loads(x) for x in (run / "round-1" / "refine" / "refine.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["choice"] in ("original", "refined", "dropped") for r in rows)
+    assert all(r["refined"]["messages"][-1]["content"].endswith(" checked") for r in rows)
+    assert sum(v for k, v in out.items() if k.startswith("refine_")) == 6
+    assert out["accepted_file"] == "refine/refined.jsonl"
+    pooled = loop.pool(1, out)
+    kept = [json.loads(x) for x in (run / "round-1" / "refine" / "refined.jsonl").read_text().splitlines()]
+    assert pooled["new_accepted"] == len(kept) == sum(r["choice"] != "dropped" for r in rows)

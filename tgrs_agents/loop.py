@@ -238,6 +238,34 @@ class ExpertIteration:
         return {"accepted": summary["accepted"], "acceptance_rate": round(summary["accepted"] / valid, 4),
                 "calls_saved": summary["calls_saved"], "accepted_file": "curate/accepted.jsonl"}
 
+    def refine(self, rnd: int, judged: dict[str, Any], refiner: Any = None) -> dict[str, Any]:
+        """Teacher rewrites of the accepted data; the round's student keeps, per candidate, the version
+        Selective Reflection-Tuning's rule picks (tgrs_agents.refine). Writes round-K/refine/."""
+        from .refine import OpenAIRefiner, refine_file
+        from .teachers.student_compat import StudentCompatConfig, StudentCompatTeacher
+
+        r = self.cfg.refine
+        out_dir = self.dir / f"round-{rnd}" / "refine"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if refiner is None:
+            assert r.model is not None
+            refiner = OpenAIRefiner(r.model, base_url=r.base_url, api_key_env=r.api_key_env, target=r.target)
+        scorer = StudentCompatTeacher(StudentCompatConfig(name="refine_student", kind="student_compat",
+                                                          model=str(self.model_dir(rnd - 1))))
+
+        async def go() -> Any:
+            try:
+                return await refine_file(self.dir / f"round-{rnd}" / judged["accepted_file"], out_dir,
+                                         refiner, scorer)
+            finally:
+                await scorer.aclose()
+                if hasattr(refiner, "aclose"):
+                    await refiner.aclose()
+
+        out = asyncio.run(go())
+        return {**{f"refine_{k}": v for k, v in out.counts.items()},
+                "accepted_file": "refine/refined.jsonl"}
+
     @staticmethod
     def student_panel(panel: Any, student: Path) -> Any:
         """Point teachers whose ``model = "{student}"`` (e.g. student_compat) at this round's student."""
@@ -305,6 +333,9 @@ class ExpertIteration:
         for rnd in range(1, self.cfg.rounds + 1):
             gen = self._stage(rnd, "generate", partial(self.generate, rnd, train))
             judged = self._stage(rnd, "judge", partial(self.judge, rnd))
+            if self.cfg.refine.model is not None:
+                refined = self._stage(rnd, "refine", partial(self.refine, rnd, judged))
+                judged = {**judged, **refined}
             pooled = self._stage(rnd, "pool", partial(self.pool, rnd, judged))
             sft = self._stage(rnd, "sft", partial(self.sft, rnd))
             ev = self._stage(rnd, "eval", partial(self.evaluate, rnd, held))

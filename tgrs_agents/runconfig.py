@@ -89,6 +89,15 @@ class FiltersConfig(_Frozen):
     near_dup_threshold: float | None = Field(None, gt=0, le=1)
 
 
+class RefineConfig(_Frozen):
+    """Optional refine stage: a teacher rewrites accepted data, the student picks by IFD / r-IFD."""
+
+    model: str | None = None  # an OpenAI-compatible chat model; None: no refine stage
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    target: Literal["response", "instruction", "both"] = "response"
+
+
 class LoopConfig(_Frozen):
     rounds: int = Field(3, ge=1)
     eval_k: int = Field(8, ge=1)
@@ -102,6 +111,7 @@ class LoopConfig(_Frozen):
     sft: SFTConfigModel = SFTConfigModel()
     warm_start: WarmStartConfig = WarmStartConfig()
     filters: FiltersConfig = FiltersConfig()
+    refine: RefineConfig = RefineConfig()
     base_dir: str = "."
 
     def resolve(self, relative: str) -> Path:
