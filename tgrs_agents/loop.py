@@ -201,10 +201,13 @@ class ExpertIteration:
         recs, stats = self._rollouts(self.model_dir(rnd), held, k, self.cfg.eval_temperature,
                                      f"r{rnd}-eval-")
         checker = FinalAnswerTeacher(FinalAnswerConfig(name="eval", kind="final_answer"))
+        cands = [Candidate.model_validate(r) for r in recs]
+
+        async def check_all() -> list[bool]:  # one event loop for the whole split, not one per sample
+            return [(await checker.judge(c)).passed for c in cands]
+
         correct: dict[str, int] = {t.id: 0 for t in held}
-        for r in recs:
-            cand = Candidate.model_validate(r)
-            answer_ok = asyncio.run(checker.judge(cand)).passed
+        for cand, answer_ok in zip(cands, asyncio.run(check_all()), strict=True):
             correct[cand.task_id] += answer_ok
         p1 = sum(pass_at_k(k, c, 1) for c in correct.values()) / len(held)
         pk = sum(pass_at_k(k, c, k) for c in correct.values()) / len(held)

@@ -13,25 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-CALCULATOR_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression with + - * and integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
+from .tasks.arithmetic import CALCULATOR_TOOL, Difficulty, calculate, question
 
+__all__ = ["CALCULATOR_TOOL", "make_problem", "synthetic_lines", "trajectory", "write_synthetic"]
 
 def make_problem(rng: random.Random, n_ops: int = 2) -> tuple[str, int]:
-    expr = str(rng.randint(10, 99))
-    for _ in range(n_ops):
-        expr += f" {rng.choice('+-')} {rng.randint(10, 99)}"
-    return expr, eval(expr)  # noqa: S307 - our own digits and +/- only
+    return question(rng, Difficulty(n_ops=n_ops))
 
 
 def trajectory(i: int, rng: random.Random, *, task_id: str | None = None, flavour: str = "good",
@@ -42,7 +29,7 @@ def trajectory(i: int, rng: random.Random, *, task_id: str | None = None, flavou
     call_expr = expr
     if flavour == "wrong_tool":  # mis-copied operand: the tool answers the wrong question
         call_expr = expr.replace(expr.split()[0], str(int(expr.split()[0]) + rng.choice((-1, 1))), 1)
-    tool_result = eval(call_expr)  # noqa: S307
+    tool_result = calculate(call_expr)
     final = tool_result + (rng.choice((-10, -1, 1, 10)) if flavour == "wrong_copy" else 0)
     answer = f"Answer: {final}" if flavour != "no_marker" else f"The result is {final}."
     call_id = f"call_{i}"

@@ -14,8 +14,20 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..synth import CALCULATOR_TOOL
 from ..types import Task
+
+CALCULATOR_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate an arithmetic expression with + - * and integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "required": ["expression"],
+        },
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
