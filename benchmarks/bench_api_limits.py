@@ -41,11 +41,11 @@ from typing import Any
 
 import openai
 
-from tgrs_agents.cache import Ledger
-from tgrs_agents.panel import Panel
-from tgrs_agents.policy import make_policy
-from tgrs_agents.services import Services
-from tgrs_agents.synth import synthetic_lines
+from tgrs_agents.curate.panel import Panel
+from tgrs_agents.curate.policy import make_policy
+from tgrs_agents.paid.ledger import Ledger
+from tgrs_agents.paid.services import Services
+from tgrs_agents.tasks.arithmetic_data import synthetic_lines
 from tgrs_agents.teachers.base import BuildContext
 from tgrs_agents.teachers.llm_judge import VERDICT_SCHEMA
 from tgrs_agents.teachers.openai_judge import OpenAIJudge, OpenAIJudgeConfig

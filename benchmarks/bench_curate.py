@@ -1,6 +1,6 @@
 """Throughput and peak memory of ``tgrs curate`` with the three-verifier panel, on one core.
 
-Generates synthetic calculator-agent trajectories (``tgrs_agents.synth``; one broken line in 97
+Generates synthetic calculator-agent trajectories (``tgrs_agents.tasks.arithmetic_data``; one broken line in 97
 and a duplicate id, like the demo) for each size, reusing files already generated, then runs
 ``tgrs curate --quiet`` on each as a child process pinned to one core (``taskset -c 0``, else
 ``os.sched_setaffinity``). Wall time includes interpreter start-up; peak RSS is the child's own
@@ -44,7 +44,7 @@ def label(n: int) -> str:
 
 def ensure_input(data_dir: Path, n: int, seed: int, bad_every: int) -> Path:
     """The generated input for ``n`` candidates; generated once, then reused."""
-    from tgrs_agents.synth import write_synthetic
+    from tgrs_agents.tasks.arithmetic_data import write_synthetic
 
     path = data_dir / f"synthetic-{label(n)}-seed{seed}-bad{bad_every}.jsonl"
     if not path.exists():

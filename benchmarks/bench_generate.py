@@ -22,6 +22,7 @@ import re
 import time
 from typing import Any
 
+from tgrs_agents.chat import template_messages
 from tgrs_agents.generate import (
     RolloutStats,
     SamplingParams,
@@ -32,7 +33,6 @@ from tgrs_agents.generate import (
     rollout,
 )
 from tgrs_agents.student import tiny
-from tgrs_agents.student.chat import template_messages
 from tgrs_agents.tasks import arithmetic
 
 

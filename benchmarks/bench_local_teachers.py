@@ -2,7 +2,7 @@
 
 Everything is built here, on CPU, from nothing: the tiny student is warm-started on the built-in
 calculator task (300 demonstrations, 30% corrupted, 200 SFT steps, as in the demo), and a tiny
-reward model is trained on verifier-labelled trajectories (:mod:`tgrs_agents.student.reward`).
+reward model is trained on verifier-labelled trajectories (:mod:`tgrs_agents.student.train_reward`).
 Then, in one run:
 
 1. **Reward-model throughput**: the same candidates scored by the ``reward_model`` teacher with the
@@ -50,7 +50,7 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------------------- setup
 
 def warm_student(out: Path, steps: int) -> Path:
-    from tgrs_agents.distill import SFTSettings, distill
+    from tgrs_agents.loop.distill import SFTSettings, distill
     from tgrs_agents.student.tiny import build_model, save, train_tokenizer
     from tgrs_agents.tasks.arithmetic import seed_demonstrations, splits
 
@@ -69,7 +69,7 @@ def warm_student(out: Path, steps: int) -> Path:
 
 
 def reward_model(out: Path, student: Path, steps: int, n_rows: int) -> tuple[Path, dict[str, Any]]:
-    from tgrs_agents.student.reward import RewardSettings, default_rows, train_reward_model
+    from tgrs_agents.student.train_reward import RewardSettings, default_rows, train_reward_model
 
     d = out / "reward-model"
     if not (d / "reward.json").exists():
@@ -86,7 +86,7 @@ def reward_model(out: Path, student: Path, steps: int, n_rows: int) -> tuple[Pat
 # ------------------------------------------------------------------------------------ 1. speed
 
 def rm_throughput(rm_dir: Path, n: int, repeats: int) -> dict[str, Any]:
-    from tgrs_agents.synth import synthetic_lines
+    from tgrs_agents.tasks.arithmetic_data import synthetic_lines
     from tgrs_agents.teachers.reward_model import RewardModelConfig, RewardModelTeacher
     from tgrs_agents.types import Candidate
 
@@ -116,7 +116,7 @@ def rm_throughput(rm_dir: Path, n: int, repeats: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- 2. IFD AUROC
 
 def ifd_auroc(student: Path, n: int) -> dict[str, Any]:
-    from tgrs_agents.student.reward import auroc
+    from tgrs_agents.student.train_reward import auroc
     from tgrs_agents.tasks.arithmetic import demonstration, splits
     from tgrs_agents.teachers.student_compat import RIFD_PROMPT, StudentScorer
     from tgrs_agents.types import Candidate
@@ -176,9 +176,9 @@ def calls_saved(out: Path, rm_dir: Path, student: Path, n: int, calibrated_ifd_m
     """Curate the demo's candidates with: the judge alone (plain), + local stages with the documented
     IFD bound (ifd_max = 1), + local stages with ifd_max calibrated on the student's own held-out
     demonstrations (their 95th percentile IFD; no curate candidate is looked at)."""
-    from tgrs_agents.config import load_panel
-    from tgrs_agents.pipeline import CurateOptions, curate
-    from tgrs_agents.synth import write_synthetic
+    from tgrs_agents.curate.panel_file import load_panel
+    from tgrs_agents.curate.run import CurateOptions, curate
+    from tgrs_agents.tasks.arithmetic_data import write_synthetic
     from tgrs_agents.testing.standin import StandIn
 
     data = write_synthetic(out / "demo-candidates.jsonl", n, seed=0, bad_every=97)  # tgrs demo-curate's input

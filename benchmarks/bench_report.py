@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tgrs_agents.report import find_chromium, screenshot_report, write_report
-from tgrs_agents.synth import write_synthetic
+from tgrs_agents.report.html import find_chromium, screenshot_report, write_report
+from tgrs_agents.tasks.arithmetic_data import write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -72,9 +72,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from tgrs_agents.distill import SFTSettings, collate, distill, encode
+from tgrs_agents.chat import template_messages
+from tgrs_agents.loop.distill import SFTSettings, collate, distill, encode
 from tgrs_agents.student import tiny
-from tgrs_agents.student.chat import template_messages
 from tgrs_agents.tasks import arithmetic
 
 SETTINGS = SFTSettings(steps=200, batch_size=32, lr=1e-3, warmup_ratio=0.05, min_lr_ratio=0.1,

@@ -4,11 +4,10 @@ Public names are re-exported here; everything else is private. Importing this pa
 none of torch, transformers, openai or anthropic.
 """
 
-from .batching import MicroBatcher
-from .cache import Ledger
-from .config import PanelConfig, load_panel
-from .cost import Budget, Price
-from .distill import DistillResult, SFTSettings, distill
+from .curate.panel import Panel
+from .curate.panel_file import PanelConfig, load_panel
+from .curate.policy import Policy, make_policy, select_best_k
+from .curate.run import CurateOptions, CurateRun, curate
 from .errors import (
     BudgetExhausted,
     ConfigError,
@@ -28,14 +27,15 @@ from .events import (
     RunStopped,
     VerdictReceived,
 )
-from .limits import EndpointLimiter, EndpointLimits, FakeClock, LimiterRegistry, SystemClock
-from .loop import ExpertIteration
-from .panel import Panel
-from .pipeline import CurateOptions, CurateRun, curate
-from .policy import Policy, make_policy, select_best_k
-from .runconfig import LoopConfig, load_run_config
-from .services import Services
+from .loop.config import LoopConfig, load_run_config
+from .loop.distill import DistillResult, SFTSettings, distill
+from .loop.rounds import ExpertIteration
+from .paid.cost import Budget, Price
+from .paid.ledger import Ledger
+from .paid.limits import EndpointLimiter, EndpointLimits, FakeClock, LimiterRegistry, SystemClock
+from .paid.services import Services
 from .teachers.base import BuildContext, Teacher, TeacherConfig, register_teacher
+from .teachers.batching import MicroBatcher
 from .types import Candidate, Decision, Message, Task, ToolCall, Usage, Verdict
 
 __version__ = "0.1.0"

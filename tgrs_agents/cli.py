@@ -36,10 +36,10 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def _curate(args: argparse.Namespace) -> int:
-    from .config import load_panel
+    from .curate.panel_file import load_panel
+    from .curate.progress import Progress, count_lines
+    from .curate.run import CurateOptions, CurateRun
     from .events import EventBus
-    from .pipeline import CurateOptions, CurateRun
-    from .progress import Progress, count_lines
 
     overrides = {"policy": args.policy, "k": args.k, "threshold": args.threshold}
     panel = load_panel(args.panel, overrides=overrides)
@@ -64,16 +64,16 @@ def _curate(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_summary(summary, Path(args.out))
-    from .report import maybe_write_report
+    from .report.html import maybe_write_report
 
     maybe_write_report(args.out, log=lambda s: print(s, file=sys.stderr))
     return 0
 
 
 def _dry_run(args: argparse.Namespace, panel: Any) -> int:
-    from .cache import Ledger
-    from .dryrun import dry_run
-    from .services import Services
+    from .curate.dryrun import dry_run
+    from .paid.ledger import Ledger
+    from .paid.services import Services
 
     services = Services(ledger=None if args.no_cache else Ledger(args.cache))
     try:
@@ -119,7 +119,7 @@ def _print_rounds(summary: dict[str, Any]) -> None:
 
 
 def _loop(cfg: Any, out: str, accept_all: bool) -> int:
-    from .loop import ExpertIteration
+    from .loop.rounds import ExpertIteration
 
     summary = ExpertIteration(cfg, out, accept_all=accept_all).run()
     _print_rounds(summary)
@@ -128,7 +128,7 @@ def _loop(cfg: Any, out: str, accept_all: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runconfig import load_run_config
+    from .loop.config import load_run_config
 
     overrides = {"rounds": args.rounds} if args.rounds else {}
     return _loop(load_run_config(args.config, **overrides), args.out, args.accept_all)
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """The whole loop on the embedded default: tiny student, arithmetic agent tasks, verifiers."""
-    from .runconfig import LoopConfig
+    from .loop.config import LoopConfig
 
     cfg = LoopConfig(rounds=args.rounds, base_dir=str(Path.cwd()))
     if args.quick:  # a reduced loop for CI: fewer tasks and steps
@@ -151,7 +151,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _demo_curate(args: argparse.Namespace) -> int:
     """Curate a generated file of calculator-agent trajectories with the shipped verifier panel."""
     from .assets import asset_path
-    from .synth import write_synthetic
+    from .tasks.arithmetic_data import write_synthetic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def _demo_curate(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """Write DIR/report.html (and, with --screenshots, PNGs of it) for a curate or loop directory."""
-    from .report import screenshot_report, write_report
+    from .report.html import screenshot_report, write_report
 
     path = write_report(args.dir)
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")

@@ -128,3 +128,44 @@ class EventBus:
     def publish(self, event: Event) -> None:
         for fn in self._subs:
             fn(event)
+
+
+@dataclass(slots=True)
+class TeacherStats:
+    calls: int = 0
+    requests: int = 0
+    errors: int = 0
+    passed: int = 0
+    saved: int = 0
+    cache_hits: int = 0
+    reused: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, v: Verdict) -> None:
+        self.calls += 1
+        self.requests += v.usage.requests
+        self.errors += v.error is not None
+        self.passed += v.passed and v.error is None
+        self.cache_hits += v.cached
+        self.cost_usd += v.usage.cost_usd
+        self.latency_s += v.latency_s
+        self.input_tokens += v.usage.input_tokens
+        self.output_tokens += v.usage.output_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "calls_saved": self.saved,
+            "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "reused_from_journal": self.reused,
+            "errors": self.errors,
+            "passed": self.passed,
+            "cost_usd": round(self.cost_usd, 6),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "mean_latency_s": round(self.latency_s / self.calls, 6) if self.calls else None,
+        }

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from ..student.chat import template_messages
+from ..chat import template_messages
 from ..student.tiny import parse_compact_call
 
 ToolFormat = Literal["compact", "hermes"]

@@ -3,7 +3,7 @@
 One ``chat.completions.create`` per conversation, all concurrently, through the same machinery as
 the API teachers: the endpoint's shared limiter (concurrency, request and token buckets,
 Retry-After), the one retry policy (errors classified by
-:func:`~tgrs_agents.teachers.llm_judge.classify_sdk_error`), and the run budget, checked before
+:func:`~tgrs_agents.paid.sdk_errors.classify_sdk_error`), and the run budget, checked before
 every attempt and settled with the usage the server reported. The SDK's own retries are off.
 
 A conversation the server keeps refusing (after retries) comes back as a turn whose
@@ -19,14 +19,14 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..cost import Price, default_price
 from ..errors import ConfigError, TeacherError
-from ..limits import EndpointLimits, endpoint_key
+from ..paid.cost import Price, default_price
+from ..paid.limits import EndpointLimits, endpoint_key
 from ..types import Usage
 from .base import SamplingParams, Turn, token_caps
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from ..paid.services import Services
 
 
 class OpenAIChatBackend:
@@ -55,8 +55,8 @@ class OpenAIChatBackend:
     ) -> None:
         import openai
 
-        from ..retry import RetryPolicy
-        from ..services import Services
+        from ..paid.retry import RetryPolicy
+        from ..paid.services import Services
 
         self.model = model
         self.base_url = base_url
@@ -116,7 +116,7 @@ class OpenAIChatBackend:
         if seed is not None:  # one per conversation: the n samples of a task must differ
             kwargs["seed"] = seed
         est_in = len(json.dumps(messages)) // 4 + len(json.dumps(tools or [])) // 4 + 16
-        from ..retry import call_with_retries
+        from ..paid.retry import call_with_retries
 
         try:
             resp = await call_with_retries(lambda n: self._attempt(kwargs, est_in, cap),
@@ -142,7 +142,7 @@ class OpenAIChatBackend:
             self.limiter.on_success()
             return resp
         except Exception as e:
-            from ..teachers.llm_judge import classify_sdk_error
+            from ..paid.sdk_errors import classify_sdk_error
 
             err = classify_sdk_error(e, self._sdk, self.name)
             if err is None:

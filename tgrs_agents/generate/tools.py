@@ -95,7 +95,7 @@ class ToolBox:
 
 def calculator_tool() -> Tool:
     """The arithmetic task family's calculator: digits and + - * only, never ``eval``."""
-    from ..synth import CALCULATOR_TOOL
     from ..tasks.arithmetic import calculator
+    from ..tasks.arithmetic_data import CALCULATOR_TOOL
 
     return Tool.from_schema(CALCULATOR_TOOL, calculator)

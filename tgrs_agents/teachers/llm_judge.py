@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, ValidationError
 
 from ..assets import asset_path
-from ..cost import Price, default_price
 from ..errors import ConfigError, TeacherError
-from ..limits import EndpointLimits, endpoint_key
-from ..retry import RetryPolicy
+from ..paid.cost import Price, default_price
+from ..paid.limits import EndpointLimits, endpoint_key
+from ..paid.retry import RetryPolicy
+from ..paid.sdk_errors import classify_sdk_error
 from ..types import Candidate, Usage, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
 
@@ -238,64 +239,3 @@ class ApiJudge(Teacher):
             return parse_output(data), ""
         except (ValueError, ValidationError, TypeError) as e:
             return None, str(e)
-
-
-def retry_after_from(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    h = {k.lower(): v for k, v in headers.items()}
-    try:
-        if "retry-after-ms" in h:
-            return max(float(h["retry-after-ms"]) / 1000, 0.0)
-        if "retry-after" in h:
-            v = h["retry-after"]
-            try:
-                return max(float(v), 0.0)
-            except ValueError:
-                import datetime as dt
-                from email.utils import parsedate_to_datetime
-
-                when = parsedate_to_datetime(v)
-                return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
-    except (ValueError, TypeError):
-        return None
-    return None
-
-
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
-
-
-def classify_status(status: int) -> tuple[bool, str]:
-    """(retryable, kind) for an HTTP status."""
-    if status == 429:
-        return True, "rate_limit"
-    if status == 529 or status >= 500:
-        return True, "server" if status != 529 else "overloaded"
-    if status in (408, 409):
-        return True, "timeout" if status == 408 else "conflict"
-    if status in (401, 403):
-        return False, "auth"
-    return False, "bad_request"
-
-
-def classify_sdk_error(exc: BaseException, sdk: Any, teacher: str) -> TeacherError | None:
-    """Map an ``openai`` / ``anthropic`` SDK exception to a TeacherError (None: not an SDK error).
-
-    The message never includes request headers, so no key can leak through it.
-    """
-    if isinstance(exc, sdk.APITimeoutError):
-        return TeacherError("request timed out", teacher=teacher, retryable=True, kind="timeout")
-    if isinstance(exc, sdk.APIConnectionError):
-        return TeacherError(f"connection failed: {type(exc).__name__}", teacher=teacher,
-                            retryable=True, kind="connection")
-    if isinstance(exc, sdk.APIStatusError):
-        status = exc.status_code
-        retryable, kind = classify_status(status)
-        headers = getattr(exc.response, "headers", None)
-        return TeacherError(
-            f"HTTP {status} {type(exc).__name__}: {str(getattr(exc, 'message', exc))[:200]}",
-            teacher=teacher, status=status, retryable=retryable, kind=kind,
-            retry_after=retry_after_from(headers) if retryable else None,
-        )
-    return None

@@ -2,11 +2,11 @@
 
 Any ``AutoModelForSequenceClassification`` checkpoint works (a local directory or a Hub name):
 a trained reward model such as ``Skywork/Skywork-Reward-V2-Qwen3-0.6B``, or the tiny one this
-project trains itself (:mod:`tgrs_agents.student.reward`).
+project trains itself (:mod:`tgrs_agents.student.train_reward`).
 
 What the model reads
     The candidate's messages (tool calls and tool results included) rendered with the
-    *classifier's own* tokenizer chat template (after :func:`~tgrs_agents.student.chat.template_messages`,
+    *classifier's own* tokenizer chat template (after :func:`~tgrs_agents.chat.template_messages`,
     so tool-call arguments are mappings), with the candidate's ``tools``. Longer than ``max_length``
     tokens: the *start* is cut, so the final answer is always read. Without a chat template the
     messages are joined as ``role: text`` lines.
@@ -18,7 +18,7 @@ From logits to a verdict
     ``clip((raw - min) / (max - min), 0, 1)``. ``passed`` is ``score >= threshold``.
 
 Batching
-    Concurrent ``judge`` calls go through a :class:`~tgrs_agents.batching.MicroBatcher` into one
+    Concurrent ``judge`` calls go through a :class:`~tgrs_agents.teachers.batching.MicroBatcher` into one
     forward pass per batch (``max_batch_size``, ``max_wait_ms``), in a worker thread. Rows are
     padded on the *right* and ``config.pad_token_id`` is set from the tokenizer (its pad token, or
     eos / unk when it has none), because transformers' sequence classifiers pool the logits of the
@@ -37,11 +37,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..batching import MicroBatcher
+from ..chat import template_messages
 from ..errors import ConfigError
-from ..student.chat import template_messages
 from ..types import Candidate, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
+from .batching import MicroBatcher
 
 Device = Literal["auto", "cpu", "cuda"]
 

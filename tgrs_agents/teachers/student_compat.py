@@ -42,7 +42,7 @@ Verdict
     and ``rifd_min <= rifd < rifd_max``. ``score = 1 - min(ifd, 1)``; the rationale records both
     ratios (``ifd=0.412 rifd=0.881``). A candidate with no instruction or no assistant turn fails.
 
-Concurrent ``judge`` calls go through a :class:`~tgrs_agents.batching.MicroBatcher`: one batch of
+Concurrent ``judge`` calls go through a :class:`~tgrs_agents.teachers.batching.MicroBatcher`: one batch of
 candidates = four sequences each, sorted by length and run through the model in chunks, in a
 worker thread. Not paid; ``cost_rank`` defaults to 2 (after the reward model, before API judges).
 """
@@ -57,11 +57,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..batching import MicroBatcher
+from ..chat import template_messages
 from ..errors import ConfigError
-from ..student.chat import template_messages
 from ..types import Candidate, Message, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
+from .batching import MicroBatcher
 from .reward_model import local_model_ref, torch_device
 
 RIFD_PROMPT = (

@@ -1,0 +1,262 @@
+"""Input lines: validation reasons that name file, line and field; duplicate ids; chunked reading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tgrs_agents.curate.ingest import IdIndex, Invalid, parse_line, read_chunks
+from tgrs_agents.curate.store import DoneLines
+from tgrs_agents.types import Candidate
+
+SRC = "data/in.jsonl"
+
+
+def bad(raw: str | bytes, line: int = 7) -> Invalid:
+    out = parse_line(raw.encode() if isinstance(raw, str) else raw, line, SRC)
+    assert isinstance(out, Invalid), out
+    assert out.line == line
+    assert out.reason.startswith(f"{SRC}:{line}:"), out.reason
+    return out
+
+
+def user(text: str = "hi") -> dict:
+    return {"role": "user", "content": text}
+
+
+def test_not_json() -> None:
+    inv = bad("{not json")
+    assert "not valid JSON" in inv.reason
+    assert inv.field is None and inv.id is None
+    assert inv.raw == "{not json"
+
+
+def test_not_utf8() -> None:
+    inv = bad(b"\xff\xfe{}")
+    assert "not valid JSON" in inv.reason
+
+
+def test_json_array() -> None:
+    inv = bad("[1, 2]")
+    assert "expected a JSON object; got list" in inv.reason
+    assert inv.field is None
+
+
+def test_missing_messages() -> None:
+    inv = bad('{"id": "a1"}')
+    assert inv.field == "messages"
+    assert f"{SRC}:7: field 'messages': required field is missing" == inv.reason
+    assert inv.id == "a1"  # the id is kept for the report even though the line is invalid
+
+
+def test_empty_messages() -> None:
+    inv = bad('{"id": "a1", "messages": []}')
+    assert inv.field == "messages"
+    assert "field 'messages'" in inv.reason and "expected a non-empty list" in inv.reason
+
+
+def test_messages_not_a_list() -> None:
+    inv = bad('{"id": "a1", "messages": "hello"}')
+    assert inv.field == "messages" and "expected a list; got str" in inv.reason
+
+
+def test_message_not_an_object() -> None:
+    inv = bad('{"id": "a1", "messages": ["hello"]}')
+    assert inv.field == "messages[0]" and "expected a JSON object; got str" in inv.reason
+
+
+def test_unknown_role() -> None:
+    rec = {"id": "a1", "messages": [user(), {"role": "robot", "content": "beep"}]}
+    inv = bad(json.dumps(rec))
+    assert inv.field == "messages[1].role"
+    assert "field 'messages[1].role'" in inv.reason
+    assert "expected one of" in inv.reason and "'assistant'" in inv.reason and "'robot'" in inv.reason
+
+
+def test_content_of_wrong_type() -> None:
+    rec = {"id": "a1", "messages": [{"role": "user", "content": 42}]}
+    inv = bad(json.dumps(rec))
+    assert inv.field == "messages[0].content"
+    assert "field 'messages[0].content'" in inv.reason
+    assert "expected a string, a list of content-part objects, or null" in inv.reason
+
+
+def test_content_list_of_non_objects() -> None:
+    inv = bad(json.dumps({"id": "a1", "messages": [{"role": "user", "content": [1]}]}))
+    assert inv.field == "messages[0].content"
+    assert "list of content-part objects" in inv.reason
+
+
+def test_empty_id() -> None:
+    inv = bad(json.dumps({"id": "", "messages": [user()]}))
+    assert inv.field == "id" and "expected a non-empty string" in inv.reason
+
+
+def test_tool_call_without_function_name() -> None:
+    rec = {
+        "id": "a1",
+        "messages": [user(), {"role": "assistant", "tool_calls": [{"id": "c", "function": {}}]}],
+    }
+    inv = bad(json.dumps(rec))
+    assert inv.field == "messages[1].tool_calls[0].function.name"
+    assert "required field is missing" in inv.reason
+
+
+def test_id_missing() -> None:
+    inv = bad(json.dumps({"messages": [user()]}))
+    assert inv.field == "id" and "field 'id': required field is missing" in inv.reason
+
+
+def test_id_not_a_string() -> None:
+    inv = bad(json.dumps({"id": 17, "messages": [user()]}))
+    assert inv.field == "id" and "field 'id': expected a string; got int" in inv.reason
+    assert inv.id is None
+
+
+def test_metadata_not_an_object() -> None:
+    inv = bad(json.dumps({"id": "a", "messages": [user()], "metadata": [1]}))
+    assert inv.field == "metadata" and "expected a JSON object" in inv.reason
+
+
+def test_invalid_record_is_serialisable() -> None:
+    rec = bad('{"id": "a1"}').record()
+    assert rec["line"] == 7 and rec["id"] == "a1" and rec["field"] == "messages"
+    json.dumps(rec)
+
+
+def test_valid_record_with_tools_and_extra_fields() -> None:
+    rec = {
+        "id": "a1",
+        "task_id": " t1 ",
+        "reference": 4,
+        "tools": [{"type": "function", "function": {"name": "calc", "parameters": {}}}],
+        "metadata": {"seed": 3},
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            user("2+2?"),
+            {
+                "role": "assistant",
+                "content": None,
+                "reasoning": "let me call the calculator",
+                "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "calc", "arguments": "{\"expr\": \"2+2\"}"}, "index": 0}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "name": "calc", "content": "4"},
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": "Answer: "}, {"type": "text", "text": "4"}],
+            },
+        ],
+    }
+    c = parse_line(json.dumps(rec).encode(), 1, SRC)
+    assert isinstance(c, Candidate)
+    assert c.id == "a1" and c.task_id == "t1" and c.reference == 4
+    assert c.final_text == "Answer: 4" and c.task_text == "2+2?"
+    assert c.messages[2].tool_calls is not None
+    assert c.messages[2].tool_calls[0].function.name == "calc"
+    assert c.messages[3].tool_call_id == "call_1"
+    out = c.sft_record()
+    # fields an agent framework added are kept on the way to SFT
+    assert out["messages"][2]["reasoning"] == "let me call the calculator"
+    assert out["messages"][2]["tool_calls"][0]["index"] == 0
+    assert out["tools"] == rec["tools"]
+
+
+def test_task_id_defaults_to_id() -> None:
+    c = parse_line(json.dumps({"id": "x", "messages": [user()]}).encode(), 1, SRC)
+    assert isinstance(c, Candidate) and c.task_id == "x"
+
+
+# --------------------------------------------------------------------------------------------
+# IdIndex
+
+
+@pytest.fixture
+def index(tmp_path: Path):
+    idx = IdIndex(tmp_path / "ids.sqlite")
+    yield idx
+    idx.close()
+
+
+def test_claim_duplicates_across_batches(index: IdIndex) -> None:
+    assert index.claim([("a", 1), ("b", 2)]) == {}
+    assert index.claim([("c", 3), ("a", 4)]) == {4: 1}
+    assert index.claim([("b", 9)]) == {9: 2}
+
+
+def test_claim_duplicates_within_a_batch(index: IdIndex) -> None:
+    assert index.claim([("a", 1), ("b", 2), ("a", 3), ("a", 5)]) == {3: 1, 5: 1}
+    assert index.claim([("a", 6)]) == {6: 1}
+
+
+def test_claim_replay_is_not_a_duplicate(index: IdIndex) -> None:
+    assert index.claim([("a", 1), ("b", 2)]) == {}
+    assert index.claim([("a", 1), ("b", 2)]) == {}  # re-reading the same lines after a crash
+    assert index.claim([]) == {}
+
+
+def test_claim_survives_reopen(tmp_path: Path) -> None:
+    idx = IdIndex(tmp_path / "ids.sqlite")
+    idx.claim([("a", 1)])
+    idx.close()
+    idx = IdIndex(tmp_path / "ids.sqlite")
+    try:
+        assert idx.claim([("a", 1)]) == {}
+        assert idx.claim([("a", 2)]) == {2: 1}
+    finally:
+        idx.close()
+
+
+def test_claim_many_ids(index: IdIndex) -> None:
+    first = [(f"id{i}", i) for i in range(1200)]  # more than one SQL IN (...) chunk
+    assert index.claim(first) == {}
+    again = [(f"id{i}", 5000 + i) for i in range(1200)]
+    assert index.claim(again) == {5000 + i: i for i in range(1200)}
+
+
+# --------------------------------------------------------------------------------------------
+# read_chunks
+
+
+def rec(i: str) -> str:
+    return json.dumps({"id": i, "messages": [user()]})
+
+
+def test_read_chunks_skips_done_and_blank_lines(tmp_path: Path, index: IdIndex) -> None:
+    path = tmp_path / "in.jsonl"
+    lines = [rec("a"), "", rec("b"), "   ", rec("c"), "not json", rec("a"), rec("d")]
+    path.write_text("\n".join(lines) + "\n")
+    done = DoneLines()
+    done.add(3)  # "b" was finished by an earlier session
+    chunks = list(read_chunks(path, done, index, chunk=2))
+    got = [(line, item) for _, items in chunks for line, item in items]
+    assert [line for line, _ in got] == [1, 5, 6, 7, 8]
+    kinds = {line: type(item).__name__ for line, item in got}
+    assert kinds == {1: "Candidate", 5: "Candidate", 6: "Invalid", 7: "Invalid", 8: "Candidate"}
+    dup = dict(got)[7]
+    assert isinstance(dup, Invalid) and dup.field == "id" and dup.id == "a"
+    assert dup.reason == f"{path}:7: field 'id': expected a unique id; 'a' was first used on line 1"
+    bad_json = dict(got)[6]
+    assert isinstance(bad_json, Invalid) and bad_json.reason.startswith(f"{path}:6: ")
+    assert chunks[-1][0] == 8  # lines read so far, blanks and done lines included
+    assert all(len(items) <= 2 for _, items in chunks)
+
+
+def test_read_chunks_resume_does_not_flag_own_lines(tmp_path: Path, index: IdIndex) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join([rec("a"), rec("b"), rec("c")]) + "\n")
+    list(read_chunks(path, DoneLines(), index))
+    done = DoneLines()
+    done.add(1)
+    again = [item for _, items in read_chunks(path, done, index) for _, item in items]
+    assert [type(x).__name__ for x in again] == ["Candidate", "Candidate"]
+
+
+def test_read_chunks_empty_file(tmp_path: Path, index: IdIndex) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("")
+    assert list(read_chunks(path, DoneLines(), index)) == [(0, [])]

@@ -1,0 +1,307 @@
+"""Panel files: loading, includes, errors that name file and field, fingerprints, to_toml."""
+
+from __future__ import annotations
+
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tgrs_agents.curate.panel_file import PanelConfig, load_panel, panel_from_dict
+from tgrs_agents.errors import ConfigError
+
+GOOD = """
+policy = "k_of_n"
+k = 2
+
+[[teacher]]
+name = "judge"
+kind = "python"
+function = "tgrs_agents.teachers.checks:answer_matches_tool"
+cost_rank = 2
+
+[[teacher]]
+name = "format"
+kind = "regex"
+pattern = 'Answer:\\s*\\d'
+cost_rank = 0
+
+[[teacher]]
+name = "answer"
+kind = "final_answer"
+cost_rank = 1
+
+[[teacher]]
+name = "shape"
+kind = "json_schema"
+schema = { type = "object", required = ["a"] }
+cost_rank = 0
+"""
+
+REGEX = '[[teacher]]\nname = "fmt"\nkind = "regex"\npattern = "x"\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "panel.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def load_error(tmp_path: Path, text: str) -> tuple[ConfigError, str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as ei:
+        load_panel(path)
+    msg = str(ei.value)
+    assert str(path) in msg, msg  # every error names the file
+    return ei.value, msg
+
+
+# --------------------------------------------------------------------------------------------
+# good files
+
+
+def test_good_panel_sorted_by_cost_rank_stable(tmp_path: Path) -> None:
+    cfg = load_panel(write(tmp_path, GOOD))
+    assert [t.name for t in cfg.teachers] == ["format", "shape", "answer", "judge"]
+    assert cfg.policy == "k_of_n" and cfg.k == 2
+    assert cfg.source == str(tmp_path / "panel.toml")
+    assert Path(cfg.base_dir) == tmp_path.resolve()
+    policy = cfg.build_policy()
+    assert policy.name == "k_of_n" and policy.k == 2
+    assert set(policy.teachers) == {"format", "shape", "answer", "judge"}
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load_panel(write(tmp_path, REGEX))
+    assert cfg.policy == "unanimous"
+    [t] = cfg.teachers
+    assert t.cost_rank == 0 and t.max_concurrency == 64
+
+
+def test_overrides_replace_top_level_keys(tmp_path: Path) -> None:
+    cfg = load_panel(write(tmp_path, GOOD), overrides={"policy": "majority", "k": None})
+    assert cfg.policy == "majority" and cfg.k == 2  # None means "not given"
+
+
+def test_include_with_overrides(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    write(
+        tmp_path / "shared",
+        """
+        name = "fmt"
+        kind = "regex"
+        pattern = "Answer:"
+        flags = "i"
+        cost_rank = 3
+        """,
+        "fmt.toml",
+    )
+    path = write(
+        tmp_path,
+        """
+        [[teacher]]
+        include = "shared/fmt.toml"
+        pattern = "Final:"
+        cost_rank = 0
+
+        [[teacher]]
+        include = "shared/fmt.toml"
+        name = "fmt2"
+        """,
+    )
+    cfg = load_panel(path)
+    a, b = cfg.teachers
+    assert (a.name, a.pattern, a.flags, a.cost_rank) == ("fmt", "Final:", "i", 0)
+    assert (b.name, b.pattern, b.flags, b.cost_rank) == ("fmt2", "Answer:", "i", 3)
+
+
+def test_missing_include(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, '[[teacher]]\ninclude = "nope.toml"\n')
+    assert "field 'teacher[0].include'" in msg
+    assert str(tmp_path / "nope.toml") in msg and "not found" in msg
+
+
+def test_shipped_panel_loads() -> None:
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_panel(root / "teachers" / "panel-verifiers.toml")
+    assert [t.name for t in cfg.teachers] == ["format", "answer", "consistent"]
+
+
+# --------------------------------------------------------------------------------------------
+# one test per bad field
+
+
+def test_bad_toml_syntax(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, 'policy = "unanimous\n')
+    assert "expected valid TOML" in msg and "line 1" in msg
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match="not found") as ei:
+        load_panel(path)
+    assert str(path) in str(ei.value)
+
+
+@pytest.mark.parametrize("text", ['policy = "unanimous"\n', "teacher = []\n"])
+def test_no_teachers(tmp_path: Path, text: str) -> None:
+    err, msg = load_error(tmp_path, text)
+    assert err.field == "teacher"
+    assert "field 'teacher'" in msg and "at least one [[teacher]]" in msg
+
+
+def test_teacher_not_a_table(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, "teacher = [1]\n")
+    assert "field 'teacher[0]'" in msg and "expected a table" in msg
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, 'polcy = "majority"\n' + REGEX)
+    assert "field 'polcy'" in msg and "unknown field" in msg and "policy" in msg
+
+
+def test_unknown_teacher_kind(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, REGEX + '[[teacher]]\nname = "b"\nkind = "oracle"\n')
+    assert "field 'teacher[1].kind'" in msg
+    assert "unknown teacher kind 'oracle'" in msg and "final_answer" in msg
+
+
+def test_missing_kind(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, '[[teacher]]\nname = "a"\n')
+    assert "field 'teacher[0].kind'" in msg and "expected a teacher kind" in msg
+
+
+def test_unknown_field_in_teacher(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, REGEX + "patern = 'y'\n")
+    assert "teacher[0].patern" in msg and "unknown field" in msg and "'fmt'" in msg
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, REGEX + 'cost_rank = "cheap"\n')
+    assert "teacher[0].cost_rank" in msg and "valid integer" in msg and "'cheap'" in msg
+
+
+def test_wrong_type_top_level(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, 'policy = "mean_score"\nthreshold = "high"\n' + REGEX)
+    assert "field 'threshold'" in msg and "valid number" in msg
+
+
+def test_missing_required_field(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, '[[teacher]]\nname = "a"\nkind = "regex"\n')
+    assert "teacher[0].pattern" in msg and "required field is missing" in msg
+
+
+def test_invalid_regex(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, REGEX + '[[teacher]]\nname = "b"\nkind = "regex"\npattern = "(a"\n')
+    assert "teacher[1].pattern" in msg and "expected a Python regular expression" in msg
+
+
+def test_invalid_regex_flags(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, REGEX + 'flags = "iz"\n')
+    assert "teacher[0].flags" in msg and "imsx" in msg
+
+
+def test_model_level_error_names_the_teacher_table(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, '[[teacher]]\nname = "j"\nkind = "json_schema"\n')
+    assert "field 'teacher[0] (teacher 'j')'" in msg
+    assert "exactly one of 'schema'" in msg
+
+
+def test_duplicate_teacher_names(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, REGEX + REGEX.replace('"x"', '"y"'))
+    assert "teacher.name" in msg and "unique teacher names" in msg and "fmt" in msg
+
+
+def test_unknown_policy(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, 'policy = "plurality"\n' + REGEX)
+    assert "field 'policy'" in msg and "expected one of" in msg and "'plurality'" in msg
+
+
+def test_k_of_n_without_k(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, 'policy = "k_of_n"\n' + REGEX)
+    assert "field 'k'" in msg and "needs an integer k between 1 and 1" in msg
+
+
+def test_k_out_of_range(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, 'policy = "k_of_n"\nk = 5\n' + REGEX)
+    assert "field 'k'" in msg and "got 5" in msg
+
+
+def test_mean_score_without_threshold(tmp_path: Path) -> None:
+    _, msg = load_error(tmp_path, 'policy = "mean_score"\n' + REGEX)
+    assert "field 'threshold'" in msg and "threshold between 0 and 1" in msg
+
+
+def test_weights_mismatch(tmp_path: Path) -> None:
+    _, msg = load_error(
+        tmp_path, 'policy = "weighted_mean"\nthreshold = 0.5\nweights = { other = 1.0 }\n' + REGEX
+    )
+    assert "field 'weights'" in msg and "one weight per teacher" in msg
+    assert "missing: fmt" in msg and "unknown teachers: other" in msg
+
+
+def test_weights_non_positive(tmp_path: Path) -> None:
+    _, msg = load_error(
+        tmp_path, 'policy = "weighted_mean"\nthreshold = 0.5\nweights = { fmt = 0.0 }\n' + REGEX
+    )
+    assert "field 'weights'" in msg and "positive" in msg
+
+
+def test_errors_keep_file_and_field_attributes(tmp_path: Path) -> None:
+    err, _ = load_error(tmp_path, REGEX + 'cost_rank = "cheap"\n')
+    assert err.file == str(tmp_path / "panel.toml")
+    assert err.field is not None and err.field.startswith("teacher[0].cost_rank")
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprint and to_toml
+
+
+def fp(tmp_path: Path, text: str) -> str:
+    return load_panel(write(tmp_path, text)).fingerprint()
+
+
+def test_fingerprint_ignores_operational_fields(tmp_path: Path) -> None:
+    base = fp(tmp_path, GOOD)
+    assert fp(tmp_path, GOOD) == base
+    reranked = GOOD.replace("cost_rank = 2", "cost_rank = 9").replace("cost_rank = 0\n", "cost_rank = 5\n", 1)
+    assert reranked != GOOD
+    assert fp(tmp_path, reranked) == base
+    throttled = GOOD.replace("cost_rank = 1\n", "cost_rank = 1\nmax_concurrency = 3\n")
+    assert fp(tmp_path, throttled) == base
+
+
+def test_fingerprint_tracks_what_decides(tmp_path: Path) -> None:
+    base = fp(tmp_path, GOOD)
+    assert fp(tmp_path, GOOD.replace("Answer:", "Final:")) != base  # pattern
+    assert fp(tmp_path, GOOD.replace('policy = "k_of_n"\nk = 2', 'policy = "unanimous"')) != base
+    assert fp(tmp_path, GOOD.replace("\nk = 2\n", "\nk = 3\n")) != base
+    assert fp(tmp_path, GOOD.replace('required = ["a"]', 'required = ["b"]')) != base
+    assert fp(tmp_path, GOOD.replace('name = "answer"', 'name = "answer2"')) != base
+
+
+def test_to_toml_round_trips(tmp_path: Path) -> None:
+    cfg = load_panel(write(tmp_path, GOOD.replace("\nk = 2\n", "\nk = 2\nbest_k = 1\n")))
+    text = cfg.to_toml()
+    assert cfg.fingerprint() in text
+    doc = tomllib.loads(text)
+    again = panel_from_dict(doc, base_dir=tmp_path)
+    assert isinstance(again, PanelConfig)
+    assert again.fingerprint() == cfg.fingerprint()
+    assert again.teachers == cfg.teachers
+    assert again.best_k == 1
+    shape = next(t for t in again.teachers if t.name == "shape")
+    assert shape.json_schema == {"type": "object", "required": ["a"]}
+
+
+def test_to_toml_round_trips_weights(tmp_path: Path) -> None:
+    text = (
+        'policy = "weighted_mean"\nthreshold = 0.6\nweights = { fmt = 2.0, ans = 1.0 }\n'
+        + REGEX
+        + '[[teacher]]\nname = "ans"\nkind = "final_answer"\nrel_tol = 0.01\n'
+    )
+    cfg = load_panel(write(tmp_path, text))
+    again = panel_from_dict(tomllib.loads(cfg.to_toml()), base_dir=tmp_path)
+    assert again.fingerprint() == cfg.fingerprint()
+    assert again.weights == {"fmt": 2.0, "ans": 1.0} and again.threshold == 0.6

@@ -1,0 +1,111 @@
+"""``tgrs curate --dry-run``: what a run would call and cost, before it spends anything.
+
+Free teachers (verifiers, local checks) really run; paid teachers are not called. A paid teacher
+whose verdict is in the ledger costs nothing; otherwise it counts as a call with its estimated
+tokens and price, and its verdict is *unknown*. The cascade then goes on exactly as the real run
+would, so a candidate the cheaper teachers already decide costs nothing, and one whose outcome
+still depends on unknown verdicts counts every paid teacher it could reach: an upper bound, exact
+for the free stages and the cache. Candidates already done in ``--out`` are not counted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import TeacherError
+from ..paid.services import Services
+from ..types import Candidate, Verdict
+from .ingest import IdIndex, Invalid, read_chunks
+from .panel import Panel
+from .panel_file import PanelConfig
+from .store import DoneLines, RunStore
+
+
+@dataclass
+class DryStats:
+    calls: int = 0
+    cache_hits: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class DryReport:
+    candidates: int = 0
+    invalid: int = 0
+    already_done: int = 0
+    decided_free: int = 0
+    teachers: dict[str, DryStats] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "candidates": self.candidates,
+            "invalid": self.invalid,
+            "already_done": self.already_done,
+            "decided_without_paid_calls": self.decided_free,
+            "paid_calls_at_most": sum(t.calls for t in self.teachers.values()),
+            "cost_usd_at_most": round(sum(t.cost_usd for t in self.teachers.values()), 6),
+            "teachers": {n: vars(t) for n, t in self.teachers.items()},
+        }
+
+
+class _Predict:
+    """Stands in for a wrapped paid teacher: cached verdicts are real, the rest are unknown."""
+
+    def __init__(self, wrapped: Any, stats: DryStats) -> None:
+        self.w = wrapped
+        self.stats = stats
+        self.name, self.cost_rank, self.inline = wrapped.name, wrapped.cost_rank, False
+        self.config = wrapped.config
+
+    async def judge(self, cand: Candidate) -> Verdict:
+        hit = self.w.lookup(cand) if hasattr(self.w, "lookup") else None
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return hit.model_copy(update={"teacher": self.name, "cached": True})
+        est_in, est_out = self.w.estimate(cand)
+        self.stats.calls += 1
+        self.stats.input_tokens += est_in
+        self.stats.output_tokens += est_out
+        self.stats.cost_usd += self.w.price.cost(est_in, est_out)
+        raise TeacherError("unknown until called", teacher=self.name)
+
+    async def aclose(self) -> None:
+        await self.w.aclose()
+
+
+async def dry_run(input_path: Path, cfg: PanelConfig, out: Path | None, services: Services) -> DryReport:
+    panel = Panel.from_config(cfg, services)
+    report = DryReport()
+    teachers = []
+    for t in panel.teachers:
+        if getattr(t, "paid", False):
+            report.teachers[t.name] = DryStats()
+            teachers.append(_Predict(t, report.teachers[t.name]))
+        else:
+            teachers.append(t)
+    predict = Panel(teachers, panel.policy)
+    done = DoneLines()
+    if out is not None and (out / "run.json").exists():
+        done = RunStore(out).scan_done()
+        report.already_done = done.count
+    with tempfile.TemporaryDirectory() as tmp:
+        index = IdIndex(Path(tmp) / "ids.sqlite")
+        try:
+            for _, chunk in read_chunks(input_path, done, index):
+                for _, item in chunk:
+                    if isinstance(item, Invalid):
+                        report.invalid += 1
+                        continue
+                    report.candidates += 1
+                    before = sum(s.calls for s in report.teachers.values())
+                    await predict.judge(item)
+                    report.decided_free += before == sum(s.calls for s in report.teachers.values())
+        finally:
+            index.close()
+            await predict.aclose()
+    return report

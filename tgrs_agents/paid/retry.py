@@ -1,0 +1,109 @@
+"""The one retry policy (tenacity): bounded attempts, exponential jitter, Retry-After honoured.
+
+Adapters *classify* (a :class:`~tgrs_agents.errors.TeacherError` with ``retryable`` and
+``retry_after``); this module alone decides to retry. Output that does not parse (``kind ==
+"malformed"``) is asked for once more, not more. The SDKs' own retries are switched off, so there
+is exactly one layer, and every attempt goes back through the limiter and the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from ..errors import TeacherError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_s: float = 0.25
+    max_wait_s: float = 30.0
+    jitter_s: float = 0.25
+    max_malformed_retries: int = 1
+
+
+def _retryable(policy: RetryPolicy, malformed_seen: list[int]) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        if not isinstance(exc, TeacherError) or not exc.retryable:
+            return False
+        if exc.kind == "malformed":
+            malformed_seen[0] += 1
+            return malformed_seen[0] <= policy.max_malformed_retries
+        return True
+
+    return check
+
+
+@functools.cache
+def _first_wait_name() -> str:
+    params = inspect.signature(wait_exponential_jitter.__init__).parameters  # once, not per call
+    return "multiplier" if "multiplier" in params else "initial"
+
+
+def _first_wait(seconds: float) -> dict[str, float]:
+    """tenacity renamed ``initial`` to ``multiplier`` (9.1); speak whichever it understands."""
+    return {_first_wait_name(): seconds}
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    expo = wait_exponential_jitter(max=policy.max_wait_s, jitter=policy.jitter_s,
+                                   **_first_wait(policy.initial_s))
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TeacherError) and exc.kind == "malformed":
+            return 0.0  # ask again at once: the server is fine, the answer was not
+        if isinstance(exc, TeacherError) and exc.retry_after is not None:
+            # the limiter already pauses the endpoint until then; waiting here too keeps this
+            # attempt from jumping the queue when the limiter is shared
+            return min(max(exc.retry_after, 0.0), policy.max_wait_s)
+        return float(expo(state))
+
+    return wait
+
+
+async def call_with_retries(
+    attempt: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_failure: Callable[[int, TeacherError], None] | None = None,
+) -> T:
+    """Run ``attempt(n)`` (n = 1, 2, ...) until it succeeds or the policy gives up.
+
+    The last error is re-raised with ``attempt`` set to the number of attempts made.
+    """
+    malformed_seen = [0]
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=_wait(policy),
+        retry=retry_if_exception(_retryable(policy, malformed_seen)),
+        sleep=sleep,
+        reraise=True,
+    )
+    n = 0
+    try:
+        async for att in retrying:
+            with att:
+                n = att.retry_state.attempt_number
+                try:
+                    return await attempt(n)
+                except TeacherError as e:
+                    e.attempt = n
+                    if on_failure is not None:
+                        on_failure(n, e)
+                    raise
+    except TeacherError as e:
+        e.attempt = n
+        raise
+    raise AssertionError("unreachable")  # pragma: no cover
