@@ -158,8 +158,10 @@ class EndpointLimiter:
                  "output": self.output}
         return {n: bk for n, bk in named.items() if bk is not None}
 
-    async def acquire(self, est_in: int = 0, est_out: int = 0) -> None:
-        """Wait for a concurrency slot, any Retry-After pause, and the bucket tokens."""
+    async def acquire(self, est_in: int = 0, est_out: int = 0) -> float:
+        """Wait for a concurrency slot, any Retry-After pause, and the bucket tokens.
+
+        Returns the permit (the clock time the call may start); hand it back to :meth:`release`."""
         await self._sem.acquire()
         try:
             t0 = self.clock.now()
@@ -174,14 +176,18 @@ class EndpointLimiter:
             if wait > 0:
                 await self.clock.sleep(wait)
             self.stats.acquired += 1
-            self.stats.waited_s += self.clock.now() - t0
+            start = self.clock.now()
+            self.stats.waited_s += start - t0
+            return start
         except BaseException:
             self._sem.release()
             raise
 
     def release(self, est_in: int = 0, est_out: int = 0, used_in: int | None = None,
-                used_out: int | None = None) -> None:
-        """Free the slot and reconcile the estimate with what the API reported."""
+                used_out: int | None = None, *, permit: float | None = None) -> None:
+        """Free the slot and reconcile the estimate with what the API reported.
+
+        ``permit`` is what :meth:`acquire` returned (the call's start), so the limiter sees latency."""
         self._sem.release()
         now = self.clock.now()
         if used_in is not None and used_out is not None:
