@@ -20,7 +20,9 @@ LAYERS: list[set[str]] = [
     {"paid"},  # every remote call crosses this layer
     {"teachers"},
     {"tasks"},
+    {"formats"},  # readers of the agent frameworks' trajectory files
     {"curate"},  # `tgrs curate`
+    {"export"},  # `tgrs export`: a run's kept data in the trainers' formats
     {"student"},
     {"generate"},
     {"report"},  # `tgrs report`

@@ -27,6 +27,7 @@ from .events import (
     RunStopped,
     VerdictReceived,
 )
+from .export import ExportReport, Hygiene, export_run
 from .loop.config import LoopConfig, load_run_config
 from .loop.distill import DistillResult, SFTSettings, distill
 from .loop.rounds import ExpertIteration
@@ -58,7 +59,9 @@ __all__ = [
     "Event",
     "EventBus",
     "ExpertIteration",
+    "ExportReport",
     "FakeClock",
+    "Hygiene",
     "InputError",
     "Ledger",
     "LimiterRegistry",
@@ -87,6 +90,7 @@ __all__ = [
     "VerdictReceived",
     "curate",
     "distill",
+    "export_run",
     "load_panel",
     "load_run_config",
     "make_policy",

@@ -30,6 +30,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         f"rejected {s['rejected']}, invalid {s['invalid']}, failed {s['failed']}, pending "
         f"{s['pending']}; calls {s['calls']} (saved {s['calls_saved']}); {s['wall_s']:.1f}s"
     )
+    if s.get("set_aside_warning"):
+        con.print(f"[bold red]warning: {s['set_aside_warning']}[/]")
     if s.get("stopped"):
         con.print(f"[yellow]stopped early ({s['stopped']}): run the same command again to resume")
     con.print(f"outputs in {out}/ (accepted.jsonl, rejected.jsonl, verdicts.jsonl, summary.json)")
@@ -46,10 +48,12 @@ def _curate(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args, panel)
     bus = EventBus()
+    fmt, per_line = _input_format(args)
     opts = CurateOptions(max_in_flight=args.max_in_flight, force=args.force,
-                         budget_usd=args.budget_usd, cache=not args.no_cache, cache_path=args.cache)
+                         budget_usd=args.budget_usd, cache=not args.no_cache, cache_path=args.cache,
+                         input_format=fmt, max_set_aside=args.max_set_aside)
     run = CurateRun(args.input, panel, args.out, options=opts, bus=bus)
-    total = count_lines(args.input) if Path(args.input).is_file() else None
+    total = count_lines(args.input) if per_line else None
     progress = Progress(total, live=None if not args.quiet else False,
                         interval_s=args.log_interval)
     if not args.quiet:
@@ -68,6 +72,17 @@ def _curate(args: argparse.Namespace) -> int:
 
     maybe_write_report(args.out, log=lambda s: print(s, file=sys.stderr))
     return 0
+
+
+def _input_format(args: argparse.Namespace) -> tuple[str, bool]:
+    """The reader for the input (said on stderr), and whether it reads one candidate per line."""
+    from .formats import resolve
+
+    if not Path(args.input).is_file():
+        return args.input_format, False  # the run says the file is missing
+    fmt, why = resolve(args.input, args.input_format)
+    print(f"tgrs: input format {fmt.name} ({why})", file=sys.stderr)
+    return fmt.name, fmt.open(Path(args.input)).per_line
 
 
 def _dry_run(args: argparse.Namespace, panel: Any) -> int:
@@ -130,7 +145,7 @@ def _loop(cfg: Any, out: str, accept_all: bool) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .loop.config import load_run_config
 
-    overrides = {"rounds": args.rounds} if args.rounds else {}
+    overrides = {"rounds": args.rounds} if args.rounds is not None else {}
     return _loop(load_run_config(args.config, **overrides), args.out, args.accept_all)
 
 
@@ -176,11 +191,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """A run's kept trajectories in a trainer's format, with agent-trace hygiene; never calls an API."""
+    from .export import Hygiene, export_run
+
+    hygiene = Hygiene(drop_errored=not args.keep_errored, trim_trailing_user=not args.keep_trailing_user,
+                      tool_ids=args.tool_ids, require_answer=not args.keep_unanswered,
+                      max_tokens=args.max_tokens, tokenizer=args.tokenizer, redact=not args.no_redact)
+    report = export_run(args.dir, to=args.to, out=args.out, round=args.round, hygiene=hygiene,
+                        force=args.force, name=args.name)
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tgrs", description="teacher-guided rejection sampling")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("curate", help="judge a JSONL file of trajectories with a panel of teachers")
-    c.add_argument("input", help="JSONL file, one trajectory per line")
+    c.add_argument("input", help="trajectory file: JSONL, a JSON array, an agent log (see --input-format)")
+    c.add_argument("--input-format", default="auto", metavar="NAME",
+                   help="reader: auto (sniff the file; the default), openai, openai-ft, anthropic, claude-code, "
+                        "sharegpt, llamafactory, dolci, inspect, swe-agent, mini-swe-agent, openhands, tau-bench")
+    c.add_argument("--max-set-aside", type=float, default=0.2, metavar="SHARE",
+                   help="warn when more than this share of records is set aside (default 0.2)")
     c.add_argument("--panel", required=True, help="panel TOML file (see teachers/)")
     c.add_argument("--out", required=True, help="run directory (resumable)")
     c.add_argument("--policy", choices=["unanimous", "majority", "k_of_n", "mean_score",
@@ -223,6 +256,30 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--screenshots", action="store_true",
                     help="also save DIR/report-screenshots/*.png with headless chromium")
     rp.set_defaults(fn=_report)
+    ex = sub.add_parser("export", help="a run's kept trajectories in a trainer's format (openai-ft, "
+                        "sharegpt, hf, llamafactory), with agent-trace hygiene; calls no API")
+    ex.add_argument("dir", help="a curate run directory (accepted.jsonl), a `tgrs run` directory "
+                    "(the last round's pool.jsonl) or a JSONL file")
+    ex.add_argument("--to", required=True, choices=["openai-ft", "sharegpt", "hf", "llamafactory"])
+    ex.add_argument("--out", required=True, help="output file (a directory for hf and llamafactory; "
+                    "hf writes parquet when it ends in .parquet); the report goes to OUT.export.json")
+    ex.add_argument("--round", type=int, default=None, help="which round of a `tgrs run` directory")
+    ex.add_argument("--max-tokens", type=int, default=None, help="drop traces longer than this")
+    ex.add_argument("--tokenizer", default=None,
+                    help="count tokens with this tokenizer (default: estimate, ceil(chars / 4))")
+    ex.add_argument("--tool-ids", choices=["repair", "drop", "off"], default="repair",
+                    help="pair tool calls and results by id: repair orphans (default), drop the trace, "
+                    "or leave as is")
+    ex.add_argument("--no-redact", action="store_true", help="keep strings that look like secrets")
+    ex.add_argument("--keep-errored", action="store_true", help="keep traces whose generation errored")
+    ex.add_argument("--keep-trailing-user", action="store_true",
+                    help="keep user turns after the last assistant turn")
+    ex.add_argument("--keep-unanswered", action="store_true",
+                    help="keep traces that do not end on an assistant answer")
+    ex.add_argument("--name", default="tgrs", help="dataset name in dataset_info.json (llamafactory)")
+    ex.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    ex.add_argument("--json", action="store_true", help="print the report as JSON")
+    ex.set_defaults(fn=_export)
     return p
 
 

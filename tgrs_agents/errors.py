@@ -6,8 +6,8 @@
     ├── ConfigError          a panel / teacher / run file is wrong (names file, field, what was expected)
     ├── InputError           an input record is wrong (names file, line, field); set aside, never fatal
     ├── RunStoreError        the run directory cannot be used as asked (other panel, other input)
-    ├── TeacherError         a teacher could not produce a verdict (carries teacher, attempt, status)
-    └── BudgetExhausted      the next call would pass the run's budget
+    ├── TeacherError         a paid call or a teacher failed (carries teacher, attempt, status, kind)
+    └── BudgetExhausted      the next call would pass the run's budget: the one signal that stops a run
 
 Errors never carry secrets: API keys are read from the environment at the last moment and are
 never formatted into a message.
@@ -15,8 +15,12 @@ never formatted into a message.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from .types import Usage
 
 
 class TgrsError(Exception):
@@ -71,11 +75,25 @@ class RunStoreError(TgrsError):
     """The run directory holds a run that this command may not continue."""
 
 
-class TeacherError(TgrsError):
-    """A teacher failed to produce a verdict.
+ErrorKind = Literal["rate_limit", "server", "overloaded", "timeout", "conflict", "connection",
+                    "malformed", "auth", "bad_request", "error"]
+"""What went wrong, as the retry policy and the limiter read it:
 
-    ``retryable`` and ``retry_after`` are the adapter's classification; the shared retry policy
-    (not the adapter) decides what to do with them.
+``rate_limit`` 429; ``server`` 5xx; ``overloaded`` Anthropic's 529; ``timeout`` the client's timeout
+or a 408; ``conflict`` 409; ``connection`` no response; ``malformed`` an answer that does not parse
+(paid for, asked again once); ``auth`` 401/403; ``bad_request`` any other 4xx; ``error`` everything
+else (a teacher's own failure). A budget refusal is not a kind: it is :class:`BudgetExhausted`."""
+
+ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
+
+
+class TeacherError(TgrsError):
+    """A paid call or a teacher failed to produce its result.
+
+    ``retryable``, ``retry_after`` and ``kind`` are the adapter's classification; the shared retry
+    policy (not the adapter) decides what to do with them. ``usage`` is what the failed attempts
+    were billed (malformed output is still paid for); ``headers`` are the response's headers, so the
+    limiter learns the limits a 429 states without the adapter knowing about the limiter.
     """
 
     def __init__(
@@ -87,18 +105,34 @@ class TeacherError(TgrsError):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
-        kind: str = "error",
-        usage: Any = None,
+        kind: ErrorKind = "error",
+        usage: Usage | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"TeacherError kind must be one of {sorted(ERROR_KINDS)}; got {kind!r}")
         self.teacher = teacher
         self.attempt = attempt
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
-        self.kind = kind  # rate_limit | server | timeout | connection | malformed | auth | bad_request | error
-        self.usage = usage  # tokens billed by a failed attempt (malformed output is still paid for)
+        self.kind: ErrorKind = kind
+        self.usage = usage
+        self.headers = headers
         super().__init__(message)
 
 
 class BudgetExhausted(TgrsError):
-    """Starting the next call would take spending past the run's budget."""
+    """Starting the next call would take spending past the run's budget.
+
+    The one budget-stop signal: raised by :meth:`~tgrs_agents.paid.cost.Budget.reserve` before an
+    attempt and never turned into anything else on its way up. ``usage`` is what the call's earlier
+    attempts were already billed (nothing, when the first attempt was refused), so their cost is
+    kept on the record while the run stops cleanly and the candidate stays pending.
+    """
+
+    def __init__(self, message: str, *, teacher: str | None = None,
+                 usage: Usage | None = None) -> None:
+        self.teacher = teacher
+        self.usage = usage
+        super().__init__(message)

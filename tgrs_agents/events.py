@@ -126,7 +126,7 @@ class EventBus:
         return lambda: self._subs.remove(fn)
 
     def publish(self, event: Event) -> None:
-        for fn in self._subs:
+        for fn in tuple(self._subs):  # a subscriber may unsubscribe itself during delivery
             fn(event)
 
 

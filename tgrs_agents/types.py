@@ -15,6 +15,27 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool")
 
 
+def content_text(content: Any, sep: str = "") -> str:
+    """The text of a message ``content``: the string itself, or the ``text`` of each part joined by ``sep``.
+
+    None (and anything that is not a string or a list) is ``""``; a part without text adds ``""``;
+    a bare string in the list is taken as text. The one content reader: :mod:`tgrs_agents.chat`
+    re-exports it for every other reader.
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return sep.join(_part_text(p) for p in content)
+    return ""
+
+
+def _part_text(part: Any) -> str:
+    if isinstance(part, dict):
+        t = part.get("text")
+        return "" if t is None else str(t)
+    return part if isinstance(part, str) else ""
+
+
 class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
@@ -41,12 +62,7 @@ class Message(BaseModel):
     @property
     def text(self) -> str:
         """The message's text: the string content, or its text parts joined."""
-        c = self.content
-        if c is None:
-            return ""
-        if isinstance(c, str):
-            return c
-        return "".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
+        return content_text(self.content)
 
 
 class Task(BaseModel):

@@ -305,3 +305,41 @@ def test_to_toml_round_trips_weights(tmp_path: Path) -> None:
     again = panel_from_dict(tomllib.loads(cfg.to_toml()), base_dir=tmp_path)
     assert again.fingerprint() == cfg.fingerprint()
     assert again.weights == {"fmt": 2.0, "ans": 1.0} and again.threshold == 0.6
+
+
+def test_a_panel_whose_policy_names_other_teachers_is_a_config_error(tmp_path: Path) -> None:
+    from tgrs_agents.curate.panel import Panel
+    from tgrs_agents.curate.policy import make_policy
+    from tgrs_agents.teachers.base import BuildContext, teacher_class
+
+    cfg = load_panel(write(tmp_path, REGEX))
+    teachers = [teacher_class(t.kind)(t, BuildContext(base_dir=tmp_path)) for t in cfg.teachers]
+    with pytest.raises(ConfigError, match="differ from panel"):
+        Panel(teachers, make_policy("unanimous", ["someone_else"]))
+
+
+def test_one_error_translation_for_config_files_and_input_records() -> None:
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from tgrs_agents.curate.ingest import Invalid, parse_line
+    from tgrs_agents.curate.panel_file import pydantic_problem
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        when: str | list[int] = "now"
+
+    class Outer(BaseModel):
+        inner: Inner = Inner()
+
+    def problem(data: object, **kw: str) -> tuple[str | None, str]:
+        with pytest.raises(ValidationError) as ei:
+            Outer.model_validate(data)
+        return pydantic_problem(ei.value, **kw)
+
+    # union member tags ("str", "list[int]") never show in the field path
+    assert problem({"inner": {"when": 3.5}})[0] == "inner.when"
+    assert problem({"inner": 3}, obj="a table") == ("inner", "expected a table; got int")
+    assert problem({"inner": 3}) == ("inner", "expected a JSON object; got int")
+    assert problem({"inner": {"wen": 1}}) == ("inner.wen", "unknown field (not one this kind takes)")
+    inv = parse_line(b'{"id": "a", "messages": [{"role": "robot", "content": "x"}]}', 3, "in.jsonl")
+    assert isinstance(inv, Invalid) and inv.field == "messages[0].role"

@@ -20,8 +20,10 @@ from tgrs_agents.generate import (  # noqa: E402
     calculator_tool,
     rollout,
 )
+from tgrs_agents.paid.call import PaidAdapter  # noqa: E402
 from tgrs_agents.paid.cost import Budget  # noqa: E402
 from tgrs_agents.paid.limits import FakeClock  # noqa: E402
+from tgrs_agents.paid.retry import RetryPolicy  # noqa: E402
 from tgrs_agents.paid.services import Services  # noqa: E402
 from tgrs_agents.tasks.arithmetic import make_tasks  # noqa: E402
 from tgrs_agents.tasks.arithmetic_data import CALCULATOR_TOOL  # noqa: E402
@@ -124,12 +126,36 @@ def test_budget_is_checked_before_each_call(srv: Any) -> None:
     assert srv.stats["requests"] == 0
 
 
+def test_every_attempt_is_costed_on_the_shared_budget_with_the_injected_retry_policy(srv: Any) -> None:
+    srv.script.extend(["500", "500"])
+    clock = FakeClock()
+    services = Services(clock=clock, retry=RetryPolicy(initial_s=0.5, max_wait_s=10, jitter_s=0))
+    be, turns = run_complete(lambda: backend(srv, services, price_input_per_mtok=1.0, price_output_per_mtok=2.0),
+                             convs=CONVS[:1])
+    assert not turns[0].finish_reason.startswith("error")
+    assert clock.slept == [0.5, 1.0]  # the back-off of the services' policy, in virtual time
+    assert be.usage.requests == 3 and be.limiter.stats.acquired == 3
+    assert services.budget.spent_usd == pytest.approx(be.usage.cost_usd) and be.usage.cost_usd > 0
+    assert services.budget.reserved_usd == pytest.approx(0.0)
+
+
+def test_the_backend_is_an_adapter_inside_the_layer(srv: Any) -> None:
+    be = backend(srv, max_concurrency=7, max_attempts=3, rpm=600)
+    assert isinstance(be.adapter, PaidAdapter) and be.adapter.cache_identity() is None  # sampling: no cache
+    assert be.adapter.max_attempts == 3 and be.adapter.limits.max_concurrency == 7
+    assert be.limiter.limits.rpm == 600 and be.services.policy_for(be.adapter).max_attempts == 3
+    assert not hasattr(be, "retry_policy")  # the policy is the services'
+
+
 def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TGRS_TEST_KEY", raising=False)
     with pytest.raises(ConfigError, match="TGRS_TEST_KEY"):
         OpenAIChatBackend("gpt-4o-mini", api_key_env="TGRS_TEST_KEY")
     with pytest.raises(ConfigError, match="no price known"):
         OpenAIChatBackend("my-local-model", "http://127.0.0.1:1/v1", None)
+    with pytest.raises(ConfigError) as ei:
+        OpenAIChatBackend("gpt-4o-mini", api_key_env="TGRS_TEST_KEY")
+    assert ei.value.field == "api_key_env"
     monkeypatch.setenv("TGRS_TEST_KEY", "sk-test")
     be = OpenAIChatBackend("gpt-4o-mini", api_key_env="TGRS_TEST_KEY")  # list price known
     assert be.price.input_per_mtok > 0 and be._client.max_retries == 0

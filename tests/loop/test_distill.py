@@ -15,6 +15,7 @@ pytest.importorskip("peft")
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from tgrs_agents.errors import ConfigError  # noqa: E402
 from tgrs_agents.loop.distill import LoraSettings, SFTSettings, collate, distill, encode  # noqa: E402
 from tgrs_agents.student import tiny  # noqa: E402
 from tgrs_agents.tasks import arithmetic  # noqa: E402
@@ -119,14 +120,19 @@ def test_a_template_without_generation_markers_is_refused(base: Path, rows: list
     plain = tmp_path / "plain"
     tok.save_pretrained(plain)
     AutoModelForCausalLM.from_pretrained(base).save_pretrained(plain)
-    with pytest.raises(ValueError, match="generation"):
+    with pytest.raises(ConfigError, match="generation"):
         distill(plain, rows, tmp_path / "out", SFTSettings(steps=1, backend="torch"))
 
 
 def test_rows_without_assistant_tokens_are_rejected(base: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="assistant"):
+    with pytest.raises(ConfigError, match="assistant"):
         distill(base, [{"messages": [{"role": "user", "content": "hi"}]}], tmp_path / "out",
                 SFTSettings(steps=1, backend="torch"))
+    pool = tmp_path / "pool.jsonl"  # a file names itself in the error
+    pool.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(ConfigError, match="assistant") as ei:
+        distill(base, pool, tmp_path / "out", SFTSettings(steps=1, backend="torch"))
+    assert ei.value.file == str(pool)
 
 
 @pytest.mark.parametrize("merge", [True, False])

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from tgrs_agents.errors import BudgetExhausted, ConfigError
 from tgrs_agents.generate.base import Turn
 from tgrs_agents.loop.refine import (
     GeneratorRefiner,
@@ -170,7 +171,8 @@ def test_openai_refiner_through_the_sdk():
 
     async def go(srv):
         client = openai.AsyncOpenAI(api_key="k", base_url=srv.url_openai, max_retries=0)
-        r = OpenAIRefiner("stand-in-model", client=client, target="both", criteria="Be brief.")
+        r = OpenAIRefiner("stand-in-model", client=client, target="both", criteria="Be brief.",
+                          price_input_per_mtok=0, price_output_per_mtok=0)
         try:
             return await r.refine(c), r.calls
         finally:
@@ -187,6 +189,69 @@ def test_openai_refiner_through_the_sdk():
     assert refined.messages[1:-1] == c.messages[1:-1] and refined.id == c.id
     assert refined.metadata["refined_by"] == "openai:stand-in-model"
     assert c.final_text != refined.final_text  # the input was not changed
+
+
+def rewrite_brain(prompt: str) -> dict:
+    return {"text": "The calculator returned the value. Answer: 42"}
+
+
+def test_openai_refiner_crosses_the_paid_call_layer(monkeypatch):
+    """Rate limited, retried by the services' policy, costed and budgeted like a judge call."""
+    pytest.importorskip("openai")
+    from tgrs_agents.paid.cost import Budget
+    from tgrs_agents.paid.limits import FakeClock
+    from tgrs_agents.paid.retry import RetryPolicy
+    from tgrs_agents.paid.services import Services
+    from tgrs_agents.testing.standin import FaultPlan
+
+    monkeypatch.setenv("TGRS_TEST_REFINE_KEY", "sk-test-refine-0123456789")
+    clock = FakeClock()
+    services = Services(clock=clock, retry=RetryPolicy(initial_s=0.25, max_wait_s=10, jitter_s=0))
+    with StandIn(FaultPlan(rpm=6000), brain=rewrite_brain) as srv:
+        r = OpenAIRefiner("stand-in-model", base_url=srv.url_openai, api_key_env="TGRS_TEST_REFINE_KEY",
+                          services=services, rpm=600, price_input_per_mtok=1.0, price_output_per_mtok=2.0)
+        srv.script.extend(["429", "500"])
+
+        async def go():
+            try:
+                return await r.refine(cand(1))
+            finally:
+                await r.aclose()
+
+        refined = asyncio.run(go())
+        outcomes = [q["outcome"] for q in srv.requests]
+    assert refined.final_text == "The calculator returned the value. Answer: 42"
+    assert outcomes == ["429", "500", "ok"] and r.client.max_retries == 0  # one retry layer: ours
+    lim = r._paid.limiter
+    assert lim.stats.acquired == 3 and lim.stats.rate_limited == 1
+    assert lim.stats.learned["requests"] == 6000  # the headers reached the limiter through the layer
+    assert clock.slept == [1.0, 0.5]  # the 429's retry-after, then the policy's back-off (2 x 0.25)
+    assert r.usage.requests == 3 and r.usage.cost_usd > 0
+    assert services.budget.spent_usd == pytest.approx(r.usage.cost_usd)
+
+    capped = OpenAIRefiner("gpt-4o-mini", client=object(), services=Services(budget=Budget(limit_usd=1e-9)))
+    assert capped.adapter.price.input_per_mtok == 0.15  # the list price of a known model
+
+    async def refused():
+        with pytest.raises(BudgetExhausted):
+            await capped.ask("Rewrite this.")
+
+    asyncio.run(refused())
+
+
+def test_openai_refiner_configuration_errors_name_the_field(monkeypatch):
+    pytest.importorskip("openai")
+    monkeypatch.delenv("TGRS_TEST_REFINE_KEY", raising=False)
+    with pytest.raises(ConfigError) as ei:
+        OpenAIRefiner("gpt-4o-mini", api_key_env="TGRS_TEST_REFINE_KEY")
+    assert ei.value.field == "api_key_env" and "TGRS_TEST_REFINE_KEY" in str(ei.value)
+    monkeypatch.setenv("TGRS_TEST_REFINE_KEY", "sk-test-secret-value-77")
+    with pytest.raises(ConfigError) as ei:
+        OpenAIRefiner("my-local-model", api_key_env="TGRS_TEST_REFINE_KEY")
+    assert ei.value.field == "price_input_per_mtok" and "sk-test-secret-value-77" not in str(ei.value)
+    r = OpenAIRefiner("my-local-model", api_key_env="TGRS_TEST_REFINE_KEY", max_retries=1,
+                      price_input_per_mtok=0, price_output_per_mtok=0)
+    assert r.adapter.max_attempts == 2  # the old SDK-retry knob, now attempts in the one layer
 
 
 # ----- the local-generator refiner -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Limiter tests on virtual time: they run in milliseconds and are deterministic."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -149,3 +150,296 @@ def test_registry_shares_one_limiter_per_endpoint_and_key():
                                           ("1h2m3s", 3723.0), ("0.5", 0.5), ("bogus", None)])
 def test_parse_reset(text, seconds):
     assert parse_reset(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+# --- no tuning: first-second pacing, banks learned from headers, calls in flight ------------------
+PER_MINUTE = {"x-ratelimit-limit-requests": "3000", "x-ratelimit-remaining-requests": "2990",
+              "x-ratelimit-reset-requests": "200ms"}  # 10 used, whole again in 0.2 s at 50/s: a minute's bank
+PER_SECOND = {"x-ratelimit-limit-requests": "3000", "x-ratelimit-remaining-requests": "2940",
+              "x-ratelimit-reset-requests": "20ms"}  # remaining scaled to the minute, but a 1 s bucket
+
+
+class ManualClock:
+    """Time moves only when the test says so; sleepers wake when their time comes."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.timers: list[tuple[float, asyncio.Future]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self.timers.append((self.t + seconds, fut))
+        await fut
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+        for due, fut in self.timers:
+            if due <= self.t + 1e-12 and not fut.done():
+                fut.set_result(None)
+
+
+async def starts(lim: EndpointLimiter, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        out.append(await lim.acquire())
+        lim.release(permit=out[-1])
+    return out
+
+
+def test_first_second_is_paced_until_the_provider_states_its_bank():
+    # no burst_s: one token to start, then the rate -- no herd at start-up
+    paced = run(starts(EndpointLimiter("e", EndpointLimits(rpm=600), FakeClock()), 10))
+    assert paced == pytest.approx([0.1 * i for i in range(10)])
+    # a stated burst_s is a bank the provider grants: spent at once
+    banked = run(starts(EndpointLimiter("e", EndpointLimits(rpm=600, burst_s=1.0), FakeClock()), 10))
+    assert banked == [0.0] * 10
+
+
+def test_a_minutes_bank_learned_from_openai_headers_is_spent():
+    async def main(headers):
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=3000), clock)  # 50/s
+        lim.learn(headers)
+        await starts(lim, 1000)
+        return clock.now(), lim
+
+    t, lim = run(main(PER_MINUTE))
+    assert lim.stats.bank_s["requests"] == pytest.approx(60.0)  # 0.2 s * 3000 / 10
+    assert lim.requests.capacity == pytest.approx(3000)
+    assert t == 0.0  # 1,000 requests at once: the server holds 2,990 for us
+    assert lim.stats.lifted == pytest.approx(2990 - 0.5 * 50 - 1)  # less the reserve, less the token held
+
+    # the same remaining/limit from a server enforcing over one second: no bank beyond a second's
+    t, lim = run(main(PER_SECOND))
+    assert lim.stats.bank_s["requests"] == pytest.approx(1.0)
+    assert lim.requests.capacity == pytest.approx(50)
+    assert t == pytest.approx((1000 - 25) / 50, abs=0.05)  # half its second spent, then the rate
+
+
+def test_bank_counts_the_calls_started_since_the_oldest_in_flight():
+    async def main():
+        lim = EndpointLimiter("e", EndpointLimits(rpm=3000, burst_s=60), FakeClock())
+        permits = [await lim.acquire() for _ in range(100)]  # in flight, maybe not counted yet
+        lim.requests.tokens = 0.0
+        lim._window["requests"] = 60.0
+        lim.learn({**PER_MINUTE, "x-ratelimit-remaining-requests": "1000"})
+        level = lim.requests.tokens
+        for p in permits:
+            lim.release(permit=p)
+        return level
+
+    assert run(main()) == pytest.approx(1000 - 100 - 25)
+
+
+def test_anthropic_reset_times_are_read_against_the_servers_date():
+    clock = FakeClock()
+    lim = EndpointLimiter("e", EndpointLimits(rpm=3000), clock)
+    date = "Sun, 15 Jun 2025 12:00:00 GMT"
+    lim.learn({"date": date, "anthropic-ratelimit-requests-limit": "3000",
+               "anthropic-ratelimit-requests-remaining": "2800",
+               "anthropic-ratelimit-requests-reset": "2025-06-15T12:00:04Z"})  # 200 used, back in 4 s
+    assert lim.stats.bank_s["requests"] == pytest.approx(60.0)
+    assert lim.requests.tokens == pytest.approx(2800 - 25)
+    # a reset one second away, to the second, cannot tell a minute's bank from a second's
+    lim2 = EndpointLimiter("e", EndpointLimits(rpm=3000), clock)
+    lim2.learn({"date": date, "anthropic-ratelimit-requests-limit": "3000",
+                "anthropic-ratelimit-requests-remaining": "2990",
+                "anthropic-ratelimit-requests-reset": "2025-06-15T12:00:01Z"})
+    assert "requests" not in lim2.stats.bank_s and lim2.requests.tokens <= 1
+
+
+def test_a_lifted_bank_wakes_the_callers_already_waiting():
+    async def main():
+        clock = ManualClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=600), clock)  # 10/s, one token to start
+        tasks = [asyncio.create_task(lim.acquire()) for _ in range(5)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sum(t.done() for t in tasks) == 1  # the others sleep until 0.1 .. 0.4
+        lim.learn({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "590",
+                   "x-ratelimit-reset-requests": "1s"})  # a minute's bank
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return [t.result() for t in tasks if t.done()]
+
+    assert run(main()) == [0.0] * 5
+
+
+def test_a_429_stops_spending_learned_banks_for_a_while():
+    clock = FakeClock()
+    lim = EndpointLimiter("e", EndpointLimits(rpm=3000), clock)
+    lim.on_rate_limited(0.1)
+    lim.learn(PER_MINUTE)
+    assert lim.stats.bank_s["requests"] == pytest.approx(60.0) and lim.stats.lifted == 0
+    clock.t += lim.DISTRUST_S  # (the bucket refilled meanwhile, at the cut rate)
+    lim.learn(PER_MINUTE)
+    assert lim.stats.lifted > 0 and lim.requests.tokens == pytest.approx(2990 - 25)
+
+
+def test_calls_in_flight_follow_rate_times_latency_under_the_ceiling():
+    async def main(ceiling, latencies):
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=6000, max_concurrency=ceiling), clock)  # 100/s
+        first = lim.slots.target
+        for latency in latencies:
+            p = await lim.acquire()
+            clock.t += latency
+            lim.release(permit=p)
+        return first, lim.slots.latency_s, lim.slots.target
+
+    first, latency, target = run(main(512, [0.5] * 60))
+    assert first == 200  # 100/s x 1 s assumed x 2 headroom, before any call ended
+    assert latency == pytest.approx(0.5) and target == 100  # 100/s x 0.5 s x 2
+    assert run(main(80, [0.5] * 60))[2] == 80  # the ceiling
+    # the latency jumps twentyfold: Little's law counts at most twice its floor (0.5 s, creeping up
+    # 2% a second), since calls queued in our own process would not go faster with more in flight
+    first, latency, target = run(main(512, [0.5] * 60 + [10.0] * 3))
+    floor = 0.5 * 1.2**3  # three calls of 10 s each
+    assert latency > 2 * floor
+    assert target == math.ceil(100 * 2 * floor * 2)
+
+
+def test_calls_in_flight_grow_while_latency_bound_and_are_cut_by_429s():
+    async def main():
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=64), clock)  # no rate known
+        permits = [await lim.acquire() for _ in range(16)]
+        assert lim.slots.target == 16
+        waiters = [asyncio.create_task(lim.acquire()) for _ in range(8)]
+        await asyncio.sleep(0)
+        assert lim.slots.waiting == 8
+        for p in permits[:4]:  # each call that ends while others wait (and no bucket is in debt)
+            clock.t += 0.3
+            lim.release(permit=p)
+        await asyncio.sleep(0)
+        grown = lim.slots.target, sum(w.done() for w in waiters)
+        lim.on_rate_limited(1.0)
+        return grown, lim.slots.target
+
+    (grown, admitted), cut = run(main())
+    assert grown == 20 and admitted == 8  # 4 slots freed + 4 grown; a fixed cap admits 4
+    assert cut == 14  # 20 x 0.7
+
+
+def test_calls_in_flight_stop_growing_once_the_latency_is_our_own_queue():
+    async def main(latency):
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=64), clock)
+        for _ in range(20):  # a floor of 0.1 s
+            p = await lim.acquire()
+            clock.t += 0.1
+            lim.release(permit=p)
+        permits = [await lim.acquire() for _ in range(16)]
+        waiters = [asyncio.create_task(lim.acquire()) for _ in range(16)]
+        await asyncio.sleep(0)
+        clock.t += latency
+        for p in permits[:8]:
+            lim.release(permit=p)
+        await asyncio.sleep(0)
+        for w in waiters:
+            w.cancel()
+        return lim.slots.target
+
+    assert run(main(0.12)) == 24  # within twice the floor: grown by 8
+    assert run(main(2.0)) == 16  # twenty times the floor: the calls queue here, not at the server
+
+
+def test_release_without_a_permit_still_frees_the_slot():
+    async def main():
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=6000, max_concurrency=2), clock)
+        await lim.acquire()
+        p2 = await lim.acquire()
+        clock.t += 0.2
+        lim.release()  # an older caller: no permit, so no latency; the oldest call is taken as ended
+        assert lim.slots.active == 1 and lim.slots.latency_s is None
+        assert lim.slots.since_oldest("requests") == 1
+        lim.release(permit=12345.0)  # a permit this limiter never gave: the same
+        assert lim.slots.active == 0 and lim.slots.since_oldest("requests") == 0
+        p3 = await asyncio.wait_for(lim.acquire(), 1)
+        clock.t += 0.3
+        lim.release(permit=p3)
+        return p2, p3, lim.slots.latency_s
+
+    p2, p3, latency = run(main())
+    assert p3 > p2 and latency == pytest.approx(0.3)
+
+
+def test_per_minute_allowance_on_the_stand_in_is_spent_without_429s():
+    openai = pytest.importorskip("openai")
+    from tgrs_agents.testing.standin import FaultPlan, StandIn
+
+    async def main(url):
+        lim = EndpointLimiter("e", EndpointLimits(rpm=600))  # 10/s: 300 calls are 30 s paced
+        async with openai.AsyncOpenAI(api_key="sk-test", base_url=url, max_retries=0) as c:
+            async def one():
+                p = await lim.acquire()
+                try:
+                    raw = await c.chat.completions.with_raw_response.create(
+                        model="m", messages=[{"role": "user", "content": "hi"}])
+                    lim.learn(raw.headers)
+                finally:
+                    lim.release(permit=p)
+
+            t0 = asyncio.get_running_loop().time()
+            await asyncio.gather(*(one() for _ in range(300)))
+            return asyncio.get_running_loop().time() - t0, lim
+
+    with StandIn(FaultPlan(rpm=600, burst_s=60, latency_mean_s=0.05)) as s:
+        wall, lim = run(main(s.url_openai))
+        assert s.stats["429"] == 0 and s.stats["ok"] == 300
+    assert lim.stats.bank_s["requests"] == pytest.approx(60, rel=0.1)
+    assert wall < 10  # the minute's 600 are there to spend
+
+
+
+# --- moved from tests/teachers/test_api_judges.py: limiter behaviour the API judges rely on ---------------
+def test_a_429_spends_the_bank_so_the_released_callers_are_paced():
+    from tgrs_agents.paid.limits import EndpointLimiter, EndpointLimits, FakeClock
+
+    async def main():
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=600), clock)  # 10/s, a bank of 10
+        lim.on_rate_limited(0.5)
+        starts = []
+        for _ in range(5):
+            await lim.acquire()
+            starts.append(clock.now())
+            lim.release()
+        return starts
+
+    starts = run(main())
+    assert starts[0] == pytest.approx(0.5)  # the pause
+    import itertools
+
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps == pytest.approx([1 / 7] * 4)  # paced (at the cut rate: 0.7 x 10/s), no herd
+
+
+def test_rate_cut_only_when_the_server_has_not_vouched_for_our_rate():
+    from tgrs_agents.paid.limits import EndpointLimiter, EndpointLimits, FakeClock
+
+    stated = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "590"}
+    clock = FakeClock()
+    unknown = EndpointLimiter("u", EndpointLimits(rpm=600), clock)
+    unknown.on_rate_limited(0.01)
+    assert unknown.factor == pytest.approx(0.7)  # no word from the server: find the limit
+
+    vouched = EndpointLimiter("v", EndpointLimits(rpm=600), clock)
+    vouched.learn(stated)
+    for _ in range(10):  # one episode (a burst that outran the server's bank): no cut
+        vouched.on_rate_limited(0.01)
+    assert vouched.factor == 1.0 and vouched.stats.rate_limited == 10
+    clock.t += 2.0  # a second episode soon after: sustained, so cut
+    vouched.on_rate_limited(0.01)
+    assert vouched.factor == pytest.approx(0.7)
+
+    over = EndpointLimiter("o", EndpointLimits(rpm=1200), clock)
+    over.learn({**stated, "x-ratelimit-limit-requests": "600"})  # learned: base drops to 600
+    assert over.requests.rate == pytest.approx(10) and over.requests.capacity == pytest.approx(10)
+    over.on_rate_limited(0.01)
+    assert over.factor == 1.0  # now within the stated limit
+

@@ -1,5 +1,5 @@
-"""The run report: agreement statistics against hand-computed values, the written page, and the page
-itself in headless Chromium (Selenium): plots shown, teacher table, filters, search, one trajectory.
+"""The run report: the written page, and the page itself in headless Chromium (Selenium): plots shown,
+teacher table, filters, search, one trajectory. (The agreement statistics are in test_agreement.py.)
 """
 
 from __future__ import annotations
@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
-import io
 import json
-import math
 import os
 import re
 import shutil
@@ -18,82 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tgrs_agents.cli import main
-from tgrs_agents.curate.progress import Progress
-from tgrs_agents.events import CandidateDecided, RunFinished, RunStarted, VerdictReceived
-from tgrs_agents.report.agreement import cohen_kappa, krippendorff_alpha_nominal, pairwise, percentiles, teacher_table
 from tgrs_agents.report.html import find_chromium, screenshot_report, write_report
-from tgrs_agents.types import Decision, Usage, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHERS = ["format", "answer", "consistent"]
-N = None  # a missing value
-
-
-# --- statistics against hand-computed values -------------------------------------------------------
-def test_cohen_kappa_hand_computed() -> None:
-    # 50 items: both yes 20, A yes / B no 5, A no / B yes 10, both no 15.
-    # p_o = 35/50 = .7; p_e = .5 * .6 + .5 * .4 = .5; kappa = (.7 - .5) / (1 - .5) = .4
-    a = [1] * 20 + [1] * 5 + [0] * 10 + [0] * 15
-    b = [1] * 20 + [0] * 5 + [1] * 10 + [0] * 15
-    assert cohen_kappa(a, b) == pytest.approx(0.4)
-    # p_o = 3/4; p_e = .5 * .25 + .5 * .75 = .5; kappa = .25 / .5 = .5
-    assert cohen_kappa([1, 1, 0, 0], [1, 0, 0, 0]) == pytest.approx(0.5)
-    assert cohen_kappa([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)  # p_o = 0, p_e = .5
-    assert cohen_kappa([True, False, True], [True, False, True]) == pytest.approx(1.0)
-    # three categories: p_o = 4/6; pA = (2, 2, 2)/6, pB = (3, 1, 2)/6; p_e = (6 + 2 + 4)/36 = 1/3
-    # kappa = (2/3 - 1/3) / (2/3) = .5
-    assert cohen_kappa(["a", "a", "b", "b", "c", "c"], ["a", "a", "a", "b", "c", "b"]) == pytest.approx(0.5)
-    assert math.isnan(cohen_kappa([1, 1, 1], [1, 1, 1]))  # p_e = 1: undefined
-    assert math.isnan(cohen_kappa([], []))
-
-
-def test_krippendorff_alpha_hand_computed() -> None:
-    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 coders, 12 units, missing
-    # values; nominal alpha = 0.743.
-    data = [[1, 2, 3, 3, 2, 1, 4, 1, 2, N, N, N],
-            [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, N, 3],
-            [N, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, N],
-            [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, N]]
-    assert krippendorff_alpha_nominal(data) == pytest.approx(0.743, abs=5e-4)
-    # Two raters, units (1,1) (1,0) (0,0) (0,0): o00 = 4, o01 = o10 = 1, o11 = 2; n0 = 5, n1 = 3, n = 8
-    # alpha = 1 - (n - 1) * (o01 + o10) / (2 * n0 * n1) = 1 - 7 * 2 / 30 = 16/30
-    binary = [[1, 1, 0, 0], [1, 0, 0, 0]]
-    assert krippendorff_alpha_nominal(binary) == pytest.approx(16 / 30)
-    # a unit with one value is not pairable and changes nothing
-    assert krippendorff_alpha_nominal([[1, 1, 0, 0, 1], [1, 0, 0, 0, N]]) == pytest.approx(16 / 30)
-    assert krippendorff_alpha_nominal([[1, 0, 1], [1, 0, 1], [1, N, 1]]) == pytest.approx(1.0)
-    assert math.isnan(krippendorff_alpha_nominal([[1, 1], [1, 1]]))  # one category: undefined
-    assert math.isnan(krippendorff_alpha_nominal([[1, N], [N, 0]]))  # nothing pairable
-
-
-def test_percentiles() -> None:
-    assert percentiles(range(1, 101)) == pytest.approx([50.5, 90.1, 99.01])
-    assert percentiles([]) == [None, None, None]
-
-
-def test_pairwise_and_teacher_table_on_shared_items() -> None:
-    m = -1
-    labels = np.array([[1, 1, 0, 0, 1], [1, 0, 0, 0, m], [m, 1, m, m, 1]], dtype=np.int8)
-    panel = np.array([1, 0, 0, 0, 1], dtype=np.int8)
-    kappa, n = pairwise(labels, panel)
-    assert n[0].tolist() == [5, 4, 2, 5]
-    assert kappa[0, 1] == pytest.approx(0.5)  # the hand-computed pair above
-    assert kappa[1, 3] == pytest.approx(1.0)  # teacher 1 agrees with the panel on its 4 items
-    assert math.isnan(kappa[0, 2])  # both constant (1, 1) on their 2 shared items
-    summaries = [{"teachers": {"format": {"calls": 5, "cache_hits": 1, "calls_saved": 0, "cost_usd": 0.5}}},
-                 {"teachers": {"format": {"calls": 2, "cache_hits": 0, "calls_saved": 3, "cost_usd": 0.25}}}]
-    t = teacher_table(["format", "answer", "consistent"], labels, panel, ["answer", "answer", "best_k"],
-                      {"format": [0.1, 0.2, 0.3]}, summaries)
-    fmt, ans = t["rows"][0], t["rows"][1]
-    assert (fmt["calls"], fmt["cache_hits"], fmt["calls_saved"], fmt["cost_usd"]) == (7, 1, 3, 0.75)
-    assert fmt["latency_s"] == pytest.approx([0.2, 0.28, 0.298])
-    assert ans["veto_share"] == pytest.approx(2 / 3) and fmt["veto_share"] == 0
-    assert t["other_vetoes"] == {"best_k": 1}
-    assert fmt["pass_rate"] == pytest.approx(0.6)
 
 
 # --- a small real run -------------------------------------------------------------------------------
@@ -171,37 +100,6 @@ def test_report_of_an_expert_iteration_dir(loop_dir: Path) -> None:
 def test_report_cli_refuses_a_directory_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
-
-
-# --- the live display -------------------------------------------------------------------------------
-def _feed(p: Progress, run_dir: Path) -> None:
-    p(RunStarted(run_dir=str(run_dir), input="x", resumed=False, already_done=0, panel_fingerprint="f"))
-    for i in range(4):
-        v = Verdict(teacher="judge", passed=i % 2 == 0, score=1.0, usage=Usage(requests=2, cost_usd=0.25),
-                    cached=i == 3)
-        p(VerdictReceived(candidate_id=f"c{i}", verdict=v))
-        p(CandidateDecided(line=i + 1, decision=Decision(candidate_id=f"c{i}", task_id="t", accepted=i % 2 == 0,
-                                                         score=1.0, reason="r", saved=("other",))))
-    p(RunFinished(summary={"budget_usd": 2.0, "rate_limited": 3}))
-
-
-def test_progress_plain_lines(tmp_path: Path) -> None:
-    out = io.StringIO()
-    with Progress(4, stream=out, interval_s=0.0, live=False) as p:
-        _feed(p, tmp_path)
-    last = out.getvalue().strip().splitlines()[-1]
-    assert last.startswith("[tgrs] 4/4 done")
-    for part in ("accepted 50.0%", "cost $1.0000 of $2.00 (50%)", "cache hits 1", "retries 3", "429s 3"):
-        assert part in last
-
-
-def test_progress_rich_display(tmp_path: Path) -> None:
-    out = io.StringIO()
-    with Progress(4, stream=out, live=True) as p:
-        _feed(p, tmp_path)
-    text = out.getvalue()
-    for part in ("read", "decided", "judge", "other", "4/4", "cost $1.0000 of $2.00", "429s 3"):
-        assert part in text
 
 
 # --- in the browser ----------------------------------------------------------------------------------

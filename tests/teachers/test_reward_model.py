@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,16 @@ def test_rows_from_run(tmp_path):
     assert [r["label"] for r in got] == [1, 1, 1, 0, 0]
     with pytest.raises(FileNotFoundError):
         rows_from_run(tmp_path / "nothing")
+
+
+def test_without_a_chat_template_the_model_reads_the_judges_transcript():
+    from tgrs_agents.chat import JUDGE, render
+    from tgrs_agents.teachers.reward_model import render_conversation
+
+    class NoTemplate:
+        chat_template = None
+
+    cand = Candidate.model_validate(trajectory(0, random.Random(0)))
+    text = render_conversation(NoTemplate(), cand)
+    assert text == render(cand.messages, JUDGE)
+    assert "[assistant calls calculator]" in text and "[tool result" in text  # tool calls are read too

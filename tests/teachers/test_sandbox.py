@@ -11,9 +11,11 @@ import json
 import os
 import resource
 import socket
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,170 @@ def test_last_resort_mode_refuses_ip_sockets_but_not_unix_ones() -> None:
     r = asyncio.run(sandbox._run(mode, src, SandboxLimits(), sandbox.sys.executable))
     assert r.isolation == "rlimits+nosocket"
     assert r.stdout == "b'hi'\n" and "network access is disabled in the sandbox" in r.stderr
+
+
+
+
+def mount_namespaces_work() -> bool:
+    """Asked of the host, not of the sandbox, so a sandbox that fails to use them fails the tests."""
+    import shutil
+    import subprocess
+
+    argv = ["unshare", "--mount", "true"]
+    if os.geteuid() != 0:
+        argv[1:1] = ["--user", "--map-root-user"]
+    return shutil.which("unshare") is not None and subprocess.run(argv, capture_output=True).returncode == 0
+
+
+HAS_MNTNS = mount_namespaces_work()
+needs_mntns = pytest.mark.skipif(not HAS_MNTNS, reason="mount namespaces are not available here")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="root only (chown to the sandbox's uids)")
+SANDBOX_UID = sandbox._UID_RANGE.start + 4242
+
+
+@needs_mntns
+def test_the_hosts_files_are_out_of_sight(tmp_path: Path) -> None:
+    """Only the system library dirs and the interpreter's prefixes are there, read-only."""
+    secret = tmp_path / "input.jsonl"
+    secret.write_text('{"tests": "assert f() == 42"}\n')
+    run_out = tmp_path / "runs" / "r1" / "accepted.jsonl"
+    run_out.parent.mkdir(parents=True)
+    run_out.write_text("{}\n")
+    repo_file = Path(__file__).resolve()
+    src = (
+        "import json, os, sys\n"
+        f"paths = {[str(secret), str(run_out), str(repo_file), str(repo_file.parents[2] / 'pyproject.toml')]!r}\n"
+        "writable = []\n"
+        "for d in ('/usr', sys.prefix, sys.base_prefix, '/', '/etc'):\n"
+        "    try:\n        open(os.path.join(d, 'tgrs-probe'), 'w').close()\n        writable.append(d)\n"
+        "    except OSError:\n        pass\n"
+        "print(json.dumps({'seen': [p for p in paths if os.path.exists(p)], 'root': sorted(os.listdir('/')),\n"
+        "    'etc': sorted(os.listdir('/etc')), 'writable': writable, 'prefix': sys.prefix}))\n"
+    )
+    r = run(src)
+    assert r.ok, r.stderr
+    got = json.loads(r.stdout)
+    assert got["seen"] == [] and got["writable"] == []
+    assert set(got["etc"]) <= {"ld.so.cache", "passwd", "group"}
+    prefixes = {Path(p).resolve().parts[1] for p in (sys.prefix, sys.base_prefix, got["prefix"])}
+    allowed = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "tmp", "var"}
+    assert set(got["root"]) <= allowed | prefixes, got["root"]
+
+
+@pytest.mark.parametrize("mntns", [True, False])
+def test_files_left_in_the_temp_dirs_do_not_outlive_the_run(mntns: bool) -> None:
+    if mntns and not HAS_MNTNS:
+        pytest.skip("mount namespaces are not available here")
+    if not mntns and "uid" not in ISOLATION:
+        pytest.skip(f"no uid of the run's own here ({ISOLATION})")
+    tok = token()
+    dirs = [d for d in ("/tmp", "/var/tmp", "/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
+    src = "import os\n" + "".join(
+        f"open({f'{d}/{tok}-{i}'!r}, 'w').write('left')\nos.mkdir({f'{d}/{tok}-dir{i}'!r})\n"
+        for i, d in enumerate(dirs)
+    )
+    if mntns:
+        r = run(src)
+    else:  # today's isolation, where mount namespaces are not available: the files are swept
+        r = asyncio.run(sandbox._run(("pidns", "netns", "uid", "rlimits"), src, SandboxLimits(), sys.executable))
+    assert r.ok, r.stderr
+    assert ("mntns" in r.isolation) is mntns
+    left = [p for d in dirs for p in Path(d).glob(f"{tok}*")]
+    assert left == []
+
+
+def test_isolation_level_names_the_layers_in_force() -> None:
+    r = run("pass")
+    level = sandbox.isolation_level()
+    assert level is not None and level == "+".join("uid" if x.startswith("uid") else x for x in r.isolation.split("+"))
+    assert sandbox.isolation_level("/no/such/python") is None  # not probed
+
+
+@pytest.fixture
+def no_mount_namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A host where mount namespaces fail: the boot's mount step raises, the probe moves on."""
+    broken = sandbox._BOOT.replace("def build_root(spec):\n", "def build_root(spec):\n    raise OSError('EPERM')\n", 1)
+    assert broken != sandbox._BOOT
+    monkeypatch.setattr(sandbox, "_BOOT", broken)
+    monkeypatch.delitem(sandbox._chosen, sys.executable, raising=False)
+    sandbox._boot_arg.cache_clear()
+    yield
+    sandbox._boot_arg.cache_clear()
+
+
+@needs_mntns
+def test_without_mount_namespaces_the_probe_falls_back_and_says_so(
+    no_mount_namespace: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = run("print('ran')")
+    assert r.ok and r.stdout == "ran\n"
+    assert "mntns" not in r.isolation and "pidns" in r.isolation
+    assert "mntns" not in (sandbox.isolation_level() or "mntns")
+    assert "strongest mode unavailable" in caplog.text
+
+
+def test_extra_files_args_and_fds_reach_the_script() -> None:
+    r_fd, w_fd = os.pipe()
+    os.write(w_fd, b"through a pipe")
+    os.close(w_fd)
+    try:
+        src = "import os, sys\nprint(open('data.txt').read(), sys.argv[1:], os.read(int(sys.argv[1]), 100).decode())\n"
+        r = asyncio.run(run_python(src, files={"data.txt": "a file"}, args=[str(r_fd), "x"], pass_fds=[r_fd]))
+    finally:
+        os.close(r_fd)
+    assert r.ok, r.stderr
+    assert r.stdout == f"a file ['{r_fd}', 'x'] through a pipe\n"
+
+
+@pytest.mark.parametrize("same_interpreter", [True, False])
+def test_the_script_runs_compiled_here_or_from_source_elsewhere(same_interpreter: bool) -> None:
+    """This interpreter gets main.py compiled by the parent; another one compiles it itself."""
+    python = sys.executable if same_interpreter else os.path.realpath(sys.executable)
+    assert (python == sys.executable) is same_interpreter
+    limits = SandboxLimits()
+    ok = asyncio.run(run_python("import sys\nprint(6 * 7, sys.argv[0], __name__)", limits=limits, python=python))
+    assert ok.ok and ok.stdout == "42 main.py __main__\n", ok.stderr
+    bad = asyncio.run(run_python("def f(:\n", limits=limits, python=python))
+    assert bad.returncode == 1 and "SyntaxError" in bad.stderr
+    crash = asyncio.run(run_python("x = 1\nraise ValueError('boom')\n", limits=limits, python=python))
+    assert 'File "main.py", line 2' in crash.stderr and "ValueError: boom" in crash.stderr
+
+
+def _stale_dir(name: str, uid: int | None, age_s: float) -> Path:
+    p = Path(tempfile.gettempdir()) / name
+    p.mkdir()
+    (p / "main.py").write_text("x")
+    if uid is not None:
+        os.chown(p, uid, uid)
+    os.utime(p, (time.time() - age_s,) * 2)
+    return p
+
+
+@needs_root
+def test_sweep_stale_removes_what_killed_runs_left_and_nothing_else(tmp_path: Path) -> None:
+    import subprocess
+
+    tok = token()
+    dead = _stale_dir(f"tgrs-sandbox-{tok}a", SANDBOX_UID, 3600)
+    fresh = _stale_dir(f"tgrs-sandbox-{tok}b", SANDBOX_UID + 1, 5)
+    not_ours = _stale_dir(f"tgrs-sandbox-{tok}c", None, 3600)  # root's
+    live = _stale_dir(f"tgrs-sandbox-{tok}d", SANDBOX_UID + 2, 3600)
+    target = tmp_path / "keep"
+    target.mkdir()
+    (target / "file").write_text("keep me")
+    link = Path(tempfile.gettempdir()) / f"tgrs-sandbox-{tok}e"
+    link.symlink_to(target)
+    os.lchown(link, SANDBOX_UID + 3, SANDBOX_UID + 3)
+    os.utime(link, (time.time() - 3600,) * 2, follow_symlinks=False)
+    sleeper = subprocess.Popen(["sleep", "30"], user=SANDBOX_UID + 2, group=SANDBOX_UID + 2)
+    try:
+        removed = sandbox.sweep_stale(older_than_s=60)
+        assert str(dead) in removed and str(link) in removed
+        assert not dead.exists() and not link.is_symlink()
+        assert (target / "file").read_text() == "keep me"  # the link was removed, not followed
+        assert fresh.exists() and not_ours.exists() and live.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for p in (fresh, not_ours, live):
+            subprocess.run(["rm", "-rf", str(p)], check=False)

@@ -10,9 +10,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from email.utils import parsedate_to_datetime
 
 import pytest
 
+from tgrs_agents.paid.limits import parse_reset
 from tgrs_agents.testing.standin import FaultPlan, StandIn, default_brain
 
 openai = pytest.importorskip("openai")
@@ -256,6 +258,56 @@ def test_tpm_limit():
                 return float(e.value.response.headers["retry-after"])
 
         assert 0.5 < run(two()) <= 1.0
+
+
+async def _oa_many(s: StandIn, n: int) -> list[tuple[str, dict]]:
+    """``n`` requests at once; (outcome, headers) of each."""
+    async with oa_client(s) as c:
+        async def one():
+            try:
+                raw = await c.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+                return "ok", dict(raw.headers)
+            except openai.RateLimitError as e:
+                return "429", dict(e.response.headers)
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_per_minute_allowance_as_a_fixed_window():
+    # 30 requests per 60 s window, all of which may burst; then nothing until the window ends
+    with StandIn(FaultPlan(rpm=30, window_s=60)) as s:
+        results = run(_oa_many(s, 40))
+        counts = Counter(kind for kind, _ in results)
+        assert counts == {"ok": 30, "429": 10}
+        remaining = sorted(int(h["x-ratelimit-remaining-requests"]) for kind, h in results if kind == "ok")
+        assert remaining == list(range(30))  # counted down, one per admitted request
+        for kind, h in results:
+            assert h["x-ratelimit-limit-requests"] == "30"
+            assert 55 < parse_reset(h["x-ratelimit-reset-requests"]) <= 60  # the window's end
+            if kind == "429":
+                assert 55 < float(h["retry-after"]) <= 60
+
+
+def test_per_minute_allowance_as_a_bucket_holding_a_minute():
+    # the default shape (a token bucket) holding a minute of 30 requests/min: 30 burst, then 1 per 2 s
+    with StandIn(FaultPlan(rpm=30, burst_s=60)) as s:
+        results = run(_oa_many(s, 40))
+        counts = Counter(kind for kind, _ in results)
+        assert 30 <= counts["ok"] <= 31 and counts["429"] == 40 - counts["ok"], counts  # (+ refill)
+        ok = [h for kind, h in results if kind == "ok"]
+        assert min(int(h["x-ratelimit-remaining-requests"]) for h in ok) == 0
+        assert max(int(h["x-ratelimit-remaining-requests"]) for h in ok) == 29
+        # whole again after (limit - remaining) requests at 0.5/s: the reset states a minute's bank
+        for h in ok:
+            used = 30 - int(h["x-ratelimit-remaining-requests"])
+            assert parse_reset(h["x-ratelimit-reset-requests"]) == pytest.approx(2 * used, abs=1.1)
+        assert all(1 < float(h["retry-after"]) <= 2.01 for kind, h in results if kind == "429")
+
+
+def test_responses_carry_a_date(srv):
+    headers, _ = run(_an_raw(srv))
+    sent = parsedate_to_datetime(headers["date"]).timestamp()
+    assert abs(sent - time.time()) < 5
 
 
 def test_random_faults_follow_plan():

@@ -21,7 +21,7 @@ from ..types import Candidate, Verdict
 from .ingest import IdIndex, Invalid, read_chunks
 from .panel import Panel
 from .panel_file import PanelConfig
-from .store import DoneLines, RunStore
+from .store import DoneLines, RunStore, input_fingerprint
 
 
 @dataclass
@@ -91,7 +91,11 @@ async def dry_run(input_path: Path, cfg: PanelConfig, out: Path | None, services
     predict = Panel(teachers, panel.policy)
     done = DoneLines()
     if out is not None and (out / "run.json").exists():
-        done = RunStore(out).scan_done()
+        store = RunStore(out)
+        problems = store.mismatch(panel_fp=cfg.fingerprint(), input_fp=input_fingerprint(input_path))
+        if problems:  # the real run would refuse this directory: so does its prediction
+            raise store.refusal(problems)
+        done = store.scan_done()
         report.already_done = done.count
     with tempfile.TemporaryDirectory() as tmp:
         index = IdIndex(Path(tmp) / "ids.sqlite")

@@ -1,22 +1,32 @@
-"""Reading candidate trajectories from JSONL: validation, clear reasons, duplicate ids.
+"""Reading candidate trajectories: validation, clear reasons, duplicate ids.
 
-Input is streamed in chunks; nothing grows with the file except the on-disk id index (SQLite), so a
-file of millions of lines reads in flat memory. A bad line becomes an :class:`Invalid` record with
-the file, line, field and what was expected; it never stops the run.
+The file is read by a reader of :mod:`tgrs_agents.formats` (``openai`` JSONL by default, or the
+one ``auto`` picks): a position is a line number for line formats and a record index for JSON
+arrays and zips, and a resumed run skips exactly the positions already decided. Input is streamed
+in chunks; nothing grows with the file except the on-disk id index (SQLite), so a file of millions
+of records reads in flat memory. A bad record becomes an :class:`Invalid` record with the file,
+position, field and what was expected (also a record every teacher would mis-read: no text or tool
+call in its final assistant turn, content parts of an unknown type); it never stops the run.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
+from ..errors import InputError, RunStoreError
+from ..formats import Format, Unreadable, check_readable, resolve
+from ..formats.base import MINTED
+from ..formats.openai import unpack_strings
 from ..types import Candidate
-from .panel_file import format_loc
+from .panel_file import pydantic_problem
 from .store import DoneLines
 
 
@@ -27,61 +37,130 @@ class Invalid:
     reason: str
     id: str | None = None
     raw: str = ""
+    file: str | None = None
 
     def record(self) -> dict[str, Any]:
         return {"line": self.line, "id": self.id, "field": self.field, "reason": self.reason,
-                "raw": self.raw}
+                "raw": self.raw, "file": self.file}
 
 
-def explain(err: ValidationError) -> tuple[str | None, str]:
-    """The first problem of a pydantic error as (field path, what was expected)."""
-    e = err.errors(include_url=False)[0]
-    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p[:1].islower() and "[" in p))
-    # drop union member tags such as 'str' or 'list[dict[str,any]]' that pydantic adds to a loc
-    loc = tuple(p for p in loc if p not in ("str", "int", "float", "bool", "none", "function-after"))
-    field = format_loc(loc) or None
-    kind, ctx, got = e["type"], e.get("ctx", {}), e.get("input")
-    if kind == "json_invalid":
-        return None, f"not valid JSON ({ctx.get('error', 'parse error')})"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return field, f"expected a JSON object; got {type(got).__name__}"
-    if kind == "missing":
-        return field, "required field is missing"
-    if kind == "literal_error":
-        return field, f"expected one of {ctx.get('expected')}; got {got!r}"
-    if field and field.endswith("content") and kind in ("string_type", "list_type", "dict_type"):
-        return field, "expected a string, a list of content-part objects, or null"
-    if kind == "string_too_short":
-        return field, "expected a non-empty string"
-    if kind == "too_short":
-        return field, "expected a non-empty list" if isinstance(got, list) else "expected a non-empty string"
-    if kind == "string_type":
-        return field, f"expected a string; got {type(got).__name__}"
-    if kind == "list_type":
-        return field, f"expected a list; got {type(got).__name__}"
-    return field, e["msg"].removeprefix("Value error, ")
+def where(source: str, pos: int, unit: str = "line") -> str:
+    """``file:line`` for line formats, ``file: record N`` for arrays and zips."""
+    return f"{source}:{pos}" if unit == "line" else f"{source}: record {pos}"
 
 
-def parse_line(raw: bytes, line: int, source: str) -> Candidate | Invalid:
+def _invalid(pos: int, source: str, unit: str, field: str | None, what: str, cid: str | None,
+             raw: str) -> Invalid:
+    at = where(source, pos, unit) + (f": field '{field}'" if field else "")
+    return Invalid(pos, field, f"{at}: {what}", cid, raw[:500], source)
+
+
+def _readable(c: Candidate, pos: int, source: str, unit: str, raw: str,
+              require_assistant: bool) -> Candidate | Invalid:
+    problem = check_readable(c, require_assistant=require_assistant)
+    if problem is None:
+        return c
+    return _invalid(pos, source, unit, problem[0], problem[1], c.id, raw)
+
+
+def parse_line(raw: bytes, line: int, source: str, *, unit: str = "line") -> Candidate | Invalid:
+    """One ``openai`` record, validated straight from its JSON bytes (``messages`` / ``tools`` stored
+    as JSON strings are decoded first)."""
+    text = raw.decode("utf-8", "replace")
     try:
-        return Candidate.model_validate_json(raw)
+        c = Candidate.model_validate_json(raw)
     except ValidationError as err:
-        field, what = explain(err)
-        cid = _guess_id(raw)
-        where = f"{source}:{line}" + (f": field '{field}'" if field else "")
-        text = raw.decode("utf-8", "replace")
-        return Invalid(line, field, f"{where}: {what}", cid, text[:500])
+        try:
+            doc = unpack_strings(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            doc = None
+        if doc is not None:
+            return parse_record(doc, line, source, unit=unit, raw=text, require_assistant=False)
+        field, what = pydantic_problem(err)
+        return _invalid(line, source, unit, field, what, _guess_id(raw), text)
+    return _readable(c, line, source, unit, text, require_assistant=False)
 
 
-def _guess_id(raw: bytes) -> str | None:
-    import orjson
-
+def parse_record(doc: dict[str, Any], pos: int, source: str, *, unit: str = "record", raw: str = "",
+                 require_assistant: bool = True) -> Candidate | Invalid:
+    """One canonical candidate dict (a reader's output), validated and checked for silent mis-reads."""
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    cid = doc.get("id") if isinstance(doc, dict) else None
+        c = Candidate.model_validate(doc)
+    except ValidationError as err:
+        field, what = pydantic_problem(err)
+        cid = doc.get("id") if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
+        return _invalid(pos, source, unit, field, what, cid, raw or _excerpt(doc))
+    return _readable(c, pos, source, unit, raw or _excerpt(doc), require_assistant)
+
+
+def _excerpt(raw: Any) -> str:
+    if isinstance(raw, bytes):
+        return raw[:500].decode("utf-8", "replace")
+    if isinstance(raw, Path):
+        return ""
+    if isinstance(raw, list) and raw and isinstance(raw[0], tuple):  # a group of JSONL lines
+        return _excerpt(raw[0][1])
+    if isinstance(raw, tuple):  # (record, header)
+        return _excerpt(raw[0])
+    try:
+        return orjson.dumps(raw, default=str)[:500].decode("utf-8", "replace")
+    except TypeError:
+        return ""
+
+
+def _guess_id(raw: Any) -> str | None:
+    if isinstance(raw, bytes):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+    cid = raw.get("id") if isinstance(raw, dict) else None
     return cid if isinstance(cid, str) else None
+
+
+def convert_one(fmt: Format, convert: Any, raw: Any, pos: int, source: str, unit: str) -> Candidate | Invalid:
+    """One source record through its reader; whatever goes wrong becomes an :class:`Invalid`."""
+    try:
+        doc = convert(raw)
+    except Unreadable as e:
+        return _invalid(pos, source, unit, e.field, e.expected, _guess_id(raw), _excerpt(raw))
+    except Exception as e:  # noqa: BLE001 - an odd record must not stop the run
+        return _invalid(pos, source, unit, None, f"the {fmt.name} reader could not read it "
+                        f"({type(e).__name__}: {e})", _guess_id(raw), _excerpt(raw))
+    if isinstance(doc, bytes):
+        return parse_line(doc, pos, source, unit=unit)
+    return parse_record(doc, pos, source, unit=unit, raw=_excerpt(raw),
+                        require_assistant=fmt.require_assistant)
+
+
+FORMAT_FILE = "input-format.json"
+
+
+def recorded_format(run_dir: Path) -> dict[str, Any] | None:
+    """The reader an earlier session on ``run_dir`` used (its positions mean that reader's units)."""
+    path = Path(run_dir) / FORMAT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def check_format(run_dir: Path, fmt: Format, *, force: bool) -> bool:
+    """Whether ``run_dir`` was read with another reader (then, without ``force``, refuse)."""
+    old = recorded_format(run_dir)
+    if old is None or old.get("format") == fmt.name:
+        return False
+    if not force:
+        raise RunStoreError(
+            f"refusing to continue the run in {run_dir}: it read its input as {old.get('format')!r}, and this "
+            f"run would read it as {fmt.name!r} (positions and decisions would not match). Use --input-format "
+            f"{old.get('format')} to continue it, or --force to archive that run and start afresh."
+        )
+    return True
+
+
+def remember_format(run_dir: Path, fmt: Format, unit: str) -> None:
+    path = Path(run_dir) / FORMAT_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"format": fmt.name, "unit": unit}))
+    tmp.replace(path)
 
 
 class IdIndex:
@@ -127,40 +206,55 @@ class IdIndex:
 
 
 def read_chunks(
-    path: Path, done: DoneLines, index: IdIndex, *, chunk: int = 512
+    path: Path, done: DoneLines, index: IdIndex, *, chunk: int = 512, fmt: str | Format = "auto"
 ) -> Iterator[tuple[int, list[tuple[int, Candidate | Invalid]]]]:
-    """Yield ``(lines read so far, [(line, candidate or invalid), ...])`` for lines not yet done.
+    """Yield ``(positions read so far, [(position, candidate or invalid), ...])`` for positions not yet done.
 
-    Blank lines are skipped (and counted). The id index is committed before a chunk is handed
-    on, so no decision can be written for an id the index does not know.
+    ``fmt``: a reader, or its name, or ``auto``. Blank lines are skipped (and counted). The id index
+    is committed before a chunk is handed on, so no decision can be written for an id the index does
+    not know. A container that breaks (a JSON array cut short) sets aside one record and ends the read.
     """
+    reader = fmt if isinstance(fmt, Format) else resolve(path, fmt)[0]
+    src = reader.open(Path(path))
     source = str(path)
     batch: list[tuple[int, Candidate | Invalid]] = []
     n = 0
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if n in done or not raw.strip():
-                continue
-            batch.append((n, parse_line(raw, n, source)))
-            if len(batch) >= chunk:
-                yield n, _dedupe(batch, index, source)
-                batch = []
-    yield n, _dedupe(batch, index, source)
+    records = iter(src.records)
+    while True:
+        try:
+            item = next(records, None)
+        except InputError as e:
+            n += 1
+            if n not in done:
+                batch.append((n, _invalid(n, source, src.unit, None, f"the file ends here: {e.detail}", None, "")))
+            break
+        if item is None:
+            break
+        n, raw = item
+        if n in done:
+            continue
+        batch.append((n, convert_one(reader, src.convert, raw, n, source, src.unit)))
+        if len(batch) >= chunk:
+            yield n, _dedupe(batch, index, source, src.unit)
+            batch = []
+    yield n, _dedupe(batch, index, source, src.unit)
 
 
 def _dedupe(
-    batch: list[tuple[int, Candidate | Invalid]], index: IdIndex, source: str
+    batch: list[tuple[int, Candidate | Invalid]], index: IdIndex, source: str, unit: str = "line"
 ) -> list[tuple[int, Candidate | Invalid]]:
     ids = [(c.id, line) for line, c in batch if isinstance(c, Candidate)]
     dups = index.claim(ids)
     if not dups:
         return batch
+    by = "on line" if unit == "line" else "by record"
     out: list[tuple[int, Candidate | Invalid]] = []
     for line, c in batch:
         if isinstance(c, Candidate) and line in dups:
+            same = " (the id was minted from the content: the same trajectory again)" if MINTED.match(c.id) else ""
             c = Invalid(
-                line, "id", f"{source}:{line}: field 'id': expected a unique id; {c.id!r} was "
-                f"first used on line {dups[line]}", c.id,
+                line, "id", f"{where(source, line, unit)}: field 'id': expected a unique id; {c.id!r} was "
+                f"first used {by} {dups[line]}{same}", c.id, file=source,
             )
         out.append((line, c))
     return out

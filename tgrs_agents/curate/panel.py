@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
-from ..errors import BudgetExhausted, TeacherError
+from ..errors import BudgetExhausted, ConfigError, TeacherError
 from ..events import TeacherStats
 from ..types import Candidate, Decision, Usage, Verdict
 from .policy import Policy
@@ -29,7 +29,7 @@ class Panel:
     def __init__(self, teachers: Sequence[Any], policy: Policy) -> None:
         names = [t.name for t in teachers]
         if sorted(names) != sorted(policy.teachers):
-            raise ValueError(f"policy teachers {policy.teachers} differ from panel {names}")
+            raise ConfigError(f"policy teachers {policy.teachers} differ from panel {names}")
         self.teachers = sorted(teachers, key=lambda t: t.cost_rank)
         self.policy = policy
         self.stats = {t.name: TeacherStats() for t in self.teachers}
@@ -73,7 +73,7 @@ class Panel:
             v = Verdict.failure(teacher.name, str(e), latency_s=time.perf_counter() - t0,
                                 usage=usage)
         except BudgetExhausted:
-            raise  # not this teacher's failure: the run must stop starting calls
+            raise  # not this teacher's failure: the run must stop starting calls (see judge)
         except Exception as e:  # noqa: BLE001 - a teacher bug must not crash the run
             msg = f"{type(e).__name__}: {e}"
             v = Verdict.failure(teacher.name, msg, latency_s=time.perf_counter() - t0)
@@ -82,12 +82,19 @@ class Panel:
         self.stats[teacher.name].add(v)
         return v
 
-    async def _call_or_stop(self, teacher: Any, cand: Candidate) -> Verdict | BudgetExhausted:
-        """Like ``_call``, but a refused budget is returned, so sibling calls in flight finish."""
+    async def _consult(self, teacher: Any, cand: Candidate, stop: list[BudgetExhausted]) -> Verdict | None:
+        """``_call``, with a budget refusal kept in ``stop`` (so sibling calls in flight finish
+        first) and the error verdict that keeps what the refused call's earlier attempts were
+        billed (None when they were billed nothing: the candidate stays pending)."""
         try:
             return await self._call(teacher, cand)
         except BudgetExhausted as e:
-            return e
+            stop.append(e)
+            if e.usage is None or not e.usage.requests:
+                return None
+            v = Verdict.failure(teacher.name, f"stopped by the budget: {e}", usage=e.usage)
+            self.stats[teacher.name].add(v)
+            return v
 
     def _decider(self, verdicts: Mapping[str, Verdict]) -> str | None:
         """The teacher whose verdict fixed the outcome, replaying ``verdicts`` in call order."""
@@ -134,6 +141,7 @@ class Panel:
                 decided_by = v.teacher
             return self._stop(outcome)
 
+        stop: list[BudgetExhausted] = []  # the budget's refusal: raised once the calls in flight end
         for group in self._groups:
             if self._stop(outcome):
                 break
@@ -145,19 +153,16 @@ class Panel:
             if self._stop(outcome) or not slow:
                 continue
             if len(slow) == 1:
-                record(await self._call(slow[0], cand))
-                continue
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._call_or_stop(t, cand)) for t in slow]
-            stop = None
-            for task in tasks:
-                r = task.result()
-                if isinstance(r, BudgetExhausted):
-                    stop = r
-                else:
-                    record(r)
-            if stop is not None:  # the calls that did start were kept (and are journaled)
-                raise stop
+                heard = [await self._consult(slow[0], cand, stop)]
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [tg.create_task(self._consult(t, cand, stop)) for t in slow]
+                heard = [task.result() for task in tasks]
+            for got in heard:
+                if got is not None:
+                    record(got)
+            if stop:  # the calls that did start were kept (and are journaled)
+                raise stop[0]
 
         if decided_by is None and self._stop(outcome):
             decided_by = self._decider(verdicts)  # decided by verdicts reused from a killed run

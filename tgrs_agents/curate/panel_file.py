@@ -3,6 +3,10 @@
 A panel file holds the acceptance policy and a list of ``[[teacher]]`` tables. A teacher table may
 ``include = "other.toml"`` (relative to the panel file) to start from a shipped teacher file and
 override some of its fields.
+
+The TOML reader (:func:`read_toml`) and the translation of pydantic's errors
+(:func:`pydantic_problem`) here are shared by every file a user writes: the run config
+(:mod:`tgrs_agents.loop.config`) and the input records (:mod:`tgrs_agents.curate.ingest`) too.
 """
 
 from __future__ import annotations
@@ -30,17 +34,45 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def pydantic_problem(err: ValidationError) -> tuple[str, str]:
-    """The first problem of a validation error as (field path, what was expected)."""
-    e = err.errors()[0]
+_UNION_TAGS = ("str", "int", "float", "bool", "none", "function-after")
+
+
+def pydantic_problem(err: ValidationError, *, obj: str = "a JSON object") -> tuple[str | None, str]:
+    """The first problem of a validation error as (field path or None, what was expected).
+
+    The one translation of pydantic's errors for users, shared by the config files (panel, run)
+    and the input records: union member tags (``str``, ``list[...]``) are dropped from the path,
+    and the common kinds read as plain "expected ..." sentences. ``obj`` names an object in the
+    user's format ("a table" for TOML).
+    """
+    e = err.errors(include_url=False)[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p[:1].islower() and "[" in p))
+    field = format_loc(tuple(p for p in loc if p not in _UNION_TAGS)) or None
+    kind, ctx, got = e["type"], e.get("ctx", {}), e.get("input")
+    if kind == "json_invalid":
+        return None, f"not valid JSON ({ctx.get('error', 'parse error')})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return field, f"expected {obj}; got {type(got).__name__}"
+    if kind == "extra_forbidden":
+        return field, "unknown field (not one this kind takes)"
+    if kind == "missing":
+        return field, "required field is missing"
+    if kind == "literal_error":
+        return field, f"expected one of {ctx.get('expected')}; got {got!r}"
+    if field and field.endswith("content") and kind in ("string_type", "list_type", "dict_type"):
+        return field, "expected a string, a list of content-part objects, or null"
+    if kind == "string_too_short":
+        return field, "expected a non-empty string"
+    if kind == "too_short":
+        return field, "expected a non-empty list" if isinstance(got, list) else "expected a non-empty string"
+    if kind == "string_type":
+        return field, f"expected a string; got {type(got).__name__}"
+    if kind == "list_type":
+        return field, f"expected a list; got {type(got).__name__}"
     msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        msg = "unknown field (not one this kind takes)"
-    elif e["type"] == "missing":
-        msg = "required field is missing"
-    elif "input" in e and e["type"] not in ("value_error",):
-        msg = f"{msg}; got {e['input']!r}"[:300]
-    return format_loc(tuple(e["loc"])), msg
+    if kind != "value_error" and "input" in e:
+        msg = f"{msg}; got {got!r}"[:300]
+    return field, msg
 
 
 class PanelConfig(BaseModel):
@@ -97,7 +129,8 @@ class PanelConfig(BaseModel):
         return head + tomli_w.dumps(doc)
 
 
-def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
+def read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    """A TOML config file (panel, teacher, run) as a dict; a missing or unparsable file is a ConfigError."""
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
@@ -119,7 +152,7 @@ def teacher_config(
             raise ConfigError(
                 f"included teacher file not found: {inc}", file=source, field=f"{where}.include"
             )
-        data = {**_read_toml(inc, what="included teacher"), **data}
+        data = {**read_toml(inc, what="included teacher"), **data}
     kind = data.get("kind")
     if not isinstance(kind, str):
         raise ConfigError(
@@ -134,7 +167,7 @@ def teacher_config(
     try:
         return cls.Config.model_validate(data)
     except ValidationError as e:
-        loc, msg = pydantic_problem(e)
+        loc, msg = pydantic_problem(e, obj="a table")
         name = data.get("name")
         label = (f"{where}.{loc}" if loc else where) + (
             f" (teacher {name!r})" if isinstance(name, str) else ""
@@ -186,7 +219,7 @@ def panel_from_dict(doc: Mapping[str, Any], *, source: str = "<panel>", base_dir
             base_dir=str(base_dir),
         )
     except ValidationError as e:
-        loc, msg = pydantic_problem(e)
+        loc, msg = pydantic_problem(e, obj="a table")
         raise ConfigError(msg, file=source, field=loc) from None
     try:
         panel.build_policy()
@@ -198,7 +231,7 @@ def panel_from_dict(doc: Mapping[str, Any], *, source: str = "<panel>", base_dir
 def load_panel(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> PanelConfig:
     """Read and validate a panel file. ``overrides`` (e.g. from ``--policy``) replace top-level keys."""
     path = Path(path)
-    doc = _read_toml(path, what="panel")
+    doc = read_toml(path, what="panel")
     if overrides:
         doc = {**doc, **{k: v for k, v in overrides.items() if v is not None}}
     return panel_from_dict(doc, source=str(path), base_dir=path.resolve().parent)

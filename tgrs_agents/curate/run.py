@@ -33,7 +33,7 @@ from ..paid.cost import Budget
 from ..paid.ledger import Ledger
 from ..paid.services import Services
 from ..types import Candidate, Decision, Verdict
-from .ingest import IdIndex, Invalid, read_chunks
+from .ingest import IdIndex, Invalid, check_format, read_chunks, remember_format
 from .panel import Panel
 from .panel_file import PanelConfig
 from .policy import select_best_k
@@ -49,6 +49,8 @@ class CurateOptions:
     budget_usd: float | None = None
     cache: bool = True
     cache_path: str | None = None  # default: the user's cache directory (see tgrs_agents.paid.ledger)
+    input_format: str = "auto"  # a reader of tgrs_agents.formats, or "auto" (sniffed; see summary)
+    max_set_aside: float = 0.2  # a run that sets aside more than this share of its records says so
 
 
 _DONE = object()
@@ -76,6 +78,8 @@ class CurateRun:
         self.counts = {"input_lines": 0, "valid": 0, "accepted": 0, "rejected": 0, "invalid": 0,
                        "failed": 0, "passed": 0}
         self.stopped: str | None = None
+        self.format: Any = None  # the reader (tgrs_agents.formats.Format), resolved in run()
+        self.format_why = ""
         self.services = Services()
         self._t0 = time.monotonic()
         self._wall_before = 0.0
@@ -92,6 +96,11 @@ class CurateRun:
                 ledger=Ledger(self.opts.cache_path) if self.opts.cache else None,
             )
             self.panel = Panel.from_config(self.cfg, self.services)
+        from ..formats import resolve
+
+        self.format, self.format_why = resolve(self.input, self.opts.input_format)
+        if check_format(self.store.dir, self.format, force=self.opts.force):
+            self.store._archive()  # --force on a run read with another reader: start afresh
         state = self.store.open(
             panel_toml=self.cfg.to_toml(), panel_fp=self.cfg.fingerprint(),
             input_path=self.input, force=self.opts.force,
@@ -111,6 +120,7 @@ class CurateRun:
         self.bus.publish(RunStarted(run_dir=str(self.store.dir), input=str(self.input),
                                     resumed=state.resumed, already_done=state.done.count,
                                     panel_fingerprint=self.cfg.fingerprint()))
+        remember_format(self.store.dir, self.format, self.format.open(self.input).unit)
         index = IdIndex(self.store.dir / "ids.sqlite")
         try:
             await self._stages(state, index)
@@ -146,7 +156,7 @@ class CurateRun:
 
     async def _reader(self, state: Any, index: IdIndex, todo: asyncio.Queue[Any],
                       results: asyncio.Queue[Any], n_workers: int) -> None:
-        for lines_read, chunk in read_chunks(self.input, state.done, index):
+        for lines_read, chunk in read_chunks(self.input, state.done, index, fmt=self.format):
             if self.stopped:
                 break
             self.counts["input_lines"] = lines_read
@@ -171,11 +181,9 @@ class CurateRun:
             try:
                 decision, _ = await self.panel.judge(cand, prior,
                                                      on_verdict=self._verdict_hook(line))
-            except BudgetExhausted as e:
-                self.stopped = f"budget: {e}"
+            except BudgetExhausted as e:  # the one budget-stop signal: this candidate stays pending
+                self.stopped = self.stopped or f"budget: {e}"
                 continue
-            if self.services.budget.refused and not self.stopped:
-                self.stopped = f"budget: ${self.services.budget.limit_usd} reached"
             await results.put((line, (cand, decision)))
 
     def _verdict_hook(self, line: int) -> Callable[[str, Verdict], None]:
@@ -241,8 +249,17 @@ class CurateRun:
         teachers = {name: st.to_json() for name, st in self.panel.stats.items()}
         cost = sum(st.cost_usd for st in self.panel.stats.values())
         decided = c["accepted"] + c["rejected"] + c["passed"]
+        share = c["invalid"] / (c["valid"] + c["invalid"]) if c["valid"] + c["invalid"] else 0.0
         return {
             **c,
+            "input_format": self.format.name if self.format is not None else None,
+            "input_format_why": self.format_why,
+            "set_aside_share": round(share, 4),
+            "set_aside_warning": (
+                f"{c['invalid']} of {c['valid'] + c['invalid']} records ({share:.0%}) were set aside, more "
+                f"than {self.opts.max_set_aside:.0%}: is the input format right? (read as "
+                f"{self.format.name if self.format is not None else '?'}; see invalid.jsonl)"
+            ) if share > self.opts.max_set_aside else None,
             "pending": c["valid"] - decided,
             "policy": self.panel.policy.describe(),
             "best_k": self.cfg.best_k,
@@ -266,6 +283,14 @@ async def curate(
     *,
     options: CurateOptions = CurateOptions(),
     bus: EventBus | None = None,
+    input_format: str | None = None,
 ) -> dict[str, Any]:
-    """Curate a JSONL file of trajectories with a panel; returns the run summary."""
+    """Curate a file of trajectories with a panel; returns the run summary.
+
+    ``input_format``: a reader name of :mod:`tgrs_agents.formats` or ``auto`` (overrides ``options``).
+    """
+    if input_format is not None:
+        from dataclasses import replace
+
+        options = replace(options, input_format=input_format)
     return await CurateRun(input_path, panel, out, options=options, bus=bus).run()

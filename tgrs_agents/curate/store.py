@@ -32,6 +32,7 @@ import orjson
 from ..errors import RunStoreError
 from ..events import TeacherStats
 from ..types import Usage, Verdict
+from .layout import CurateDir
 
 OUTPUTS = ("verdicts", "passed", "accepted", "rejected", "invalid", "events")
 _COMMIT_BYTES = 1 << 20
@@ -122,37 +123,28 @@ class RunStore:
 
     def __init__(self, out: str | Path) -> None:
         self.dir = Path(out)
+        self.files = CurateDir(self.dir)  # the file names (tgrs_agents.curate.layout)
         self._buf: dict[str, list[bytes]] = {name: [] for name in OUTPUTS}
         self._pending = 0
         self._last_commit = time.monotonic()
         self._fds: dict[str, int] = {}
 
     def path(self, name: str) -> Path:
-        return self.dir / f"{name}.jsonl"
+        return self.files.jsonl(name)
 
     # --- opening and resuming ------------------------------------------------------------------
     def open(
         self, *, panel_toml: str, panel_fp: str, input_path: Path, force: bool = False
     ) -> ResumeState:
         self.dir.mkdir(parents=True, exist_ok=True)
-        meta_path = self.dir / "run.json"
+        meta_path = self.files.meta
         in_fp = input_fingerprint(input_path)
         state = ResumeState()
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
-            problems = []
-            if meta.get("panel_fingerprint") != panel_fp:
-                problems.append(
-                    f"it was started with another panel (fingerprint {meta.get('panel_fingerprint')}"
-                    f", this one is {panel_fp}; see {self.dir / 'config.toml'})"
-                )
-            if meta.get("input_fingerprint") != in_fp:
-                problems.append(f"it was started on another input ({meta.get('input')})")
+            problems = self.mismatch(panel_fp=panel_fp, input_fp=in_fp)
             if problems and not force:
-                raise RunStoreError(
-                    f"refusing to continue the run in {self.dir}: " + "; ".join(problems)
-                    + ". Use another --out, or --force to archive that run and start afresh."
-                )
+                raise self.refusal(problems)
             if problems:
                 self._archive()
             else:
@@ -165,10 +157,31 @@ class RunStore:
             "wall_s": state.wall_s,
         }
         atomic_write(meta_path, json.dumps(meta, indent=2))
-        atomic_write(self.dir / "config.toml", panel_toml)
+        atomic_write(self.files.config, panel_toml)
         for name in OUTPUTS:
             self._fds[name] = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         return state
+
+    def mismatch(self, *, panel_fp: str, input_fp: str) -> list[str]:
+        """Why this directory's run is not the one asked for (empty: it is, or there is none yet)."""
+        if not self.files.meta.exists():
+            return []
+        meta = json.loads(self.files.meta.read_text())
+        problems = []
+        if meta.get("panel_fingerprint") != panel_fp:
+            problems.append(
+                f"it was started with another panel (fingerprint {meta.get('panel_fingerprint')}"
+                f", this one is {panel_fp}; see {self.dir / 'config.toml'})"
+            )
+        if meta.get("input_fingerprint") != input_fp:
+            problems.append(f"it was started on another input ({meta.get('input')})")
+        return problems
+
+    def refusal(self, problems: list[str]) -> RunStoreError:
+        return RunStoreError(
+            f"refusing to continue the run in {self.dir}: " + "; ".join(problems)
+            + ". Use another --out, or --force to archive that run and start afresh."
+        )
 
     def _archive(self) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -246,17 +259,17 @@ class RunStore:
             os.close(fd)
         self._fds.clear()
         if wall_s is not None:
-            meta_path = self.dir / "run.json"
+            meta_path = self.files.meta
             meta = json.loads(meta_path.read_text())
             meta["wall_s"] = wall_s
             atomic_write(meta_path, json.dumps(meta, indent=2))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2))
+        atomic_write(self.files.summary, json.dumps(summary, indent=2))
 
     # --- best_k finalisation (idempotent) ------------------------------------------------------
     def _undo_unfinished_finalize(self) -> None:
-        marker = self.dir / "finalize.json"
+        marker = self.files.finalize
         if not marker.exists():
             return
         m = json.loads(marker.read_text())
@@ -268,13 +281,13 @@ class RunStore:
         marker.unlink()
 
     def finalized(self) -> bool:
-        marker = self.dir / "finalize.json"
+        marker = self.files.finalize
         return marker.exists() and json.loads(marker.read_text()).get("status") == "done"
 
     def finalize_best_k(self, keep: set[int], dropped: dict[int, tuple[int, int]]) -> int:
         """Move the k best of each task from passed.jsonl to accepted.jsonl; the rest to rejected."""
         self.commit()
-        marker = self.dir / "finalize.json"
+        marker = self.files.finalize
         size = self.path("rejected").stat().st_size
         atomic_write(marker, json.dumps({"status": "started", "rejected_size": size}))
         tmp = self.path("accepted").with_suffix(".jsonl.tmp")

@@ -12,19 +12,31 @@ n = 8
 file = "teachers/panel-verifiers.toml"
 [sft]
 steps = 100
+lora_r = 8           # optional: train LoRA adapters of this rank (merged into the weights after each round)
 ```
+
+Student backends: ``transformers`` (default) and ``vllm`` load the model named by ``model`` and the
+loop fine-tunes it. ``openai`` samples from a model served behind any OpenAI-compatible endpoint
+(``base_url``; the key is read from the environment variable ``api_key_env``, ``""`` for a server
+that takes none), through the run's paid-call services (limiter, retries, budget; set
+``price_input_per_mtok`` / ``price_output_per_mtok`` for a model without a list price, 0 for a
+self-hosted one). A served model cannot be fine-tuned from here, so ``openai`` needs
+``rounds = 0``: the run measures the served model's pass@1 / pass@k on the held-out split (a
+baseline for the loop's students), and any ``rounds >= 1`` is a ConfigError.
+
+Every mistake is a :class:`~tgrs_agents.errors.ConfigError` naming the file and the field.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..curate.panel_file import pydantic_problem
+from ..curate.panel_file import pydantic_problem, read_toml
 from ..errors import ConfigError
+from .distill import LoraSettings, SFTSettings
 
 
 class _Frozen(BaseModel):
@@ -32,11 +44,13 @@ class _Frozen(BaseModel):
 
 
 class StudentConfig(_Frozen):
-    model: str = "tiny"  # "tiny" | local path | hub name
+    model: str = "tiny"  # "tiny" | local path | hub name | (openai) the served model's name
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     device: str | None = None  # None: cuda if available else cpu
-    base_url: str | None = None  # openai backend
-    api_key_env: str = "OPENAI_API_KEY"
+    base_url: str | None = None  # openai: the endpoint (None: api.openai.com)
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the variable holding the key; "" for a server without keys
+    price_input_per_mtok: float | None = Field(None, ge=0)  # openai: USD per million tokens (None: list price)
+    price_output_per_mtok: float | None = Field(None, ge=0)
 
 
 class TasksConfig(_Frozen):
@@ -62,12 +76,19 @@ class PanelRef(_Frozen):
     file: str = "teachers/panel-verifiers.toml"
 
 
-class SFTConfigModel(_Frozen):
+class SFTSection(_Frozen):
+    """``[sft]``: each round's fine-tuning step (:class:`~tgrs_agents.loop.distill.SFTSettings`)."""
+
     steps: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(5e-4, gt=0)
     backend: Literal["auto", "trl", "torch"] = "auto"
-    lora_r: int | None = Field(None, ge=1)
+    lora_r: int | None = Field(None, ge=1)  # LoRA rank (alpha = 2 * rank); None: full fine-tuning
+
+    def settings(self, seed: int) -> SFTSettings:
+        lora = None if self.lora_r is None else LoraSettings(r=self.lora_r, alpha=2 * self.lora_r)
+        return SFTSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=seed,
+                           backend=self.backend, lora=lora)
 
 
 class WarmStartConfig(_Frozen):
@@ -96,10 +117,12 @@ class RefineConfig(_Frozen):
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     target: Literal["response", "instruction", "both"] = "response"
+    price_input_per_mtok: float | None = Field(None, ge=0)  # USD per million tokens; unset: list price
+    price_output_per_mtok: float | None = Field(None, ge=0)
 
 
 class LoopConfig(_Frozen):
-    rounds: int = Field(3, ge=1)
+    rounds: int = Field(3, ge=0)  # 0: evaluate the starting student only
     eval_k: int = Field(8, ge=1)
     eval_temperature: float = Field(1.0, ge=0)
     pool_cap_per_task: int = Field(4, ge=1)
@@ -108,11 +131,20 @@ class LoopConfig(_Frozen):
     tasks: TasksConfig = TasksConfig()
     generate: GenerateConfig = GenerateConfig()
     panel: PanelRef = PanelRef()
-    sft: SFTConfigModel = SFTConfigModel()
+    sft: SFTSection = SFTSection()
     warm_start: WarmStartConfig = WarmStartConfig()
     filters: FiltersConfig = FiltersConfig()
     refine: RefineConfig = RefineConfig()
     base_dir: str = "."
+    source: str | None = None  # the config file, for error messages (set by load_run_config)
+
+    @model_validator(mode="after")
+    def _servable(self) -> LoopConfig:
+        if self.student.backend == "openai" and self.rounds > 0:
+            raise ConfigError(f"a served model cannot be fine-tuned: backend \"openai\" needs rounds = 0 "
+                              f"(evaluate it); got rounds = {self.rounds}", file=self.source,
+                              field="student.backend")
+        return self
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
@@ -120,18 +152,14 @@ class LoopConfig(_Frozen):
 
 
 def load_run_config(path: str | Path, **overrides: Any) -> LoopConfig:
+    """Read and validate a run config; ``overrides`` (e.g. ``rounds`` from the command line) replace keys."""
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError("run config file not found", file=path) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"expected valid TOML: {e}", file=path) from None
+    doc = read_toml(path, what="run config")
     doc.update(overrides)
     doc.setdefault("base_dir", str(path.resolve().parent))
+    doc["source"] = str(path)
     try:
         return LoopConfig.model_validate(doc)
     except ValidationError as e:
-        loc, msg = pydantic_problem(e)
+        loc, msg = pydantic_problem(e, obj="a table")
         raise ConfigError(msg, file=path, field=loc) from None

@@ -45,7 +45,8 @@ from itertools import count, pairwise
 from pathlib import Path
 from typing import Any, Literal
 
-from ..chat import template_messages
+from ..chat import has_generation_markers, template_messages
+from ..errors import ConfigError
 
 SMALL_MODEL_PARAMS = 50_000_000  # backend "auto": below this, on CPU, the plain loop (bench_sft.py)
 ONE_THREAD_PARAMS = 5_000_000  # threads None: below this, on CPU, one torch thread (see the module docstring)
@@ -106,11 +107,16 @@ def load_rows(data: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any
 def training_template(tokenizer: Any) -> str | None:
     """None when the tokenizer's chat template marks assistant text with ``{% generation %}`` (the tiny student's
     does); else TRL's patched training copy of a known template (Qwen, Llama, Gemma, ...), as SFTTrainer does."""
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
     if not tokenizer.chat_template:
-        raise ValueError("the tokenizer has no chat template to render the conversations with")
-    return None if has_generation_markers(tokenizer.chat_template) else get_training_chat_template(tokenizer)
+        raise ConfigError("the tokenizer has no chat template to render the conversations with")
+    if has_generation_markers(tokenizer.chat_template):
+        return None
+    from trl.chat_template_utils import get_training_chat_template
+
+    try:
+        return get_training_chat_template(tokenizer)
+    except ValueError as e:  # a template TRL has no training copy of: the loss mask cannot be built
+        raise ConfigError(f"the chat template has no {{% generation %}} markers: {e}") from None
 
 
 def encode(tokenizer: Any, row: dict[str, Any], max_length: int, template: str | None = None) -> dict[str, list[int]]:
@@ -316,7 +322,8 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     rows, template = load_rows(data), training_template(tokenizer)
     examples = [e for e in (encode(tokenizer, r, s.max_length, template) for r in rows) if any(e["assistant_masks"])]
     if not examples:
-        raise ValueError("no row has an assistant token to train on")
+        raise ConfigError("no row has an assistant token to train on",
+                          file=data if isinstance(data, str | Path) else None)
 
     # -- train (the caller's thread count is restored afterwards)
     backend = pick_backend(model, s, device)

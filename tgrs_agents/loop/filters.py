@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ..chat import FLAT, SPOKEN, has_generation_markers, pieces, render, template_messages
 
 Record = dict[str, Any]
 
@@ -91,13 +92,12 @@ def pass_rates_from_run(run_dir: Any) -> dict[str, float]:
     """Pass rates from a curate run directory: accepted / (accepted + rejected) per task."""
     from pathlib import Path
 
+    from ..curate.layout import CurateDir
     from ..curate.store import iter_jsonl
 
-    pairs: list[tuple[str, bool]] = []
-    for name, ok in (("accepted", True), ("rejected", False)):
-        p = Path(run_dir) / f"{name}.jsonl"
-        if p.exists():
-            pairs += [(_task(r), ok) for r in iter_jsonl(p)]
+    run = CurateDir(Path(run_dir))
+    pairs = [(_task(r), ok) for name, ok in (("accepted", True), ("rejected", False))
+             for r in iter_jsonl(run.jsonl(name))]
     return pass_rates(pairs)
 
 
@@ -129,28 +129,16 @@ def response_tokens(rec: Record, tokenizer: Any) -> int:
 
     Templates without generation markers: the tokens of the assistant texts and tool-call arguments.
     """
-    from ..chat import template_messages
-
-    msgs = template_messages(rec["messages"])
-    template = str(getattr(tokenizer, "chat_template", "") or "")
-    if re.search(r"{%-?\s*generation\s*-?%}", template):
-        enc = tokenizer.apply_chat_template(msgs, tools=rec.get("tools") or None, tokenize=True,
-                                            return_dict=True, return_assistant_tokens_mask=True)
+    if has_generation_markers(getattr(tokenizer, "chat_template", None)):
+        enc = tokenizer.apply_chat_template(template_messages(rec["messages"]), tools=rec.get("tools") or None,
+                                            tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
         return int(sum(enc["assistant_masks"]))
     return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in _assistant_texts(rec))
 
 
 def _assistant_texts(rec: Record) -> list[str]:
-    out = []
-    for m in rec["messages"]:
-        if m.get("role") != "assistant":
-            continue
-        out.append(_text(m.get("content")))
-        for tc in m.get("tool_calls") or []:
-            fn = tc.get("function", {})
-            args = fn.get("arguments")
-            out.append(f"{fn.get('name', '')} {args if isinstance(args, str) else json.dumps(args)}")
-    return [t for t in out if t]
+    """The assistant's texts and ``name args`` per tool call (:data:`tgrs_agents.chat.SPOKEN`)."""
+    return pieces(rec["messages"], SPOKEN, roles={"assistant"})
 
 
 def count_chars(rec: Record) -> int:
@@ -184,28 +172,9 @@ _SPACE = re.compile(r"\s+")
 _MERSENNE = (1 << 61) - 1
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
 def trajectory_text(rec: Record) -> str:
-    """The trajectory after the instruction, normalised: casefolded, whitespace collapsed."""
-    parts = []
-    seen_assistant = False
-    for m in rec["messages"]:
-        seen_assistant = seen_assistant or m.get("role") == "assistant"
-        if not seen_assistant:
-            continue
-        parts.append(_text(m.get("content")))
-        for tc in m.get("tool_calls") or []:
-            fn = tc.get("function", {})
-            args = fn.get("arguments")
-            parts.append(f"{fn.get('name', '')}({args if isinstance(args, str) else json.dumps(args, sort_keys=True)})")
-    return _SPACE.sub(" ", " ".join(p for p in parts if p)).strip().casefold()
+    """The trajectory after the instruction (:data:`tgrs_agents.chat.FLAT`), casefolded, whitespace collapsed."""
+    return _SPACE.sub(" ", render(rec["messages"], FLAT, from_assistant=True)).strip().casefold()
 
 
 def shingles(text: str, n: int) -> frozenset[str]:

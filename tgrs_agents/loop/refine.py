@@ -13,7 +13,8 @@ What a refiner rewrites (``target``)
 Implementations of the :class:`Refiner` protocol (``async def refine(candidate) -> Candidate``):
 
 * :class:`OpenAIRefiner`: any OpenAI-compatible chat model through the ``openai`` SDK, one
-  request per rewrite, structured output ``{"text": ...}`` (a plain-text reply is used as is).
+  request per rewrite through the paid-call layer (limiter, retries, budget, cost, like a judge),
+  structured output ``{"text": ...}`` (a plain-text reply is used as is).
 * :class:`GeneratorRefiner`: a local model through a generation backend
   (:class:`~tgrs_agents.generate.hf.TransformersBackend`); concurrent rewrites are coalesced into
   one ``complete`` call by a :class:`~tgrs_agents.teachers.batching.MicroBatcher`.
@@ -48,11 +49,15 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from ..errors import BudgetExhausted, TeacherError
 from ..teachers.batching import MicroBatcher
 from ..teachers.student_compat import Bounds, CompatScores, instruction_text, split_instruction, transcript
-from ..types import Candidate
+from ..types import Candidate, Usage
+
+if TYPE_CHECKING:
+    from ..paid.services import Services
 
 Target = Literal["response", "instruction", "both"]
 Choice = Literal["original", "refined", "dropped"]
@@ -175,34 +180,64 @@ class PromptRefiner(ABC):
 class OpenAIRefiner(PromptRefiner):
     """A refiner on any OpenAI-compatible chat endpoint (``client`` may be injected, e.g. for tests).
 
-    The SDK retries on its own here (``max_retries``): the refine stage has no wrapper layer of its own.
+    Each rewrite crosses the paid-call layer like a judge call: the endpoint's limiter from
+    ``services`` (shared with judges and the generator on the same endpoint), the run's retry
+    policy bounded by ``max_attempts``, and the run's budget, priced at the model's list price or
+    ``price_*_per_mtok`` (an unknown model needs them; 0 for a self-hosted one). ``usage`` adds up
+    every attempt. Rewrites are not cached: the ledger holds verdicts keyed by a candidate, a
+    finished refine stage is recorded in ``refine.jsonl`` and not re-run, and an API model at
+    temperature 0 is not deterministic enough to promise the same rewrite twice.
+    ``max_retries`` is the old name of ``max_attempts - 1`` (the SDK's own retries are off).
     """
 
     def __init__(self, model: str, *, client: Any = None, base_url: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", temperature: float = 0.0, max_tokens: int = 512,
-                 timeout_s: float = 60.0, max_retries: int = 2, structured: bool = True, **kw: Any) -> None:
+                 api_key_env: str | None = "OPENAI_API_KEY", temperature: float = 0.0,
+                 max_tokens: int = 512, timeout_s: float = 60.0, max_retries: int | None = None,
+                 structured: bool = True, services: Services | None = None, rpm: float | None = None,
+                 tpm: float | None = None, max_concurrency: int = 512, max_attempts: int = 5,
+                 price_input_per_mtok: float | None = None, price_output_per_mtok: float | None = None,
+                 **kw: Any) -> None:
+        from ..generate.openai_backend import ChatCompletions
+        from ..paid.limits import EndpointLimits
+        from ..paid.services import Services
+
         super().__init__(**{"name": f"openai:{model}", **kw})
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.structured = structured
         self.calls = 0
-        if client is None:
-            import openai
+        self.usage = Usage()
+        self.services = services or Services()
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        self.adapter = ChatCompletions(
+            f"refiner:{model}", model, url, api_key_env,
+            limits=EndpointLimits(rpm=rpm, tpm=tpm, max_concurrency=max_concurrency),
+            price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
+            timeout_s=timeout_s, max_attempts=max_attempts if max_retries is None else max_retries + 1,
+            client=client)
+        self._paid = self.services.stack(self.adapter)
 
-            client = openai.AsyncOpenAI(api_key=os.environ[api_key_env], base_url=base_url,
-                                        max_retries=max_retries, timeout=timeout_s)
-        self.client = client
+    @property
+    def client(self) -> Any:
+        return self.adapter.client
 
     async def ask(self, prompt: str) -> str:
-        extra: dict[str, Any] = {}
+        from ..generate.openai_backend import ChatRequest
+
+        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                                "temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.structured:
-            extra["response_format"] = {"type": "json_schema", "json_schema": {
+            body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "rewrite", "strict": True, "schema": REWRITE_SCHEMA}}
         self.calls += 1
-        resp = await self.client.chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": prompt}],
-            temperature=self.temperature, max_tokens=self.max_tokens, **extra)
+        try:
+            paid = await self._paid.call(ChatRequest(body, len(prompt) // 4 + 16, self.max_tokens))
+        except (TeacherError, BudgetExhausted) as e:
+            self.usage = self.usage + (e.usage or Usage())
+            raise
+        self.usage = self.usage + paid.usage
+        resp = paid.value
         content = (resp.choices[0].message.content if resp.choices else None) or ""
         if self.structured:
             try:
@@ -214,9 +249,7 @@ class OpenAIRefiner(PromptRefiner):
         return content
 
     async def aclose(self) -> None:
-        close = getattr(self.client, "close", None)
-        if close is not None:
-            await close()
+        await self.adapter.aclose()
 
 
 class GeneratorRefiner(PromptRefiner):

@@ -45,6 +45,16 @@ def default_price(model: str) -> tuple[float, float] | None:
     return best[1] if best else None
 
 
+def price_for(model: str, input_per_mtok: float | None = None,
+              output_per_mtok: float | None = None) -> Price | None:
+    """The prices given, else the list price of ``model``; None when neither is known (the caller
+    raises a ConfigError naming its own field: an unpriced call would make the budget meaningless)."""
+    known = default_price(model) or (None, None)
+    pin = input_per_mtok if input_per_mtok is not None else known[0]
+    pout = output_per_mtok if output_per_mtok is not None else known[1]
+    return None if pin is None or pout is None else Price(float(pin), float(pout))
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     input_per_mtok: float

@@ -1,29 +1,47 @@
-"""Per-endpoint rate limits: request and token buckets, a concurrency cap, Retry-After, adaptive backoff.
+"""Per-endpoint rate limits: request and token buckets, calls in flight, Retry-After, adaptive backoff.
 
 One :class:`EndpointLimiter` exists per endpoint key (base URL + a hash of the API key), shared by
-every teacher on that account, because that is the unit the provider limits. Before a call it takes
-one request token and the *estimated* tokens; after the call it reconciles the estimate with the
-usage the API reported, learns the real limits from ``x-ratelimit-*`` / ``anthropic-ratelimit-*``
-headers (of errors too: a 429 states the limit it enforces), and on a 429 pauses the whole endpoint
-for the server's ``retry-after``, spends its banked requests so the callers it releases are paced
-rather than a herd, and cuts its rate (multiplicative decrease, additive recovery) so one storm does
-not repeat -- unless the server stated a limit we keep within and the 429s are an isolated burst.
-Several teachers on one endpoint share the lowest rate any of them states.
+every paid call on that account, because that is the unit the provider limits. It is meant to need
+no tuning:
 
-Buckets run on *debt*: a caller reserves tokens at once (the bucket may go negative) and sleeps for
-the debt, so waiting callers are served in order and pacing is exact. Time comes from an injectable
-:class:`Clock`, so tests run in milliseconds.
+* **Pacing.** Before a call it takes one request token and the *estimated* tokens; after the call
+  it reconciles the estimate with the usage the API reported. Buckets run on *debt*: a caller
+  reserves at once (the bucket may go negative) and sleeps for the debt, so waiting callers are
+  served in order and pacing is exact. Until the provider has said how much may be banked, the
+  request bucket starts with one token: the first second is paced, not a herd that outruns a bank
+  already spent by another client and, on a busy event loop, bunches what follows.
+* **Banks.** The ``x-ratelimit-*`` / ``anthropic-ratelimit-*`` headers (of errors too: a 429
+  states the limit it enforces) give the limit, which only ever lowers a rate, and, with the reset
+  time, how much the provider lets a client bank (:mod:`.ratelimit_headers`): on an allowance per
+  minute the limiter spends what the server says is left, keeping ``RESERVE_S`` of rate in it
+  against jitter, and wakes the callers already waiting. ``EndpointLimits.burst_s`` states the bank
+  instead (then it is spent from the start).
+* **Calls in flight** follow the rate and the observed latency (:class:`.slots.SlotGate`, Little's
+  law under the ``max_concurrency`` ceiling), so a cap never sets the pace.
+* **429s.** A 429 pauses the whole endpoint for the server's ``retry-after``, spends the bank so the
+  callers it releases are paced rather than a herd, stops trusting learned banks for a while, and
+  cuts the rate and the calls in flight (multiplicative decrease, additive recovery) so one storm
+  does not repeat -- unless the server stated a limit we keep within and the 429s are an isolated
+  burst. Several callers on one endpoint share the lowest rate any of them states.
+
+Time comes from an injectable :class:`Clock`, so tests run in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from . import ratelimit_headers
+from .ratelimit_headers import parse_reset
+from .slots import SlotGate
+
+__all__ = ["Clock", "EndpointLimiter", "EndpointLimits", "FakeClock", "LimiterRegistry", "LimiterStats",
+           "SystemClock", "TokenBucket", "endpoint_key", "parse_reset"]
 
 
 class Clock(Protocol):
@@ -36,6 +54,9 @@ class SystemClock:
     def now(self) -> float:
         return time.monotonic()
 
+    def wall(self) -> float:
+        return time.time()
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
@@ -43,12 +64,17 @@ class SystemClock:
 class FakeClock:
     """Virtual time: ``sleep`` advances the clock instead of waiting (for deterministic tests)."""
 
+    EPOCH = 1_750_000_000.0  # what ``wall`` reads at t = 0 (rate-limit headers give POSIX times)
+
     def __init__(self, start: float = 0.0) -> None:
         self.t = start
         self.slept: list[float] = []
 
     def now(self) -> float:
         return self.t
+
+    def wall(self) -> float:
+        return self.EPOCH + self.t
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
@@ -59,11 +85,13 @@ class FakeClock:
 class TokenBucket:
     """``rate`` tokens per second, at most ``capacity`` banked; reservations may run into debt."""
 
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
+    def __init__(self, rate: float, capacity: float, now: float, tokens: float | None = None) -> None:
         self.rate = rate
         self.capacity = capacity
-        self.tokens = capacity
+        self.tokens = capacity if tokens is None else min(capacity, tokens)
         self.t = now
+        self.pending = 0.0  # reserved by callers still waiting for their turn
+        self.raised = 0.0  # added by what the server said was banked (waiters re-time by it)
 
     def _refill(self, now: float) -> None:
         if now > self.t:
@@ -86,6 +114,16 @@ class TokenBucket:
         self._refill(now)
         self.tokens = min(self.tokens, remaining)
 
+    def lift(self, level: float, now: float) -> float:
+        """The server holds more for us than we believed: raise the bank to ``level``; the rise."""
+        self._refill(now)
+        rise = min(level, self.capacity) - self.tokens
+        if rise <= 0:
+            return 0.0
+        self.tokens += rise
+        self.raised += rise
+        return rise
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointLimits:
@@ -93,8 +131,8 @@ class EndpointLimits:
     tpm: float | None = None  # input + output tokens (OpenAI style)
     input_tpm: float | None = None  # Anthropic style
     output_tpm: float | None = None
-    max_concurrency: int = 64
-    burst_s: float = 1.0  # bucket capacity, in seconds of rate
+    max_concurrency: int = 512  # a ceiling: calls in flight follow rate x latency below it
+    burst_s: float | None = None  # the provider's bank in seconds of rate; None: learn it from headers
 
 
 @dataclass(slots=True)
@@ -103,31 +141,23 @@ class LimiterStats:
     waited_s: float = 0.0
     rate_limited: int = 0
     learned: dict[str, float] = field(default_factory=dict)
+    bank_s: dict[str, float] = field(default_factory=dict)  # the bank window the headers showed
+    lifted: float = 0.0  # requests the server's bank let through ahead of the rate
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
-
-
-def parse_reset(value: str) -> float | None:
-    """OpenAI reset durations such as ``"1s"``, ``"6m0s"``, ``"120ms"``; seconds or None."""
-    m = _DURATION.match(value.strip())
-    if not m or not any(m.groups()):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    h, mi, s, ms = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mi * 60 + s + ms / 1000
+DEFAULT_BURST_S = 1.0  # bucket capacity, in seconds of rate, until the provider says otherwise
 
 
 class EndpointLimiter:
-    """Shared limits of one endpoint. Use ``async with limiter.slot(est_in, est_out) as permit``."""
+    """Shared limits of one endpoint: ``permit = await acquire(...)``, then ``release(..., permit=permit)``."""
 
     MIN_FACTOR = 0.1
     DECREASE = 0.7
     RECOVER_PER_SUCCESS = 0.01
     EPISODE_S = 1.0  # 429s this close together are one episode: at most one cut each
     QUIET_S = 5.0  # an episode this long after the last 429 is isolated
+    RESERVE_S = 0.5  # of a learned bank, this much rate stays unspent (slack for bunched arrivals)
+    DISTRUST_S = 60.0  # after a 429, banks learned from headers are not spent for this long
 
     def __init__(self, key: str, limits: EndpointLimits, clock: Clock | None = None) -> None:
         self.key = key
@@ -138,58 +168,107 @@ class EndpointLimiter:
         self._paused_until = 0.0
         self._episode = -1e9  # when the current episode of 429s began
         self._last_429 = -1e9
+        self._distrust_until = -1e9
         self._stated: dict[str, float] = {}  # per-minute limits the server stated in headers
-        self._sem = asyncio.Semaphore(limits.max_concurrency)
+        self._window: dict[str, float] = {}  # bank windows (s) the headers showed, per bucket
         self._synced: set[str] = set()
+        self._wakers: set[asyncio.Future[None]] = set()  # callers sleeping on debt
+        self.slots = SlotGate(limits.max_concurrency)
         now = self.clock.now()
-        b = limits.burst_s
-
-        def bucket(per_min: float | None) -> TokenBucket | None:
-            return TokenBucket(per_min / 60, max(1.0, per_min / 60 * b), now) if per_min else None
-
-        self.requests = bucket(limits.rpm)
-        self.tokens = bucket(limits.tpm)
-        self.input = bucket(limits.input_tpm)
-        self.output = bucket(limits.output_tpm)
+        self.requests = self._bucket("requests", limits.rpm, now)
+        self.tokens = self._bucket("tokens", limits.tpm, now)
+        self.input = self._bucket("input", limits.input_tpm, now)
+        self.output = self._bucket("output", limits.output_tpm, now)
         self._base = {n: bk.rate for n, bk in self._buckets().items()}
+        self._sync_rate()
+
+    def _bucket(self, name: str, per_min: float | None, now: float) -> TokenBucket | None:
+        if not per_min:
+            return None
+        rate, b = per_min / 60, self.limits.burst_s
+        # a bank nobody stated is not spent at once: the request bucket starts with one token
+        start = 1.0 if b is None and name == "requests" else None
+        return TokenBucket(rate, max(1.0, rate * (b or DEFAULT_BURST_S)), now, start)
 
     def _buckets(self) -> dict[str, TokenBucket]:
         named = {"requests": self.requests, "tokens": self.tokens, "input": self.input,
                  "output": self.output}
         return {n: bk for n, bk in named.items() if bk is not None}
 
+    def _sync_rate(self) -> None:
+        self.slots.rate = self.requests.rate if self.requests is not None else None
+
+    # ----- one call ---------------------------------------------------------------------------------
     async def acquire(self, est_in: int = 0, est_out: int = 0) -> float:
-        """Wait for a concurrency slot, any Retry-After pause, and the bucket tokens.
+        """Wait for a slot, any Retry-After pause, and the bucket tokens.
 
         Returns the permit (the clock time the call may start); hand it back to :meth:`release`."""
-        await self._sem.acquire()
+        await self.slots.enter()
         try:
             t0 = self.clock.now()
             while (pause := self._paused_until - self.clock.now()) > 0:
                 await self.clock.sleep(pause)
             now = self.clock.now()
             wait = 0.0
-            for bk, n in ((self.requests, 1), (self.tokens, est_in + est_out),
-                          (self.input, est_in), (self.output, est_out)):
+            held: list[tuple[TokenBucket, float, float, float]] = []
+            amounts: dict[str, float] = {}
+            for name, bk, n in (("requests", self.requests, 1), ("tokens", self.tokens, est_in + est_out),
+                                ("input", self.input, est_in), ("output", self.output, est_out)):
                 if bk is not None and n:
                     wait = max(wait, bk.reserve(n, now))
+                    held.append((bk, n, bk.tokens, bk.raised))
+                    amounts[name] = n
             if wait > 0:
-                await self.clock.sleep(wait)
+                await self._wait_turn(held, now, wait)
             self.stats.acquired += 1
             start = self.clock.now()
             self.stats.waited_s += start - t0
+            self.slots.started(start, amounts)
             return start
         except BaseException:
-            self._sem.release()
+            self.slots.exit()
             raise
+
+    async def _wait_turn(self, held: list[tuple[TokenBucket, float, float, float]], t_res: float,
+                         wait: float) -> None:
+        """Sleep for the debt; if the server's bank lifts the buckets meanwhile, go sooner."""
+        for bk, n, _, _ in held:
+            bk.pending += n
+        try:
+            while wait > 0:
+                if not await self._sleep_unless_lifted(wait):
+                    return
+                now = self.clock.now()  # where each reservation stands now, with the lift
+                wait = max((-(pos + bk.raised - raised0 + (now - t_res) * bk.rate) / bk.rate
+                            for bk, _, pos, raised0 in held), default=0.0)
+        finally:
+            for bk, n, _, _ in held:
+                bk.pending -= n
+
+    async def _sleep_unless_lifted(self, wait: float) -> bool:
+        """Sleep ``wait`` seconds; True if a lift of the buckets woke us first."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sleeper = asyncio.ensure_future(self.clock.sleep(wait))
+        sleeper.add_done_callback(lambda _: fut.done() or fut.set_result(None))
+        self._wakers.add(fut)
+        try:
+            await fut
+        finally:
+            self._wakers.discard(fut)
+            lifted = not sleeper.done()
+            sleeper.cancel()
+        return lifted
 
     def release(self, est_in: int = 0, est_out: int = 0, used_in: int | None = None,
                 used_out: int | None = None, *, permit: float | None = None) -> None:
         """Free the slot and reconcile the estimate with what the API reported.
 
-        ``permit`` is what :meth:`acquire` returned (the call's start), so the limiter sees latency."""
-        self._sem.release()
+        ``permit`` is what :meth:`acquire` returned (the call's start), so the limiter sees the
+        latency; without it the call still ends, only unmeasured."""
         now = self.clock.now()
+        self.slots.ended(permit, now)
+        in_debt = any(bk.tokens < 0 for bk in self._buckets().values())
+        self.slots.exit(grow=not in_debt)
         if used_in is not None and used_out is not None:
             if self.tokens is not None:
                 self.tokens.credit((est_in + est_out) - (used_in + used_out), now)
@@ -198,28 +277,33 @@ class EndpointLimiter:
             if self.output is not None:
                 self.output.credit(est_out - used_out, now)
 
+    # ----- what the server says -------------------------------------------------------------------
     def on_success(self) -> None:
         if self.factor < 1.0:
             self._set_factor(min(1.0, self.factor + self.RECOVER_PER_SUCCESS))
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause every caller for ``retry_after``, spend the bank, and maybe cut the rate.
+        """A 429: pause every caller for ``retry_after``, spend the bank, and maybe cut.
 
-        The rate is cut (once per episode of 429s) unless the server has stated its request limit,
-        we keep within it, and the episode is isolated: then the 429 says that a burst (say, of
-        requests held up by a busy event loop) outran the server's bank, not that our rate is
-        too high, and slowing down for the rest of the run would only cost time. A second episode
-        within ``QUIET_S`` (e.g. another client on the same account) is cut as usual.
+        The rate and the calls in flight are cut (once per episode of 429s) unless the server has
+        stated its request limit, we keep within it, and the episode is isolated: then the 429
+        says that a burst (say, of requests held up by a busy event loop) outran the server's bank,
+        not that our rate is too high, and slowing down for the rest of the run would only cost
+        time. A second episode within ``QUIET_S`` (e.g. another client on the same account) is cut
+        as usual. Either way, banks learned from headers are not spent for ``DISTRUST_S``: a
+        provider whose headers promise a minute's bank but who enforces less is not believed twice.
         """
         now = self.clock.now()
         self.stats.rate_limited += 1
         pause = retry_after if retry_after is not None else 1.0
         self._paused_until = max(self._paused_until, now + pause)
+        self._distrust_until = now + self.DISTRUST_S
         if now - self._episode >= self.EPISODE_S:
             isolated = now - self._last_429 >= self.QUIET_S
             self._episode = now
             if not (isolated and self._within_stated_limit()):
                 self._set_factor(max(self.MIN_FACTOR, self.factor * self.DECREASE))
+                self.slots.cut()
         self._last_429 = now
         if self.requests is not None:
             # the server has its next request for us in ``pause``: spend what we banked (and what
@@ -236,66 +320,73 @@ class EndpointLimiter:
         self.factor = f
         for name, bk in self._buckets().items():
             bk.rate = self._base[name] * f
+        self._sync_rate()
+
+    def _capacity(self, name: str) -> float:
+        return max(1.0, self._base[name] * max(self.limits.burst_s or DEFAULT_BURST_S,
+                                               self._window.get(name, 0.0)))
+
+    def _lower(self, name: str, per_min: float, now: float) -> None:
+        """Adopt a rate we were not told about, or keep the lower of ours and ``per_min``."""
+        bk = getattr(self, name)
+        if bk is None:
+            bk = self._bucket(name, per_min, now)
+            setattr(self, name, bk)
+            self._base[name] = bk.rate
+            bk.rate *= self.factor
+        elif per_min / 60 < self._base[name]:
+            self._base[name] = per_min / 60
+            bk.rate = self._base[name] * self.factor
+            bk.capacity = min(bk.capacity, self._capacity(name))
+            bk.tokens = min(bk.tokens, bk.capacity)  # and so is the burst it will take
+        self._sync_rate()
 
     def tighten(self, limits: EndpointLimits) -> None:
-        """Another teacher on this endpoint states its limits: keep the lower of each rate."""
+        """Another caller on this endpoint states its limits: keep the lower of each rate."""
         now = self.clock.now()
         for name, per_min in (("requests", limits.rpm), ("tokens", limits.tpm),
                               ("input", limits.input_tpm), ("output", limits.output_tpm)):
-            if not per_min:
-                continue
-            bk = getattr(self, name)
-            if bk is None:
-                bk = TokenBucket(per_min / 60, max(1.0, per_min / 60 * self.limits.burst_s), now)
-                setattr(self, name, bk)
-                self._base[name] = bk.rate
-                bk.rate *= self.factor
-            elif per_min / 60 < self._base[name]:
-                self._base[name] = per_min / 60
-                bk.rate = self._base[name] * self.factor
-                bk.capacity = min(bk.capacity, max(1.0, self._base[name] * self.limits.burst_s))
-                bk.tokens = min(bk.tokens, bk.capacity)
+            if per_min:
+                self._lower(name, per_min, now)
 
     def learn(self, headers: Mapping[str, str]) -> None:
-        """Take the server's word for its limits (``x-ratelimit-*`` / ``anthropic-ratelimit-*``)."""
+        """Take the server's word for its limits and its bank (``x-ratelimit-*`` /
+        ``anthropic-ratelimit-*``; see :mod:`.ratelimit_headers`)."""
         now = self.clock.now()
-        h = {k.lower(): v for k, v in headers.items()}
-        pairs = (
-            ("requests", "x-ratelimit-remaining-requests", "x-ratelimit-limit-requests"),
-            ("tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens"),
-            ("requests", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-limit"),
-            ("input", "anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-limit"),
-            ("output", "anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-limit"),
-        )
-        buckets = self._buckets()
-        for name, rem_h, lim_h in pairs:
-            if rem_h not in h:
+        wall = getattr(self.clock, "wall", time.time)()
+        for r in ratelimit_headers.read(headers, wall):
+            name = r.bucket
+            self.stats.learned[name] = r.limit if r.limit is not None else r.remaining
+            if r.limit is not None:
+                self._stated[name] = r.limit
+                if r.limit > 0:  # the server's limit, if lower than we were told (or not told)
+                    self._lower(name, r.limit, now)
+            bk = getattr(self, name)
+            if bk is None:
                 continue
-            try:
-                remaining = float(h[rem_h])
-                limit = float(h[lim_h]) if lim_h in h else None
-            except ValueError:
-                continue
-            self.stats.learned[name] = limit if limit is not None else remaining
-            if limit is not None:
-                self._stated[name] = limit
-            bk = buckets.get(name)
-            if bk is None and limit is not None and limit > 0:
-                # a limit we were not told about: adopt it (per minute), starting from what is left
-                bk = TokenBucket(limit / 60, max(1.0, limit / 60 * self.limits.burst_s), now)
-                setattr(self, name, bk)
-                self._base[name] = bk.rate
-                bk.rate *= self.factor
-            elif bk is not None and limit is not None and limit / 60 < self._base[name]:
-                self._base[name] = limit / 60  # the server's limit is lower than we were told
-                bk.rate = self._base[name] * self.factor
-                bk.capacity = min(bk.capacity, max(1.0, self._base[name] * self.limits.burst_s))
-                bk.tokens = min(bk.tokens, bk.capacity)  # and so is the burst it will take
-            if bk is not None and name not in self._synced:
-                # first word from the server: the account may already be partly used elsewhere.
-                # Later "remaining" values are as old as the call's latency, so we don't chase them.
+            if name not in self._synced:
+                # first word from the server: the account may already be partly used elsewhere
                 self._synced.add(name)
-                bk.clamp(remaining, now)
+                bk.clamp(r.remaining, now)
+            if self.limits.burst_s is None and (w := ratelimit_headers.bank_window(r)) is not None:
+                self._window[name] = self.stats.bank_s[name] = w
+                bk.capacity = self._capacity(name)
+                bk.tokens = min(bk.tokens, bk.capacity)
+            if name in self._window and now >= self._distrust_until:
+                self._spend_bank(name, bk, r.remaining, now)
+
+    def _spend_bank(self, name: str, bk: TokenBucket, remaining: float, now: float) -> None:
+        """Lift the bucket to what the server holds for us, less what may have started since this
+        response was counted and less a reserve; wake the callers whose turn that brings forward."""
+        bank = remaining * self._window[name] / 60  # ``remaining`` is scaled to the minute
+        level = bank - self.slots.since_oldest(name) - self.RESERVE_S * self._base[name] - bk.pending
+        rise = bk.lift(level, now)
+        if rise > 0:
+            if name == "requests":
+                self.stats.lifted += rise
+            for fut in list(self._wakers):
+                if not fut.done():
+                    fut.set_result(None)
 
 
 def endpoint_key(base_url: str, api_key: str | None) -> str:
@@ -305,7 +396,7 @@ def endpoint_key(base_url: str, api_key: str | None) -> str:
 
 
 class LimiterRegistry:
-    """One limiter per endpoint key; a later teacher on the same endpoint can only tighten it."""
+    """One limiter per endpoint key; a later caller on the same endpoint can only tighten it."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()

@@ -13,18 +13,21 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import TeacherError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How a run retries (one per run, on :class:`~tgrs_agents.paid.services.Services`); an
+    adapter's own ``max_attempts`` replaces this one's for its calls."""
+
     max_attempts: int = 5
     initial_s: float = 0.25
     max_wait_s: float = 30.0
@@ -46,6 +49,8 @@ def _retryable(policy: RetryPolicy, malformed_seen: list[int]) -> Callable[[Base
 
 @functools.cache
 def _first_wait_name() -> str:
+    from tenacity.wait import wait_exponential_jitter
+
     params = inspect.signature(wait_exponential_jitter.__init__).parameters  # once, not per call
     return "multiplier" if "multiplier" in params else "initial"
 
@@ -56,6 +61,8 @@ def _first_wait(seconds: float) -> dict[str, float]:
 
 
 def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    from tenacity.wait import wait_exponential_jitter
+
     expo = wait_exponential_jitter(max=policy.max_wait_s, jitter=policy.jitter_s,
                                    **_first_wait(policy.initial_s))
 
@@ -83,6 +90,8 @@ async def call_with_retries(
 
     The last error is re-raised with ``attempt`` set to the number of attempts made.
     """
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt  # on first use
+
     malformed_seen = [0]
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts),

@@ -1,7 +1,8 @@
 """SDK errors classified: an ``openai`` / ``anthropic`` exception becomes a :class:`TeacherError`.
 
 Adapters classify, the retry policy (:mod:`tgrs_agents.paid.retry`) decides: ``retryable``, ``kind``
-and the server's ``retry-after`` travel on the error. Classification is tested on real SDK exception
+and the server's ``retry-after`` travel on the error, and so do the response's headers, which the
+rate-limit layer hands to the endpoint's limiter. Classification is tested on real SDK exception
 objects.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import TeacherError
+from ..errors import ErrorKind, TeacherError
 
 
 def retry_after_from(headers: Mapping[str, str] | None) -> float | None:
@@ -39,7 +40,7 @@ def retry_after_from(headers: Mapping[str, str] | None) -> float | None:
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
-def classify_status(status: int) -> tuple[bool, str]:
+def classify_status(status: int) -> tuple[bool, ErrorKind]:
     """(retryable, kind) for an HTTP status."""
     if status == 429:
         return True, "rate_limit"
@@ -70,5 +71,6 @@ def classify_sdk_error(exc: BaseException, sdk: Any, teacher: str) -> TeacherErr
             f"HTTP {status} {type(exc).__name__}: {str(getattr(exc, 'message', exc))[:200]}",
             teacher=teacher, status=status, retryable=retryable, kind=kind,
             retry_after=retry_after_from(headers) if retryable else None,
+            headers=dict(headers.items()) if headers else None,
         )
     return None

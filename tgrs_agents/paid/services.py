@@ -1,13 +1,31 @@
-"""Run-wide services that paid teachers share: limiters per endpoint, the budget, the ledger, time."""
+"""Run-wide services that every paid call shares: limiters per endpoint, the budget, the ledger,
+the retry policy, time.
+
+One :class:`Services` per run, handed to whatever makes paid calls (the panel's judges, the
+OpenAI-compatible generator, the refiner), so they share one limiter per endpoint, one retry
+policy, one budget and one ledger. The retry policy is injected here (tests shorten its back-off
+with ``Services(retry=RetryPolicy(initial_s=0.01))``); an adapter's own ``max_attempts`` still
+bounds its attempts.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
+from .call import PaidAdapter, PaidJudge
 from .cost import Budget
 from .ledger import Ledger
 from .limits import Clock, LimiterRegistry, SystemClock
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .wrappers import PaidStack, PaidTeacher
+
+Req = TypeVar("Req")
+T = TypeVar("T")
+Teacher_ = TypeVar("Teacher_")
 
 
 @dataclass
@@ -16,19 +34,40 @@ class Services:
     budget: Budget = field(default_factory=Budget)
     ledger: Ledger | None = None
     limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
         self.limiters.clock = self.clock
 
-    def wrap(self, teacher: Any) -> Any:
-        """Wrap a paid teacher: Cached(Retrying(Costed(RateLimited(adapter)))); others as they are."""
-        if not getattr(teacher, "paid", False):
-            return teacher
-        from .wrappers import Cached, Costed, RateLimited, Retrying
+    def policy_for(self, adapter: PaidAdapter[Req, T]) -> RetryPolicy:
+        """The run's policy, bounded by the adapter's own ``max_attempts`` when it has one."""
+        if adapter.max_attempts is None:
+            return self.retry
+        return dataclasses.replace(self.retry, max_attempts=adapter.max_attempts)
 
-        limiter = self.limiters.get(teacher.endpoint_key, teacher.limits)
-        t: Any = Retrying(Costed(RateLimited(teacher, limiter), self.budget), self.clock)
-        return Cached(t, self.ledger) if self.ledger is not None else t
+    def stack(self, adapter: PaidAdapter[Req, T]) -> PaidStack[Req, T]:
+        """``adapter`` inside the layer: Retrying(Costed(RateLimited(adapter))), never cached."""
+        from .wrappers import Costed, PaidStack, RateLimited, Retrying  # tenacity: on first use
+
+        limiter = self.limiters.get(adapter.endpoint_key, adapter.limits)
+        outer = Retrying(Costed(RateLimited(adapter, limiter), self.budget, adapter.price,
+                                adapter.estimate),
+                         self.policy_for(adapter), sleep=self.clock.sleep, name=adapter.name)
+        return PaidStack(adapter, limiter, outer)
+
+    def wrap(self, teacher: Teacher_) -> Teacher_ | PaidTeacher:
+        """A paid judge inside the layer, with the ledger outermost when there is one and the
+        judge declares a cache identity; any other teacher as it is."""
+        if not isinstance(teacher, PaidJudge):
+            return teacher
+        from .wrappers import Cached, PaidTeacher
+
+        stack = self.stack(teacher)
+        identity = teacher.cache_identity()
+        cache = None
+        if self.ledger is not None and identity is not None:
+            cache = Cached(stack, self.ledger, identity)
+        return PaidTeacher(teacher, stack, cache)
 
     def close(self) -> None:
         if self.ledger is not None:

@@ -1,148 +1,139 @@
-"""Cross-cutting concerns as wrappers around a paid teacher, never code inside it.
+"""The paid-call layer: cross-cutting concerns as wrappers around an adapter, never code inside it.
 
-    Cached(Retrying(Costed(RateLimited(adapter))))
+    Cached(Retrying(Costed(RateLimited(adapter))))      Cached only for judges with a ledger
+
+Each layer is a :class:`~tgrs_agents.paid.call.PaidCall` (``await layer.call(request) -> Paid``):
 
 * :class:`RateLimited` takes a concurrency slot, a request token and the estimated tokens from the
-  endpoint's shared limiter for *each attempt*, reconciles with the reported usage, and tells the
-  limiter about 429s and headers.
-* :class:`Costed` checks the budget before each attempt and prices what each attempt used
-  (a malformed answer is paid for too).
+  endpoint's shared limiter for *each attempt*, reconciles with the reported usage, and hands the
+  response's headers (a 429's too) and any 429 to the limiter.
+* :class:`Costed` reserves the estimate on the budget before each attempt (a refusal raises
+  :class:`~tgrs_agents.errors.BudgetExhausted`) and prices what each attempt used, malformed
+  output included.
 * :class:`Retrying` runs the one retry policy and adds up the usage of every attempt.
-* :class:`Cached` answers from the verdict ledger: a hit makes no call, takes no rate token and
-  costs nothing; identical candidates in flight share one call.
+* :class:`Cached` answers a judge from the verdict ledger: a hit makes no call, takes no rate
+  token and costs nothing; identical candidates in flight share one call.
+
+:class:`PaidStack` is an adapter inside the layer (what :meth:`Services.stack` builds), and
+:class:`PaidTeacher` shows a paid judge to the panel as a teacher (``judge(candidate)``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ..errors import BudgetExhausted, TeacherError
 from ..types import Candidate, Usage, Verdict
-from .cost import Budget
+from .call import CacheIdentity, Paid, PaidAdapter, PaidCall, PaidJudge
+from .cost import Budget, Price
 from .ledger import Ledger, content_hash, teacher_key
-from .limits import Clock, EndpointLimiter, SystemClock
-from .retry import call_with_retries
+from .limits import EndpointLimiter
+from .retry import RetryPolicy, call_with_retries
+
+Req = TypeVar("Req")
+T = TypeVar("T")
 
 
-class Wrapper:
-    """Delegates everything but ``judge`` to the wrapped teacher."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def name(self) -> str:
-        return str(self.inner.name)
-
-    @property
-    def cost_rank(self) -> int:
-        return int(self.inner.cost_rank)
-
-    @property
-    def inline(self) -> bool:
-        return False
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+def _tokens(usage: Usage | None) -> tuple[int | None, int | None]:
+    return (None, None) if usage is None else (usage.input_tokens, usage.output_tokens)
 
 
-class RateLimited(Wrapper):
-    def __init__(self, inner: Any, limiter: EndpointLimiter) -> None:
-        super().__init__(inner)
+class RateLimited(Generic[Req, T]):
+    """The innermost layer: the endpoint's limiter around each attempt of ``adapter``."""
+
+    def __init__(self, adapter: PaidAdapter[Req, T], limiter: EndpointLimiter) -> None:
+        self.adapter = adapter
         self.limiter = limiter
-        inner.on_headers = limiter.learn
 
-    async def judge(self, candidate: Candidate) -> Verdict:
-        est_in, est_out = self.inner.estimate(candidate)
-        await self.limiter.acquire(est_in, est_out)
-        used: tuple[int | None, int | None] = (None, None)
+    async def call(self, request: Req) -> Paid[T]:
+        est_in, est_out = self.adapter.estimate(request)
+        permit = await self.limiter.acquire(est_in, est_out)
+        used: Usage | None = None
         try:
-            v: Verdict = await self.inner.judge(candidate)
-            used = (v.usage.input_tokens, v.usage.output_tokens)
-            self.limiter.on_success()
-            return v
+            result = await self.adapter.call(request)
         except TeacherError as e:
+            used = e.usage
+            if e.headers:
+                self.limiter.learn(e.headers)  # a 429 states the limit it enforces
             if e.kind == "rate_limit":
                 self.limiter.on_rate_limited(e.retry_after)
-            if isinstance(e.usage, Usage):
-                used = (e.usage.input_tokens, e.usage.output_tokens)
             raise
+        else:
+            used = result.usage
+            if result.headers:
+                self.limiter.learn(result.headers)
+            self.limiter.on_success()
+            return result
         finally:
-            self.limiter.release(est_in, est_out, *used)
+            self.limiter.release(est_in, est_out, *_tokens(used), permit=permit)
 
 
-class Costed(Wrapper):
-    def __init__(self, inner: Any, budget: Budget) -> None:
-        super().__init__(inner)
+class Costed(Generic[Req, T]):
+    """The budget around each attempt: reserve the estimate before, settle with the real cost after."""
+
+    def __init__(self, inner: PaidCall[Req, T], budget: Budget, price: Price,
+                 estimate: Callable[[Req], tuple[int, int]]) -> None:
+        self.inner = inner
         self.budget = budget
+        self.price = price
+        self.estimate = estimate
 
-    async def judge(self, candidate: Candidate) -> Verdict:
-        price = self.inner.price
-        token = self.budget.reserve(price.cost(*self.inner.estimate(candidate)))
+    async def call(self, request: Req) -> Paid[T]:
+        token = self.budget.reserve(self.price.cost(*self.estimate(request)))
         actual = 0.0
         try:
-            v: Verdict = await self.inner.judge(candidate)
-            actual = price.cost(v.usage.input_tokens, v.usage.output_tokens)
-            return v.model_copy(update={"usage": v.usage.model_copy(update={"cost_usd": actual})})
+            result = await self.inner.call(request)
+            actual = self.price.cost(result.usage.input_tokens, result.usage.output_tokens)
+            return dataclasses.replace(result, usage=result.usage.model_copy(update={"cost_usd": actual}))
         except TeacherError as e:
-            if isinstance(e.usage, Usage):
-                actual = price.cost(e.usage.input_tokens, e.usage.output_tokens)
+            if e.usage is not None:  # malformed output, say: billed, so priced
+                actual = self.price.cost(e.usage.input_tokens, e.usage.output_tokens)
                 e.usage = e.usage.model_copy(update={"cost_usd": actual})
             raise
         finally:
             self.budget.settle(token, actual)
 
 
-class Retrying(Wrapper):
-    def __init__(self, inner: Any, clock: Clock | None = None) -> None:
-        super().__init__(inner)
-        self.clock = clock or SystemClock()
-        self.attempts = 0
-        self.retries = 0
+class Retrying(Generic[Req, T]):
+    """The one retry policy; the result (or the error) carries the usage of every attempt."""
 
-    async def judge(self, candidate: Candidate) -> Verdict:
+    def __init__(self, inner: PaidCall[Req, T], policy: RetryPolicy, *,
+                 sleep: Callable[[float], Awaitable[None]], name: str) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.sleep = sleep
+        self.name = name
+
+    async def call(self, request: Req) -> Paid[T]:
         spent: list[Usage] = []
-        t0 = time.perf_counter()
 
         def failed(n: int, e: TeacherError) -> None:
-            spent.append(e.usage if isinstance(e.usage, Usage) else Usage(requests=1))
-
-        async def attempt(n: int) -> Verdict:
-            self.attempts += 1
-            self.retries += n > 1
-            return await self.inner.judge(candidate)  # type: ignore[no-any-return]
+            spent.append(e.usage if e.usage is not None else Usage(requests=1))
 
         try:
-            v = await call_with_retries(attempt, self.inner.retry_policy, sleep=self.clock.sleep,
-                                        on_failure=failed)
-        except TeacherError as e:
+            result = await call_with_retries(lambda n: self.inner.call(request), self.policy,
+                                             sleep=self.sleep, on_failure=failed)
+        except (TeacherError, BudgetExhausted) as e:
+            # a budget refusal keeps what the earlier attempts were billed: it goes on the record
             e.usage = sum(spent, Usage())
             e.teacher = self.name
             raise
-        except BudgetExhausted as e:
-            if not spent:
-                raise  # nothing was paid for this candidate: it stays pending
-            # earlier attempts were paid: keep their cost on an error verdict (the run still stops,
-            # the pipeline sees the refusal on the budget)
-            raise TeacherError(f"stopped by the budget after {len(spent)} failed attempt(s): {e}",
-                               teacher=self.name, kind="budget", usage=sum(spent, Usage())) from e
-        total = sum(spent, v.usage)
-        return v.model_copy(update={"usage": total, "latency_s": time.perf_counter() - t0})
+        return dataclasses.replace(result, usage=sum(spent, result.usage))
 
 
-class Cached(Wrapper):
-    def __init__(self, inner: Any, ledger: Ledger) -> None:
-        super().__init__(inner)
+class Cached:
+    """A judge's verdicts from the ledger, keyed by what decides them and the candidate's content."""
+
+    def __init__(self, inner: PaidCall[Candidate, Verdict], ledger: Ledger,
+                 identity: CacheIdentity) -> None:
+        self.inner = inner
         self.ledger = ledger
-        identity, prompt_text = inner.cache_identity()
-        self._tkey = teacher_key(identity, prompt_text)
-        self._inflight: dict[str, asyncio.Future[Verdict]] = {}
-        self.hits = 0
+        self._tkey = teacher_key(identity.identity, identity.prompt_hash)
+        self._inflight: dict[str, asyncio.Future[Paid[Verdict]]] = {}
 
     def key(self, candidate: Candidate) -> str:
         return f"{self._tkey[:32]}:{content_hash(candidate)}"
@@ -150,34 +141,99 @@ class Cached(Wrapper):
     def lookup(self, candidate: Candidate) -> Verdict | None:
         return self.ledger.get(self.key(candidate))
 
-    async def judge(self, candidate: Candidate) -> Verdict:
+    async def call(self, candidate: Candidate) -> Paid[Verdict]:
         key = self.key(candidate)
         shared = self._inflight.get(key)
         if shared is not None:
             try:
-                v = await asyncio.shield(shared)
+                leader = await asyncio.shield(shared)
             except TeacherError as e:
                 # the leader's error carries what its attempts cost; the follower paid nothing
                 raise TeacherError(str(e), teacher=e.teacher, attempt=e.attempt, status=e.status,
                                    retryable=e.retryable, retry_after=e.retry_after,
                                    kind=e.kind) from None
-            self.hits += 1
-            return v.model_copy(update={"cached": True, "usage": Usage(), "latency_s": 0.0})
+            except BudgetExhausted as e:
+                raise BudgetExhausted(str(e), teacher=e.teacher) from None
+            return Paid(leader.value, Usage(), cached=True)
         hit = self.ledger.get(key)
         if hit is not None:
-            self.hits += 1
-            return hit.model_copy(update={"teacher": self.name, "cached": True, "usage": Usage(),
-                                          "latency_s": 0.0})
-        fut: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+            return Paid(hit, Usage(), cached=True)
+        fut: asyncio.Future[Paid[Verdict]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            v = await self.inner.judge(candidate)
+            result = await self.inner.call(candidate)
         except BaseException as e:
             fut.set_exception(e if isinstance(e, Exception) else TeacherError("cancelled"))
             fut.exception()  # mark retrieved: followers re-raise it themselves
             raise
         finally:
             self._inflight.pop(key, None)
-        fut.set_result(v)
-        self.ledger.put(key, v)
-        return v
+        fut.set_result(result)
+        self.ledger.put(key, result.value.model_copy(update={"usage": result.usage}))
+        return result
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PaidStack(Generic[Req, T]):
+    """An adapter inside the layer: ``call`` goes through ``outer``; ``limiter`` is its endpoint's."""
+
+    adapter: PaidAdapter[Req, T]
+    limiter: EndpointLimiter
+    outer: PaidCall[Req, T]
+
+    async def call(self, request: Req) -> Paid[T]:
+        return await self.outer.call(request)
+
+
+class PaidTeacher:
+    """A paid judge as the panel sees it: a teacher whose ``judge`` crosses the paid-call layer.
+
+    The verdict carries the usage and cost of every attempt, ``cached`` for a ledger hit, and the
+    wall time of the whole call. ``lookup``, ``estimate`` and ``price`` serve the dry run.
+    """
+
+    paid: ClassVar[bool] = True
+    inline: ClassVar[bool] = False
+
+    def __init__(self, adapter: PaidJudge, stack: PaidStack[Candidate, Verdict],
+                 cache: Cached | None = None) -> None:
+        self.adapter = adapter
+        self.stack = stack
+        self.cache = cache
+        self._outer: PaidCall[Candidate, Verdict] = cache if cache is not None else stack
+
+    @property
+    def name(self) -> str:
+        return self.adapter.name
+
+    @property
+    def cost_rank(self) -> int:
+        return self.adapter.cost_rank
+
+    @property
+    def config(self) -> Any:
+        return self.adapter.config
+
+    @property
+    def limiter(self) -> EndpointLimiter:
+        return self.stack.limiter
+
+    @property
+    def price(self) -> Price:
+        return self.adapter.price
+
+    def estimate(self, candidate: Candidate) -> tuple[int, int]:
+        return self.adapter.estimate(candidate)
+
+    def lookup(self, candidate: Candidate) -> Verdict | None:
+        return self.cache.lookup(candidate) if self.cache is not None else None
+
+    async def judge(self, candidate: Candidate) -> Verdict:
+        t0 = time.perf_counter()
+        r = await self._outer.call(candidate)
+        return r.value.model_copy(update={
+            "teacher": self.name, "usage": r.usage, "cached": r.cached,
+            "latency_s": 0.0 if r.cached else time.perf_counter() - t0})
+
+    async def aclose(self) -> None:
+        await self.adapter.aclose()

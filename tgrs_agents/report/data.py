@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..curate.layout import CurateDir, LoopDir
 from ..errors import RunStoreError
 from .agreement import MISSING
 
@@ -46,17 +47,16 @@ def _lines(path: Path) -> Any:
 
 def find_sources(run_dir: Path) -> tuple[str, dict[str, Any], list[Source]]:
     """("loop" | "curate", the top summary, the curate runs with their round)."""
-    summary = _read_json(run_dir / "summary.json")
+    loop, run = LoopDir(run_dir), CurateDir(run_dir)
+    summary = _read_json(loop.summary)
     if "rounds" in summary:
-        rounds = sorted({int(r["round"]) for r in summary["rounds"]} | {
-            int(p.parent.name.split("-", 1)[1]) for p in run_dir.glob("round-*/curate")
-            if p.parent.name.split("-", 1)[1].isdigit()})
-        return "loop", summary, [Source(r, run_dir / f"round-{r}" / "curate",
-                                        _read_json(run_dir / f"round-{r}" / "curate" / "summary.json"))
-                                 for r in rounds if (run_dir / f"round-{r}" / "curate").is_dir()]
-    if summary or (run_dir / "verdicts.jsonl").exists() or (run_dir / "accepted.jsonl").exists():
+        rounds = sorted({int(r["round"]) for r in summary["rounds"]} | set(loop.curated_rounds()))
+        curated = [(r, loop.round(r).curate) for r in rounds if loop.round(r).curate.dir.is_dir()]
+        return "loop", summary, [Source(r, c.dir, _read_json(c.summary)) for r, c in curated]
+    if summary or run.jsonl("verdicts").exists() or run.jsonl("accepted").exists():
         return "curate", summary, [Source(None, run_dir, summary)]
-    hint = f"; did you mean {run_dir / 'curate'}?" if (run_dir / "curate" / "summary.json").exists() else ""
+    nested = CurateDir(run_dir / "curate")  # where `tgrs demo-curate` puts its run
+    hint = f"; did you mean {nested.dir}?" if nested.summary.exists() else ""
     raise RunStoreError(f"{run_dir} is not a run directory (no summary.json, verdicts.jsonl or "
                         f"accepted.jsonl){hint}")
 
@@ -117,11 +117,11 @@ class RunData:
     def read(self, src: Source) -> None:
         rnd = src.round
         for name, status in _DECISIONS:
-            for raw in _lines(src.dir / f"{name}.jsonl"):
+            for raw in _lines(CurateDir(src.dir).jsonl(name)):
                 rec = orjson.loads(raw)
                 if (rnd, rec["line"]) not in self._rows:
                     self._row(rnd, rec["line"], str(rec.get("id", "")), str(rec.get("task_id", "")), status, rec)
-        for raw in _lines(src.dir / "events.jsonl"):
+        for raw in _lines(CurateDir(src.dir).jsonl("events")):
             if b'"accepted"' not in raw and b'"rejected"' not in raw and b'"failed"' not in raw:
                 continue
             ev = orjson.loads(raw)
@@ -130,7 +130,7 @@ class RunData:
                 self._row(rnd, ev["line"], str(ev.get("candidate_id", "")), "", 3, ev)
             elif kind in ("accepted", "rejected") and "t" in ev:
                 self.timeline.append((float(ev["t"]), 0 if kind == "accepted" else 1))
-        for raw in _lines(src.dir / "verdicts.jsonl"):
+        for raw in _lines(CurateDir(src.dir).jsonl("verdicts")):
             v = orjson.loads(raw)
             key = (rnd, v["line"])
             i = self._rows.get(key)
@@ -150,7 +150,7 @@ class RunData:
     def _from_input(self, src: Source) -> None:
         """Failed and pending candidates have no decision line: take their messages from the input."""
         want = {line: i for (r, line), i in self._rows.items() if r == src.round and not self.cols["msgs"][i]}
-        path = Path(_read_json(src.dir / "run.json").get("input", ""))
+        path = Path(_read_json(CurateDir(src.dir).meta).get("input", ""))
         if not want or not path.is_file():
             return
         with path.open("rb") as f:

@@ -2,15 +2,17 @@
 
 "What is 59 - 7 + 13?" -> the agent calls ``calculator`` with ``59-7+13``, reads ``65``, and
 writes ``Answer: 65``. Difficulty is the number of operations and the operand range. A train pool
-and a held-out evaluation split never share a question. ``seed_demonstrations`` makes the warm-start
-set: teacher demonstrations of which a fraction are corrupted (a mis-copied operand in the tool
-call, or a mis-copied answer), so the warm student is weak but not hopeless.
+and a held-out evaluation split never share a problem up to reordering (:func:`canonical`: ``12 + 5``
+and ``5 + 12`` are one problem), and no split holds the same problem twice. ``seed_demonstrations``
+makes the warm-start set: teacher demonstrations of which a fraction are corrupted (a mis-copied
+operand in the tool call, or a mis-copied answer), so the warm student is weak but not hopeless.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,10 @@ CALCULATOR_TOOL: dict[str, Any] = {
 }
 
 
+SPLITS_VERSION = 2  # bump when splits() would draw other tasks for the same arguments (2: canonical twins apart)
+QUESTION = re.compile(r"^\s*What is (.+?)\?\s*$")
+
+
 @dataclass(frozen=True, slots=True)
 class Difficulty:
     n_ops: int = 2
@@ -46,8 +52,8 @@ def question(rng: random.Random, d: Difficulty) -> tuple[str, int]:
     return expr, calculate(expr.replace(" ", ""))
 
 
-def calculate(expression: str) -> int:
-    """Evaluate digits with + - * only (never ``eval``). Raises ValueError on anything else."""
+def _parse(expression: str) -> tuple[list[int], list[str]]:
+    """(numbers, operators between them) of digits with + - * (a leading or doubled ``-`` is a sign)."""
     s = expression.replace(" ", "")
     if not s or any(c not in "0123456789+-*" for c in s):
         raise ValueError(f"unsupported expression {expression!r}: use digits and + - * only")
@@ -69,6 +75,12 @@ def calculate(expression: str) -> int:
     if num in ("", "-"):
         raise ValueError(f"malformed expression {expression!r}")
     terms.append(int(num))
+    return terms, ops
+
+
+def calculate(expression: str) -> int:
+    """Evaluate digits with + - * only (never ``eval``). Raises ValueError on anything else."""
+    terms, ops = _parse(expression)
     # multiplication first
     vals = [terms[0]]
     signs: list[str] = []
@@ -84,6 +96,38 @@ def calculate(expression: str) -> int:
     return total
 
 
+def canonical(expression: str) -> str:
+    """The problem up to reordering: ``12 + 5`` and ``5 + 12`` -> ``5+12``; ``59 - 7 + 13`` and
+    ``13 - 7 + 59`` alike; ``5 - 3`` and ``3 - 5`` differ. Signed products, factors sorted, then the
+    terms sorted (positive first); the result is an expression again (``canonical`` of it is itself).
+    Raises ValueError on what :func:`calculate` refuses."""
+    numbers, ops = _parse(expression)
+    products: list[tuple[int, list[int]]] = [(1, [])]
+    for i, n in enumerate(numbers):
+        if i and ops[i - 1] != "*":
+            products.append((-1 if ops[i - 1] == "-" else 1, []))
+        sign, factors = products[-1]
+        products[-1] = (sign * (-1 if n < 0 else 1), [*factors, abs(n)])
+    terms = sorted((sign < 0, sorted(f)) for sign, f in products)
+    out = ""
+    for negative, factors in terms:
+        out += ("-" if negative else "+" if out else "") + "*".join(map(str, factors))
+    return out
+
+
+def task_canonical(task: Task) -> str | None:
+    """The canonical form of a task of this family (``metadata.expression``, or a question worded
+    ``What is EXPR?``); None for a task of another kind."""
+    expr = task.metadata.get("expression")
+    if expr is None:
+        m = QUESTION.match(task.messages[0].text) if task.messages else None
+        expr = m.group(1) if m else None
+    try:
+        return canonical(str(expr)) if expr is not None else None
+    except ValueError:
+        return None
+
+
 def calculator(expression: str) -> str:
     """The tool the agent calls."""
     return str(calculate(expression))
@@ -91,14 +135,16 @@ def calculator(expression: str) -> str:
 
 def make_tasks(n: int, *, seed: int, d: Difficulty = Difficulty(), prefix: str = "t",
                exclude: set[str] | None = None) -> list[Task]:
+    """``n`` distinct problems (up to reordering), none of them a reordering of one in ``exclude``."""
     rng = random.Random(seed)
-    seen = set(exclude or ())
+    seen = {canonical(e) for e in exclude or ()}
     out: list[Task] = []
     while len(out) < n:
         expr, value = question(rng, d)
-        if expr in seen:
+        key = canonical(expr)
+        if key in seen:
             continue
-        seen.add(expr)
+        seen.add(key)
         out.append(Task(id=f"{prefix}{len(out)}", messages=[{"role": "user",
                         "content": f"What is {expr}?"}], tools=[CALCULATOR_TOOL], reference=value,
                         metadata={"expression": expr}))
@@ -107,7 +153,7 @@ def make_tasks(n: int, *, seed: int, d: Difficulty = Difficulty(), prefix: str =
 
 def splits(n_train: int, n_eval: int, *, seed: int = 0,
            d: Difficulty = Difficulty()) -> tuple[list[Task], list[Task]]:
-    """A train pool and a held-out split with no question in common."""
+    """A train pool and a held-out split with no problem in common, not even reordered."""
     held = make_tasks(n_eval, seed=seed + 10_000, d=d, prefix="eval-")
     train = make_tasks(n_train, seed=seed, d=d, prefix="train-",
                        exclude={t.metadata["expression"] for t in held})

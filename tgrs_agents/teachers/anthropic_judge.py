@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from ..paid.call import Paid
 from ..types import Candidate, Usage, Verdict
 from .base import BuildContext
 from .llm_judge import VERDICT_SCHEMA, ApiJudge, JudgeConfig
@@ -32,9 +33,9 @@ class AnthropicJudge(ApiJudge):
 
         self._connect(anthropic, "AsyncAnthropic")
 
-    async def judge(self, candidate: Candidate) -> Verdict:
+    async def call(self, candidate: Candidate) -> Paid[Verdict]:
         c = self.config
-        resp = await self._send(
+        resp, headers = await self._send(
             self._client.messages.with_raw_response.create,
             model=c.model,
             max_tokens=c.max_tokens,
@@ -50,4 +51,4 @@ class AnthropicJudge(ApiJudge):
         usage = Usage(requests=1, input_tokens=getattr(u, "input_tokens", 0) or 0,
                       output_tokens=getattr(u, "output_tokens", 0) or 0)
         block = next((b for b in resp.content if getattr(b, "type", None) == "tool_use"), None)
-        return self._verdict_from(getattr(block, "input", None), usage, "tool input")
+        return self._paid(getattr(block, "input", None), usage, headers, "tool input")

@@ -96,6 +96,7 @@ _BUILTIN: dict[str, str] = {
     "json_schema": "tgrs_agents.teachers.json_schema:JsonSchemaTeacher",
     "python": "tgrs_agents.teachers.python_fn:PythonTeacher",
     "code_tests": "tgrs_agents.teachers.code_tests:CodeTestsTeacher",
+    "metadata": "tgrs_agents.teachers.metadata:MetadataTeacher",
     "openai": "tgrs_agents.teachers.openai_judge:OpenAIJudge",
     "anthropic": "tgrs_agents.teachers.anthropic_judge:AnthropicJudge",
     "reward_model": "tgrs_agents.teachers.reward_model:RewardModelTeacher",

@@ -3,8 +3,10 @@
 A judge fills a prompt template from ``prompts/`` with ``{task}`` (the first user message),
 ``{trajectory}`` (a readable transcript, tool calls and results included), ``{final}`` (the final
 assistant message), ``{reference}`` and ``{rubric}``, and asks for structured output: ``score``
-(0-10), ``passed`` and ``rationale``. The adapter makes one attempt per ``judge`` call; the
-wrappers around it add limits, retries, cost and the cache.
+(0-10), ``passed`` and ``rationale``. The adapter fulfils the paid-call contract
+(:class:`~tgrs_agents.paid.call.PaidAdapter`): ``call`` makes one attempt and returns the verdict
+with its usage and the response's headers; the layer around it
+(:meth:`~tgrs_agents.paid.services.Services.wrap`) adds limits, retries, cost and the cache.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..assets import asset_path
 from ..errors import ConfigError, TeacherError
-from ..paid.cost import Price, default_price
+from ..paid.call import CacheIdentity, Paid
+from ..paid.cost import price_for
 from ..paid.limits import EndpointLimits, endpoint_key
-from ..paid.retry import RetryPolicy
 from ..paid.sdk_errors import classify_sdk_error
 from ..types import Candidate, Usage, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
@@ -64,7 +66,7 @@ class JudgeConfig(TeacherConfig):
     tpm: float | None = Field(None, gt=0)
     input_tpm: float | None = Field(None, gt=0)
     output_tpm: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(32, ge=1)
+    max_concurrency: int = Field(512, ge=1)  # a ceiling: the endpoint's limiter sets the pace
     price_input_per_mtok: float | None = Field(None, ge=0)
     price_output_per_mtok: float | None = Field(None, ge=0)
     timeout_s: float = Field(60.0, gt=0)
@@ -89,20 +91,10 @@ def load_prompt(name: str, base_dir: Path) -> str:
 
 
 def render_transcript(candidate: Candidate) -> str:
-    lines = []
-    for m in candidate.messages:
-        if m.role == "assistant" and m.tool_calls:
-            if m.text:
-                lines.append(f"[assistant] {m.text}")
-            for tc in m.tool_calls:
-                args = tc.function.arguments
-                args_s = args if isinstance(args, str) else json.dumps(args)
-                lines.append(f"[assistant calls {tc.function.name}] {args_s}")
-        elif m.role == "tool":
-            lines.append(f"[tool result{' ' + m.name if m.name else ''}] {m.text}")
-        else:
-            lines.append(f"[{m.role}] {m.text}")
-    return "\n".join(lines)
+    """The judges' ``{trajectory}``: :data:`tgrs_agents.chat.JUDGE` (one renderer for the project)."""
+    from ..chat import JUDGE, render
+
+    return render(candidate.messages, JUDGE)
 
 
 def render_prompt(template: str, candidate: Candidate, rubric: str) -> str:
@@ -124,9 +116,13 @@ def parse_output(data: Any) -> JudgeOutput:
 
 
 class ApiJudge(Teacher):
-    """Base of the API judges. Subclasses implement ``_call`` (one request) and ``classify``."""
+    """Base of the API judges: a :class:`~tgrs_agents.paid.call.PaidJudge`.
 
-    paid: ClassVar[bool] = True
+    Subclasses connect their SDK (:meth:`_connect`) and implement :meth:`call`, one request.
+    ``judge`` alone is that one attempt with nothing around it; the panel always sees the judge
+    through :meth:`Services.wrap <tgrs_agents.paid.services.Services.wrap>`.
+    """
+
     config: JudgeConfig
 
     def __init__(self, config: JudgeConfig, ctx: BuildContext | None = None, *,
@@ -137,19 +133,13 @@ class ApiJudge(Teacher):
             self.template = load_prompt(config.prompt, self.ctx.base_dir)
         except FileNotFoundError as e:
             raise ConfigError(str(e), file=self.ctx.source, field=f"{field}.prompt") from None
-        known = default_price(config.model)
-        pin = config.price_input_per_mtok if config.price_input_per_mtok is not None else (
-            known[0] if known else None)
-        pout = config.price_output_per_mtok if config.price_output_per_mtok is not None else (
-            known[1] if known else None)
-        if pin is None or pout is None:
+        price = price_for(config.model, config.price_input_per_mtok, config.price_output_per_mtok)
+        if price is None:
             raise ConfigError(
                 f"no price known for model {config.model!r}: set price_input_per_mtok and "
                 "price_output_per_mtok (0 for a self-hosted model)",
                 file=self.ctx.source, field=f"{field}.price_input_per_mtok")
-        self.price = Price(pin, pout)
-        self.retry_policy = RetryPolicy(max_attempts=config.max_attempts)
-        self.on_headers: Callable[[Mapping[str, str]], None] | None = None
+        self.price = price
         self._client = client
         if client is None and not os.environ.get(config.api_key_env):
             raise ConfigError(
@@ -167,29 +157,34 @@ class ApiJudge(Teacher):
                 max_retries=0, timeout=self.config.timeout_s,
             )
 
-    async def _send(self, create: Callable[..., Any], **request: Any) -> Any:
-        """One request through the SDK's raw-response API: headers go to the limiter (a 429's too),
-        SDK exceptions come out classified as :class:`TeacherError`."""
+    async def call(self, candidate: Candidate) -> Paid[Verdict]:
+        """One attempt: the verdict, its usage and the response's headers (subclasses)."""
+        raise NotImplementedError
+
+    async def judge(self, candidate: Candidate) -> Verdict:
+        return (await self.call(candidate)).value
+
+    async def _send(self, create: Callable[..., Any], **request: Any) -> tuple[Any, Mapping[str, str]]:
+        """One request through the SDK's raw-response API: the parsed response and its headers;
+        SDK exceptions come out classified as :class:`TeacherError` (a 429's headers on it)."""
         try:
             raw = await create(**request)
-            self._headers(raw.headers)
             resp = raw.parse()
             if inspect.isawaitable(resp):  # the raw response's parse() is async in some SDK versions
                 resp = await resp
-            return resp
+            return resp, dict(raw.headers.items())
         except Exception as e:
-            if isinstance(e, self._sdk.APIStatusError):
-                self._headers(e.response.headers)  # a 429 still says what the limits are
             err = classify_sdk_error(e, self._sdk, self.name)
             if err is None:
                 raise
             raise err from None
 
-    def _verdict_from(self, data: Any, usage: Usage, what: str) -> Verdict:
+    def _paid(self, data: Any, usage: Usage, headers: Mapping[str, str], what: str) -> Paid[Verdict]:
+        """The verdict in ``data``, or a malformed-output error that still carries usage and headers."""
         out, why = self.parse_or_none(data)
         if out is None:
-            raise self.malformed(f"{why}; {what}={json.dumps(data, default=str)[:120]}", usage)
-        return self.to_verdict(out, usage)
+            raise self.malformed(f"{why}; {what}={json.dumps(data, default=str)[:120]}", usage, headers)
+        return Paid(self.to_verdict(out, usage), usage, headers)
 
     async def aclose(self) -> None:
         if self._client is not None and hasattr(self._client, "close"):
@@ -209,10 +204,16 @@ class ApiJudge(Teacher):
         return EndpointLimits(rpm=c.rpm, tpm=c.tpm, input_tpm=c.input_tpm, output_tpm=c.output_tpm,
                               max_concurrency=c.max_concurrency)
 
-    def cache_identity(self) -> tuple[dict[str, Any], str]:
+    @property
+    def max_attempts(self) -> int:
+        return self.config.max_attempts
+
+    def cache_identity(self) -> CacheIdentity:
+        """The config minus operational knobs, the endpoint, and the hash of template + rubric."""
         ident = self.config.identity()
         ident["base_url"] = self.base_url
-        return ident, hashlib.sha256((self.template + "\x00" + self.config.rubric).encode()).hexdigest()
+        return CacheIdentity(ident, hashlib.sha256(
+            (self.template + "\x00" + self.config.rubric).encode()).hexdigest())
 
     def prompt_for(self, candidate: Candidate) -> str:
         return render_prompt(self.template, candidate, self.config.rubric)
@@ -221,17 +222,14 @@ class ApiJudge(Teacher):
         """Tokens before the call: ~4 characters a token in, at most max_tokens out."""
         return len(self.prompt_for(candidate)) // 4 + 16, self.config.max_tokens
 
-    def _headers(self, headers: Mapping[str, str]) -> None:
-        if self.on_headers is not None:
-            self.on_headers(headers)
-
     def to_verdict(self, out: JudgeOutput, usage: Usage) -> Verdict:
         return Verdict(teacher=self.name, passed=out.passed, score=out.score / 10,
                        rationale=out.rationale[:2000], usage=usage)
 
-    def malformed(self, detail: str, usage: Usage) -> TeacherError:
+    def malformed(self, detail: str, usage: Usage,
+                  headers: Mapping[str, str] | None = None) -> TeacherError:
         return TeacherError(f"judge output did not parse: {detail[:300]}", teacher=self.name,
-                            retryable=True, kind="malformed", usage=usage)
+                            retryable=True, kind="malformed", usage=usage, headers=headers)
 
     @staticmethod
     def parse_or_none(data: Any) -> tuple[JudgeOutput | None, str]:

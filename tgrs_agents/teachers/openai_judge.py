@@ -2,13 +2,14 @@
 
 Works with any OpenAI-compatible ``base_url`` (vLLM serve, SGLang, Ollama, OpenRouter, Together).
 Structured output: ``response_format`` with a strict JSON schema. The SDK's own retries are off
-(``max_retries=0``); one attempt per call, the wrappers do the rest.
+(``max_retries=0``); one attempt per ``call``, the paid-call layer does the rest.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from ..paid.call import Paid
 from ..types import Candidate, Usage, Verdict
 from .base import BuildContext
 from .llm_judge import VERDICT_SCHEMA, ApiJudge, JudgeConfig
@@ -31,9 +32,9 @@ class OpenAIJudge(ApiJudge):
 
         self._connect(openai, "AsyncOpenAI")
 
-    async def judge(self, candidate: Candidate) -> Verdict:
+    async def call(self, candidate: Candidate) -> Paid[Verdict]:
         c = self.config
-        resp = await self._send(
+        resp, headers = await self._send(
             self._client.chat.completions.with_raw_response.create,
             model=c.model,
             messages=[{"role": "user", "content": self.prompt_for(candidate)}],
@@ -46,4 +47,4 @@ class OpenAIJudge(ApiJudge):
         usage = Usage(requests=1, input_tokens=getattr(u, "prompt_tokens", 0) or 0,
                       output_tokens=getattr(u, "completion_tokens", 0) or 0)
         content = resp.choices[0].message.content if resp.choices else None
-        return self._verdict_from(content if content is not None else "null", usage, "content")
+        return self._paid(content if content is not None else "null", usage, headers, "content")

@@ -9,7 +9,8 @@ What the model reads
     *classifier's own* tokenizer chat template (after :func:`~tgrs_agents.chat.template_messages`,
     so tool-call arguments are mappings), with the candidate's ``tools``. Longer than ``max_length``
     tokens: the *start* is cut, so the final answer is always read. Without a chat template the
-    messages are joined as ``role: text`` lines.
+    model reads the judges' transcript (``[role] text`` lines, ``[assistant calls name] args`` per
+    tool call; :data:`tgrs_agents.chat.JUDGE`).
 
 From logits to a verdict
     ``raw`` is the logit (``num_labels == 1``) or the margin ``logit[1] - logit[0]``
@@ -37,7 +38,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..chat import template_messages
+from ..chat import JUDGE, render, template_messages
 from ..errors import ConfigError
 from ..types import Candidate, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
@@ -93,11 +94,12 @@ def torch_device(device: str) -> str:
 
 
 def render_conversation(tokenizer: Any, candidate: Candidate) -> str:
-    """The trajectory as the tokenizer's chat template writes it (``role: text`` lines without one)."""
+    """The trajectory as the tokenizer's chat template writes it; without a template, the judges'
+    transcript (:data:`tgrs_agents.chat.JUDGE`: role-tagged lines, tool calls included)."""
     if getattr(tokenizer, "chat_template", None):
         msgs = template_messages(m.model_dump(mode="json", exclude_none=True) for m in candidate.messages)
         return str(tokenizer.apply_chat_template(msgs, tools=candidate.tools or None, tokenize=False))
-    return "\n".join(f"{m.role}: {m.text}" for m in candidate.messages)
+    return render(candidate.messages, JUDGE)
 
 
 def map_score(raw: float, score_map: str, lo: float | None = None, hi: float | None = None) -> float:

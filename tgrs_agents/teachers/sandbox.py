@@ -1,13 +1,19 @@
 """Run untrusted Python in a throw-away sandbox: ``result = await run_python(source)``.
 
-The first mode that works here is used (probed once); ``SandboxResult.isolation`` names its layers:
+The first mode that works here is used (probed once); ``SandboxResult.isolation`` names its layers
+and :func:`isolation_level` says which are in force, for a run summary:
 
-* ``pidns``: ``unshare --pid --fork --mount-proc``: the script is PID 1 of a new PID namespace; when
-  it dies the kernel kills every process in it, even ones that called ``setsid``.
+* ``pidns``: ``unshare --pid --fork``: the script is PID 1 of a new PID namespace; when it dies
+  the kernel kills every process in it, even ones that called ``setsid``.
 * ``netns``: ``unshare --net``: one loopback device, and it is down (no host 127.0.0.1 either).
-* ``uid<N>`` (root): ``setpriv`` to a uid of the run's own, with no groups, from a range nothing uses
-  (65534 if that range is not mapped). Root ignores ``RLIMIT_NPROC`` but this uid does not, and one
-  run's fork bomb cannot use up another run's process count.
+* ``mntns``: a private mount namespace whose root is an empty tmpfs holding only read-only binds
+  of the system library dirs and the interpreter's prefixes, a few devices, a fresh ``/proc``,
+  and writable ``/tmp``, ``/var/tmp``, ``/dev/shm`` and working dir (see
+  :mod:`~tgrs_agents.teachers.sandbox_boot`). No other host file is visible (no input file, no
+  run directory, no home), and what the script writes is gone when it ends.
+* ``uid<N>`` (root): a uid of the run's own, with no groups and no way back to root, from a range
+  nothing uses (65534 if that range is not mapped). Root ignores ``RLIMIT_NPROC`` but this uid
+  does not, and one run's fork bomb cannot use up another run's process count.
 * ``userns`` (not root): ``unshare --user --map-root-user``; ``prlimit`` sets NPROC inside it.
 * ``rlimits``: ``RLIMIT_AS`` (memory), ``RLIMIT_NPROC``, ``RLIMIT_FSIZE`` and ``RLIMIT_CORE=0``.
 * ``nosocket`` (last resort, when there is no netns): an audit hook refuses IP connect, bind and
@@ -16,17 +22,21 @@ The first mode that works here is used (probed once); ``SandboxResult.isolation`
 At the end, whatever happened (exit, timeout, cancellation), everything gets SIGKILL: the
 namespace's PID 1 and with it the namespace, or, without one, the process group and the run's uid.
 ``PR_SET_PDEATHSIG`` takes the sandbox down if this process dies. The cwd (also HOME and TMPDIR) is
-a fresh temporary directory, removed afterwards; the environment is minimal (no API keys); output
-is cut to ``max_output_bytes`` (head and tail). Not isolated: the filesystem (there is no chroot).
+a fresh directory, removed afterwards; the environment is minimal (no API keys); output is cut to
+``max_output_bytes`` (head and tail). Without ``mntns`` the host's filesystem is visible (with the
+rights of the run's uid) and files the run's uid left in the temp dirs are deleted after the run.
+A kill -9 of this process can leave working dirs behind: :func:`sweep_stale` removes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import ctypes
 import functools
 import logging
+import marshal
 import os
 import random
 import resource
@@ -35,8 +45,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 log = logging.getLogger(__name__)
@@ -49,16 +60,12 @@ _uids_in_use: set[int] = set()
 _chosen: dict[str, Mode] = {}  # interpreter -> the mode that worked
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# Last resort without a netns: refuse IP sockets (AF_UNIX addresses are str, IP ones tuples).
-_NOSOCKET_BOOT = """import runpy, sys
-def _no_net(ev, args):
-    if ev.startswith(("socket.geth", "socket.getaddrinfo")) or (ev in (
-            "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg") and type(args[1]) is tuple):
-        raise PermissionError(f"network access is disabled in the sandbox ({ev})")
-sys.addaudithook(_no_net)
-sys.argv[0] = "main.py"
-runpy.run_path("main.py", run_name="__main__")
-"""
+_BOOT = (Path(__file__).with_name("sandbox_boot.py")).read_text(encoding="utf-8")  # runs as ``-c``
+# For this very interpreter, the boot and main.py travel compiled (marshal): compiling them in every
+# sandbox cost more than the mount namespace (the harness: 6 ms of 35).
+_BOOT_COMPILED = "import marshal, binascii\nexec(marshal.loads(binascii.a2b_base64({!r})))"
+_PROBE = "import decimal, json\n"  # loads an extension module: the library dirs are there
+_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,52 +95,94 @@ def _modes() -> list[Mode]:
     unshare, setpriv, prlimit = (shutil.which(tool) for tool in ("unshare", "setpriv", "prlimit"))
     root = os.geteuid() == 0
     candidates = [
+        (("pidns", "netns", "uid", "mntns", "rlimits"), root and unshare),  # the boot drops root
         (("pidns", "netns", "uid", "rlimits"), root and unshare and setpriv),
         (("pidns", "netns", "rlimits"), root and unshare),  # as root, RLIMIT_NPROC has no effect
         (("uid", "rlimits", "nosocket"), root and setpriv),
+        (("userns", "pidns", "netns", "mntns", "rlimits"), not root and unshare and prlimit),
         (("userns", "pidns", "netns", "rlimits"), not root and unshare and prlimit),
         (("rlimits", "nosocket"), True),
     ]
     return [mode for mode, ok in candidates if ok]
 
 
+def isolation_level(python: str | None = None) -> str | None:
+    """The layers in force for ``python`` (default: this interpreter), e.g.
+    ``"pidns+netns+uid+mntns+rlimits"``; None until a first run has probed them."""
+    python = (shutil.which(python) or python) if python else sys.executable
+    mode = _chosen.get(python)
+    return "+".join(mode) if mode is not None else None
+
+
 async def run_python(
-    source: str, *, limits: SandboxLimits = SandboxLimits(), python: str | None = None
+    source: str,
+    *,
+    limits: SandboxLimits = SandboxLimits(),
+    python: str | None = None,
+    files: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    pass_fds: Sequence[int] = (),
 ) -> SandboxResult:
-    """Run ``source`` as a script in the strongest sandbox that works here."""
+    """Run ``source`` as the script ``main.py`` in the strongest sandbox that works here.
+
+    ``files`` are written next to it (name -> text), ``args`` follow it in ``sys.argv``, and
+    ``pass_fds`` stay open in it under the same numbers.
+    """
     python = (shutil.which(python) or python) if python else sys.executable
     if python not in _chosen:
         modes = _modes()
         for mode in modes:
-            if (await _run(mode, "", SandboxLimits(), python)).ok:
+            if (await _run(mode, _PROBE, SandboxLimits(), python)).ok:
                 _chosen[python] = mode
                 if mode != modes[0]:
                     log.warning("sandbox: strongest mode unavailable, using %s", "+".join(mode))
                 break
-    return await _run(_chosen.get(python, _modes()[-1]), source, limits, python)  # none: report why
+    mode = _chosen.get(python, _modes()[-1])  # none worked: run anyway, so the result says why
+    return await _run(mode, source, limits, python, files=files, args=args, pass_fds=pass_fds)
 
 
-async def _run(mode: Mode, source: str, limits: SandboxLimits, python: str) -> SandboxResult:
+async def _run(
+    mode: Mode,
+    source: str,
+    limits: SandboxLimits,
+    python: str,
+    *,
+    files: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    pass_fds: Sequence[int] = (),
+) -> SandboxResult:
     workdir = tempfile.mkdtemp(prefix="tgrs-sandbox-")
     uid = _claim_uid() if "uid" in mode else None
     env = {"PATH": f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
     env |= {"HOME": workdir, "TMPDIR": workdir, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
     env |= {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}  # keep output printed before a kill
+    # with a mount namespace the boot starts as root and drops to uid once the mounts are done;
+    # without, setpriv starts it as uid (the interpreter sees the host's files with that uid's rights)
+    boot_uid = uid if "mntns" in mode and uid is not None else ""
+    spec = {"workdir": workdir, "uid": boot_uid, "mntns": int("mntns" in mode), "nosocket": int("nosocket" in mode)}
+    spec["tmpfs_mb"] = _FSIZE >> 20  # tmpfs pages escape RLIMIT_AS: keep it small
+    code_fd = memfd(_compiled(source, "main.py")) if python == sys.executable and _compiles(source) else None
+    spec["code_fd"] = "" if code_fd is None else code_fd
     proc: asyncio.subprocess.Process | None = None
     timed_out, start = False, time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            with open(os.path.join(workdir, "main.py"), "w", encoding="utf-8") as f:
-                f.write(source)
-            if uid is not None:
+            for name, text in {"main.py": source, **(files or {})}.items():
+                with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+                    f.write(text)
+            if uid is not None:  # also the mark by which sweep_stale knows a left-behind dir
                 os.chown(workdir, uid, uid)
             proc = await asyncio.create_subprocess_exec(
                 *_argv(mode, python, uid, limits),
+                *(f"{key}={value}" for key, value in spec.items()),
+                "--",
+                *args,
                 cwd=workdir,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
+                pass_fds=(*pass_fds, *(() if code_fd is None else (code_fd,))),
                 start_new_session=True,
                 preexec_fn=functools.partial(_child_setup, limits, "userns" not in mode),
             )
@@ -143,9 +192,13 @@ async def _run(mode: Mode, source: str, limits: SandboxLimits, python: str) -> S
                 timed_out = True
         finally:
             wall_s = time.monotonic() - start
+            if code_fd is not None:
+                os.close(code_fd)
             if proc is not None:
                 await _terminate(proc, pidns="pidns" in mode, uid=uid)
             if uid is not None:
+                if "mntns" not in mode and uid != _NOBODY:  # its files in /tmp and the like
+                    await asyncio.to_thread(_remove_owned, range(uid, uid + 1), float("-inf"))
                 _uids_in_use.discard(uid)
             shutil.rmtree(workdir, ignore_errors=True)
         return SandboxResult(
@@ -159,14 +212,50 @@ async def _run(mode: Mode, source: str, limits: SandboxLimits, python: str) -> S
 
 
 def _argv(mode: Mode, python: str, uid: int | None, limits: SandboxLimits) -> list[str]:
-    argv = ["unshare", "--fork", "--pid", "--net", "--mount-proc", "--kill-child"] if "pidns" in mode else []
+    """The command line up to the boot's spec (``key=value`` items, ``--``, the script's args)."""
+    argv = []
+    if "pidns" in mode:
+        argv = ["unshare", "--fork", "--pid", "--net", "--kill-child"]
+        argv += ["--mount", "--propagation", "private"] if "mntns" in mode else ["--mount-proc"]
     if "userns" in mode:  # RLIMIT_NPROC set inside the user namespace counts the sandbox only
         argv[1:1] = ["--user", "--map-root-user"]
         argv += ["prlimit", f"--nproc={limits.max_processes}:{limits.max_processes}", "--"]
-    if uid is not None:
+    if uid is not None and "mntns" not in mode:
         argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--pdeathsig=SIGKILL", "--"]
-    script = ["-c", _NOSOCKET_BOOT] if "nosocket" in mode else ["main.py"]
-    return [*argv, python, "-B", "-s", *script]
+    return [*argv, python, "-B", "-s", "-c", _boot_arg(python == sys.executable)]
+
+
+@functools.lru_cache(maxsize=2)
+def _boot_arg(same_interpreter: bool) -> str:
+    return _BOOT_COMPILED.format(binascii.b2a_base64(_compiled(_BOOT, "<boot>"))) if same_interpreter else _BOOT
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str, filename: str) -> bytes:
+    return marshal.dumps(compile(source, filename, "exec"))
+
+
+def _compiles(source: str) -> bool:
+    """Whether ``source`` compiles (a SyntaxError is left to the sandbox, to report it the usual way)."""
+    try:
+        _compiled(source, "main.py")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def memfd(data: bytes) -> int:
+    """An unlinked in-memory file holding ``data``, at offset 0, for a sandbox to inherit and read."""
+    try:
+        fd = os.memfd_create("tgrs-sandbox")
+    except (AttributeError, OSError):  # not Linux: an unlinked temporary file does as well
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _child_setup(limits: SandboxLimits, nproc: bool) -> None:
@@ -237,6 +326,47 @@ def _scan(root: int | None, uid: int | None) -> set[int]:
         found.update(kids)
         stack.extend(kids)
     return found
+
+
+def sweep_stale(older_than_s: float, *, now: float | None = None) -> list[str]:
+    """Delete what killed runs left in the temp dirs: working dirs and files owned by a uid of the
+    sandbox's private range, last changed more than ``older_than_s`` ago, whose uid runs no
+    process (a live run of another process keeps its files). Returns the paths deleted."""
+    return _remove_owned(_UID_RANGE, older_than_s, now=now)
+
+
+def _remove_owned(uids: range, older_than_s: float, *, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    stale: dict[str, int] = {}
+    for d in dict.fromkeys((tempfile.gettempdir(), *_TEMP_DIRS)):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(d):
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_uid in uids and st.st_uid != _NOBODY and now - st.st_mtime >= older_than_s:
+                        stale[entry.path] = st.st_uid
+    if not stale:
+        return []
+    live = _live_uids()
+    removed = []
+    for path, uid in stale.items():
+        if uid in live or (uid in _uids_in_use and len(uids) > 1):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        removed.append(path)
+    return removed
+
+
+def _live_uids() -> set[int]:
+    uids = set()
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            uids.add(int(Path(f"/proc/{name}/status").read_text().split("\nUid:")[1].split()[0]))
+    return uids
 
 
 def _read(f: IO[bytes], limit: int) -> str:

@@ -50,16 +50,15 @@ worker thread. Not paid; ``cost_rank`` defaults to 2 (after the reward model, be
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..chat import template_messages
+from ..chat import RIFD, content_text, has_generation_markers, render, template_messages
 from ..errors import ConfigError
-from ..types import Candidate, Message, Verdict
+from ..types import Candidate, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
 from .batching import MicroBatcher
 from .reward_model import local_model_ref, torch_device
@@ -69,7 +68,6 @@ RIFD_PROMPT = (
     "given response.\n{response}\nGenerate the instruction for the above response."
 )
 EMPTY: list[dict[str, Any]] = [{"role": "user", "content": ""}]  # "no instruction", in chat form
-_GENERATION = re.compile(r"{%-?\s*generation\s*-?%}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,25 +131,12 @@ def split_instruction(candidate: Candidate) -> tuple[list[dict[str, Any]], list[
 
 
 def instruction_text(instruction: Sequence[dict[str, Any]]) -> str:
-    return "\n\n".join(t for m in instruction if (t := Message.model_validate(m).text))
+    return "\n\n".join(t for m in instruction if (t := content_text(m.get("content"))))
 
 
 def transcript(response: Sequence[dict[str, Any]]) -> str:
-    """A plain-text view of the response for the r-IFD prompt."""
-    lines = []
-    for m in template_messages(response):
-        text = Message.model_validate({"role": m["role"], "content": m.get("content")}).text
-        if m["role"] == "tool":
-            lines.append(f"-> {text}")
-            continue
-        if text:
-            lines.append(text)
-        for tc in m.get("tool_calls") or []:
-            fn = tc.get("function", {})
-            args = fn.get("arguments")
-            args = " ".join(str(v) for v in args.values()) if isinstance(args, dict) else str(args or "")
-            lines.append(f"{fn.get('name')}({args})")
-    return "\n".join(lines)
+    """A plain-text view of the response for the r-IFD prompt (:data:`tgrs_agents.chat.RIFD`)."""
+    return render(response, RIFD)
 
 
 @dataclass(slots=True)
@@ -175,7 +160,7 @@ class StudentScorer:
         self.rifd_prompt = rifd_prompt
         self.rifd = rifd
         self.forward_batch_size = forward_batch_size
-        self.masked = bool(_GENERATION.search(str(getattr(tokenizer, "chat_template", "") or "")))
+        self.masked = has_generation_markers(getattr(tokenizer, "chat_template", None))
         pad = tokenizer.pad_token_id
         pad = pad if pad is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)

@@ -22,10 +22,18 @@ random ``p_5xx`` faults pick 500/502/503 and count as ``"500"``). Latency (logno
 outcome except the fast rejections 400/401/429. ``requests`` entries hold path, model, headers (key
 values removed; ``has_key`` says whether one was sent), body, outcome and arrival time ``t``.
 
+Rate limits come in three shapes. The default is a token bucket refilled at ``rpm / 60`` per second
+that holds ``burst_s`` seconds of it (1: the rate is enforced over a second). A provider that grants
+an *allowance per minute* -- a full minute's requests may burst -- is ``burst_s=60`` (a bucket that
+holds a minute, refilled continuously) or ``window_s=60`` (a fixed window: ``rpm`` requests per
+window, all of it back at each window boundary).
+
 Rate-limit headers are computed at admission: ``*-limit`` is the per-minute limit and ``*-remaining``
-the bucket's fullness scaled to it (a full bucket reports the whole limit); resets are the time until
-the bucket is full. On 429, ``retry-after`` (fractional seconds, e.g. ``"0.35"``) and ``retry-after-ms``
-give the time until the request would be admitted; the SDKs prefer ``retry-after-ms``.
+the bucket's fullness scaled to it (a full bucket reports the whole limit; with a minute's bucket or
+window, what is left of the allowance); resets are the time until the bucket is full (the window's
+end). On 429, ``retry-after`` (fractional seconds, e.g. ``"0.35"``) and ``retry-after-ms`` give the
+time until the request would be admitted; the SDKs prefer ``retry-after-ms``. Every response carries
+a ``date`` header, as real servers' do (Anthropic's resets are times, read against it).
 
 The server is a minimal asyncio HTTP/1.1 implementation (keep-alive, Content-Length bodies) so that
 it can misbehave at the socket level (``drop`` closes the connection without a response). Run it in a
@@ -52,7 +60,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
 from typing import Any
+
+from ..chat import content_text
 
 OUTCOMES = ("ok", "429", "500", "529", "malformed", "drop", "slow", "400", "401")
 REQUEST_LOG_CAP = 10_000
@@ -74,6 +85,7 @@ class FaultPlan:
     rpm: float | None = None  # request token bucket, capacity rpm/60 * burst_s -> 429
     tpm: float | None = None  # input-token bucket, capacity tpm/60 * burst_s -> 429
     burst_s: float = 1.0
+    window_s: float | None = None  # fixed windows of this length instead of buckets (rpm/tpm per minute)
     retry_after_header: bool = True  # retry-after (fractional seconds) and retry-after-ms on 429
     ratelimit_headers: bool = True  # x-ratelimit-* (OpenAI) / anthropic-ratelimit-* (Anthropic)
     seed: int = 0
@@ -103,12 +115,8 @@ def _same_number(a: str, b: str) -> bool:
 
 
 def _text(content: Any) -> str:
-    """Text of a message ``content``: a string or a list of parts with ``text``."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return ""
+    """Text of a message ``content`` (parts on their own lines): the project's one content reader."""
+    return content_text(content, sep="\n")
 
 
 class _Bucket:
@@ -141,6 +149,39 @@ class _Bucket:
         return max(0.0, self.capacity - self.tokens) / self.rate
 
 
+class _Window:
+    """A fixed window: ``per_minute * window_s / 60`` per window, all of it back at each boundary."""
+
+    def __init__(self, per_minute: float, window_s: float) -> None:
+        self.limit = per_minute
+        self.window_s = window_s
+        self.capacity = max(1.0, per_minute * window_s / 60)
+        self.used = 0.0
+        self.t0 = time.monotonic()
+
+    def refill(self) -> None:
+        now = time.monotonic()
+        if now - self.t0 >= self.window_s:
+            self.t0 += (now - self.t0) // self.window_s * self.window_s
+            self.used = 0.0
+
+    def wait_s(self, n: float) -> float:
+        self.refill()
+        return 0.0 if self.used + min(n, self.capacity) <= self.capacity else self.reset_s()
+
+    def take(self, n: float) -> None:
+        self.used += min(n, self.capacity)
+
+    def remaining(self) -> int:
+        return max(0, math.floor((self.capacity - self.used) / self.capacity * self.limit))
+
+    def reset_s(self) -> float:  # seconds until the window ends
+        return max(0.0, self.t0 + self.window_s - time.monotonic())
+
+
+_Limit = _Bucket | _Window
+
+
 def _oa_duration(s: float) -> str:  # OpenAI's "20ms" / "1.5s" / "6m0s" style
     if s < 1:
         return f"{round(s * 1000)}ms"
@@ -158,7 +199,7 @@ class StandIn:
         self.port = 0
         self._rng = random.Random(self.plan.seed)
         self._ids = itertools.count(1)
-        self._buckets: tuple[tuple, _Bucket | None, _Bucket | None, _Bucket | None] = ((), None, None, None)
+        self._buckets: tuple[tuple, _Limit | None, _Limit | None, _Limit | None] = ((), None, None, None)
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -264,7 +305,7 @@ class StandIn:
                 status, extra, payload = resp
                 out = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
                        "content-type: application/json", f"content-length: {len(payload)}",
-                       "connection: " + ("keep-alive" if keep else "close")]
+                       "connection: " + ("keep-alive" if keep else "close"), f"date: {formatdate(usegmt=True)}"]
                 out += [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + payload)
                 await writer.drain()
@@ -370,19 +411,23 @@ class StandIn:
             r -= prob
         return "ok"
 
-    def _limiters(self) -> tuple[_Bucket | None, _Bucket | None, _Bucket | None]:
+    def _limiters(self) -> tuple[_Limit | None, _Limit | None, _Limit | None]:
         """(requests, input tokens, output tokens) buckets; rebuilt when the plan's limits change."""
         p = self.plan
-        key = (p.rpm, p.tpm, p.burst_s)
+        key = (p.rpm, p.tpm, p.burst_s, p.window_s)
         if self._buckets[0] != key:
-            rl = _Bucket(p.rpm, p.burst_s) if p.rpm else None
-            tl = _Bucket(p.tpm, p.burst_s) if p.tpm else None
-            ol = _Bucket(p.tpm, p.burst_s) if p.tpm else None  # output tokens: reported, not enforced
+            def limit(per_minute: float | None) -> _Limit | None:
+                if not per_minute:
+                    return None
+                return _Window(per_minute, p.window_s) if p.window_s else _Bucket(per_minute, p.burst_s)
+
+            rl, tl = limit(p.rpm), limit(p.tpm)
+            ol = limit(p.tpm)  # output tokens: reported, not enforced
             self._buckets = (key, rl, tl, ol)
         return self._buckets[1:]
 
     @staticmethod
-    def _ratelimit_headers(anth: bool, *buckets: _Bucket | None) -> dict[str, str]:
+    def _ratelimit_headers(anth: bool, *buckets: _Limit | None) -> dict[str, str]:
         hdrs = {}
         now = datetime.now(UTC)
         for b, oa_name, an_name in zip(buckets, ("requests", "tokens", None),
@@ -414,7 +459,7 @@ class StandIn:
         }).encode()
 
     def _anthropic_message(self, body: dict, rid: str, verdict: dict, in_tokens: int,
-                           ol: _Bucket | None, outcome: str) -> bytes:
+                           ol: _Limit | None, outcome: str) -> bytes:
         if outcome == "malformed":
             verdict = {"score": "high", "rationale": verdict.get("rationale", "")}
         choice = body.get("tool_choice")

@@ -1,0 +1,103 @@
+"""The pool stage: deduplication and the per-task cap, the filter wiring, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+
+from tgrs_agents.curate.layout import LoopDir
+from tgrs_agents.loop.config import FiltersConfig
+from tgrs_agents.loop.pool import apply_filters, dedupe_key, pool_accepted, pool_round
+
+
+def rec(i, task, expr, answer):
+    return {
+        "id": f"c{i}", "task_id": task, "tools": [],
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "tool_calls": [{"id": "x", "type": "function", "function": {
+                "name": "calculator", "arguments": json.dumps({"expression": expr})}}]},
+            {"role": "tool", "tool_call_id": "x", "content": "1"},
+            {"role": "assistant", "content": f"Answer: {answer}"},
+        ],
+    }
+
+
+def _write(path, recs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def _read(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_pool_dedupes_same_calls_and_answer_and_caps_per_task():
+    a = rec(1, "t1", "1+2", 3)
+    same = rec(2, "t1", "1+2", 3)  # same tool calls and same final answer: counts once
+    other_call = rec(3, "t1", "2+1", 3)
+    other_answer = rec(4, "t1", "1+2", 4)
+    assert dedupe_key(a) == dedupe_key(same) != dedupe_key(other_call)
+    pooled = pool_accepted([], [a, same, other_call, other_answer], cap=2)
+    assert [r["id"] for r in pooled] == ["c1", "c3"]  # capped at 2 per task, first seen wins
+    # newer rounds come first and win over older copies
+    newer = rec(9, "t1", "5+5", 10)
+    pooled2 = pool_accepted(pooled, [newer], cap=2)
+    assert [r["id"] for r in pooled2] == ["c9", "c1"]
+    assert set(pooled2[0]) == {"id", "task_id", "messages", "tools"}
+
+
+def test_dedupe_key_reads_calls_and_final_answer_text():
+    a = rec(1, "t1", "1+2", 3)
+    assert dedupe_key(a) == ("t1", 'calculator:{"expression": "1+2"}', "Answer: 3")
+    parts = {**a, "messages": [*a["messages"][:-1], {"role": "assistant", "content": [
+        {"type": "text", "text": "Answer: 3 "}]}]}
+    assert dedupe_key(parts) == dedupe_key(a)  # content parts read as text, not as a list's repr
+
+
+def test_apply_filters_without_any_configured_keeps_everything():
+    recs = [rec(i, "t1", "1+2", 3) for i in range(3)]
+    kept, aside = apply_filters(recs, FiltersConfig())
+    assert kept == recs and aside == []
+
+
+def test_length_bounds_load_the_tokenizer_only_when_configured():
+    class Chars:  # no chat template: one token per character of the assistant's texts and calls (41 and 49)
+        chat_template = None
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(text)}
+
+    loads = []
+
+    def tokenizer():
+        loads.append(1)
+        return Chars()
+
+    recs = [rec(1, "t1", "1+2", 3), rec(2, "t2", "1+2", 123456789)]
+    apply_filters(recs, FiltersConfig(near_dup_threshold=0.99), tokenizer=tokenizer)
+    assert loads == []
+    kept, aside = apply_filters(recs, FiltersConfig(max_response_tokens=45), tokenizer=tokenizer)
+    assert loads == [1]
+    assert [r["id"] for r in kept] == ["c1"]
+    assert aside == [{"id": "c2", "task_id": "t2", "filter": "length", "reason": "49 tokens > max_tokens 45"}]
+
+
+def test_pool_round_filters_then_pools_with_the_previous_round(tmp_path):
+    run = LoopDir(tmp_path / "run")
+    # round 1: task t1 solved 2 of 4 (kept by the band), t2 solved 4 of 4 (always solved: set aside)
+    acc = [rec(1, "t1", "1+2", 3), rec(2, "t1", "1+2", 3), rec(3, "t2", "5+5", 10), rec(4, "t2", "5+5", 10),
+           rec(5, "t2", "5+5", 10), rec(6, "t2", "5+5", 10)]
+    rej = [rec(7, "t1", "1+3", 4), rec(8, "t1", "1+3", 5)]
+    _write(run.round(1).curate.jsonl("accepted"), acc)
+    _write(run.round(1).curate.jsonl("rejected"), rej)
+    f = FiltersConfig(difficulty_lo=0.0, near_dup_threshold=0.9)
+    out = pool_round(run, 1, "curate/accepted.jsonl", f, cap=4)
+    assert (out.pooled, out.new_accepted, out.set_aside_by_filters) == (1, 6, 5)
+    aside = _read(run.round(1).set_aside)
+    assert sorted(a["id"] for a in aside if a["filter"] == "difficulty") == ["c3", "c4", "c5", "c6"]
+    assert [a["id"] for a in aside if a["filter"] == "near_duplicate"] == ["c2"]
+    # round 2 pools its new data first, then round 1's pool
+    _write(run.round(2).file("accepted.jsonl"), [rec(9, "t1", "9+9", 18)])
+    out2 = pool_round(run, 2, "accepted.jsonl", FiltersConfig(), cap=4)
+    assert [r["id"] for r in _read(run.round(2).pool)] == ["c9", "c1"]
+    assert out2.to_json() == {"pooled": 2, "new_accepted": 1, "set_aside_by_filters": 0, "wall_s": 0.0}

@@ -1,0 +1,400 @@
+"""The paid-call layer (``tgrs_agents.paid.wrappers``): limiter, budget, retries and ledger around an adapter.
+
+First with a scripted adapter and virtual time (each attempt takes a rate token and a budget
+reservation, headers reach the limiter through the layer, a cache hit skips both, every attempt is
+costed, a budget refusal keeps what was paid); then the API judges through the real SDKs against the
+loopback stand-in (retries, 429s, the ledger's in-flight sharing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_judge_kit import KINDS, build, cand, judge1, limiter, price, prompt_of, run, set_keys, table
+
+from tgrs_agents.errors import BudgetExhausted, TeacherError
+from tgrs_agents.paid.call import CacheIdentity, Paid, PaidAdapter, PaidJudge
+from tgrs_agents.paid.cost import Budget, Price
+from tgrs_agents.paid.ledger import Ledger
+from tgrs_agents.paid.limits import EndpointLimiter, EndpointLimits, FakeClock
+from tgrs_agents.paid.retry import RetryPolicy
+from tgrs_agents.paid.services import Services
+from tgrs_agents.paid.wrappers import Cached, PaidTeacher, RateLimited
+from tgrs_agents.testing.standin import FaultPlan, StandIn
+from tgrs_agents.types import Usage, Verdict
+
+pytest.importorskip("openai")
+pytest.importorskip("anthropic")
+
+USED = Usage(requests=1, input_tokens=100, output_tokens=10)
+PRICE = Price(1.0, 2.0)
+EST_COST = PRICE.cost(100, 10)  # what each attempt reserves (the estimate equals the usage here)
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch):
+    set_keys(monkeypatch)
+
+
+@pytest.fixture
+def srv():
+    with StandIn() as s:
+        yield s
+
+
+# --- a scripted adapter, virtual time ------------------------------------------------------------
+class Scripted:
+    """A PaidJudge whose attempts follow a script: a TeacherError is raised, anything else returned."""
+
+    name = "scripted"
+    endpoint_key = "http://scripted#0"
+    limits = EndpointLimits()
+    price = PRICE
+    cost_rank = 10
+    config = None
+
+    def __init__(self, *script: Any, max_attempts: int | None = None) -> None:
+        self.script = list(script)
+        self.max_attempts = max_attempts
+        self.calls = 0
+
+    def estimate(self, request: Any) -> tuple[int, int]:
+        return 100, 10
+
+    def cache_identity(self) -> CacheIdentity | None:
+        return CacheIdentity({"kind": "scripted"}, "prompt-hash")
+
+    async def call(self, request: Any) -> Paid[Verdict]:
+        self.calls += 1
+        await asyncio.sleep(0)
+        step = self.script.pop(0)
+        if isinstance(step, TeacherError):
+            raise step
+        return step
+
+    async def aclose(self) -> None:
+        return None
+
+
+def ok(headers: dict[str, str] | None = None) -> Paid[Verdict]:
+    return Paid(Verdict(teacher="scripted", passed=True, score=1.0, usage=USED), USED, headers or {})
+
+
+def err(kind: str = "server", **kw: Any) -> TeacherError:
+    return TeacherError(kind, retryable=True, kind=kind, **kw)  # type: ignore[arg-type]
+
+
+class CountingBudget(Budget):
+    def __init__(self, limit_usd: float | None = None) -> None:
+        super().__init__(limit_usd)
+        self.reservations = 0
+
+    def reserve(self, estimate_usd: float) -> int:
+        self.reservations += 1
+        return super().reserve(estimate_usd)
+
+
+def services(**kw: Any) -> Services:
+    kw.setdefault("budget", CountingBudget())
+    return Services(clock=FakeClock(), retry=RetryPolicy(initial_s=0.5, jitter_s=0.0), **kw)
+
+
+def test_the_scripted_adapter_and_the_api_judges_fulfil_the_protocol():
+    assert isinstance(Scripted(), PaidAdapter) and isinstance(Scripted(), PaidJudge)
+    assert not isinstance(object(), PaidAdapter)
+
+
+def test_each_attempt_takes_a_rate_token_and_a_budget_reservation():
+    adapter = Scripted(err(), err("rate_limit", retry_after=2.0), ok())
+    svc = services()
+    stack = svc.stack(adapter)
+    r = run(stack.call("req"))
+    assert adapter.calls == 3 and stack.limiter.stats.acquired == 3
+    assert svc.budget.reservations == 3 and svc.budget.reserved_usd == pytest.approx(0.0)
+    assert stack.limiter.stats.rate_limited == 1  # the 429 reached the limiter
+    assert r.usage.requests == 3  # every attempt counted (failed ones without usage as one request)
+    assert svc.budget.spent_usd == pytest.approx(r.usage.cost_usd) == pytest.approx(EST_COST)
+
+
+def test_headers_reach_the_limiter_through_the_layer_and_the_permit_comes_back():
+    stated = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "590"}
+    tokens = {"x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "80000"}
+    adapter = Scripted(err("rate_limit", retry_after=0.1, headers=stated), ok(tokens))
+    lim = EndpointLimiter("k", EndpointLimits(rpm=1200), FakeClock())
+    learned, permits, released = [], [], []
+    learn, acquire, release = lim.learn, lim.acquire, lim.release
+    lim.learn = lambda h: (learned.append(dict(h)), learn(h))[1]
+
+    async def spy_acquire(*a: Any) -> Any:
+        permits.append(await acquire(*a))
+        return permits[-1]
+
+    def spy_release(*a: Any, permit: Any = None) -> None:
+        released.append((a, permit))
+        release(*a, permit=permit)
+
+    lim.acquire, lim.release = spy_acquire, spy_release
+    layer = RateLimited(adapter, lim)
+    with pytest.raises(TeacherError):
+        run(layer.call("a"))
+    run(layer.call("b"))
+    assert learned == [stated, tokens]  # the 429's headers too, handed over by the layer
+    assert lim.stats.rate_limited == 1 and lim.stats.learned["requests"] == 600
+    assert [p for _, p in released] == permits and len(permits) == 2
+    assert released[1][0] == (100, 10, 100, 10)  # reconciled with the reported usage
+    assert not hasattr(adapter, "on_headers")  # nothing was written into the adapter
+
+
+def test_a_cache_hit_skips_the_limiter_and_the_budget(tmp_path: Path):
+    adapter = Scripted(ok())
+    svc = services(ledger=Ledger(tmp_path / "l.sqlite"))
+    teacher = svc.wrap(adapter)
+    assert isinstance(teacher, PaidTeacher) and teacher.cache is not None
+    c = cand(1)
+    first, again = run(teacher.judge(c)), run(teacher.judge(c.model_copy(update={"id": "twin"})))
+    assert adapter.calls == 1 and teacher.limiter.stats.acquired == 1 and svc.budget.reservations == 1
+    assert not first.cached and first.usage.cost_usd == pytest.approx(EST_COST)
+    assert again.cached and again.usage == Usage() and again.latency_s == 0.0
+    assert teacher.lookup(c) is not None
+    svc.close()
+
+
+def test_no_ledger_or_no_identity_means_no_cache(tmp_path: Path):
+    class Uncached(Scripted):
+        def cache_identity(self) -> CacheIdentity | None:
+            return None
+
+    assert services().wrap(Scripted()).cache is None
+    led = services(ledger=Ledger(tmp_path / "l.sqlite"))
+    assert led.wrap(Uncached()).cache is None
+    assert led.wrap(Scripted()).cache is not None
+
+
+def test_every_attempt_is_costed_malformed_output_too():
+    adapter = Scripted(err("malformed", usage=USED), ok())
+    svc = services()
+    r = run(svc.stack(adapter).call("x"))
+    assert r.usage.requests == 2 and r.usage.input_tokens == 200
+    assert r.usage.cost_usd == pytest.approx(2 * EST_COST) == pytest.approx(svc.budget.spent_usd)
+
+
+def test_a_budget_refusal_is_one_signal_carrying_what_was_paid():
+    # room for two attempts: both fail billed, the third is refused before it starts
+    adapter = Scripted(err(usage=USED), err(usage=USED), ok())
+    svc = services(budget=CountingBudget(limit_usd=2.5 * EST_COST))
+    with pytest.raises(BudgetExhausted) as ei:
+        run(svc.stack(adapter).call("x"))
+    e = ei.value
+    assert adapter.calls == 2 and e.teacher == "scripted"
+    assert e.usage is not None and e.usage.requests == 2
+    assert e.usage.cost_usd == pytest.approx(2 * EST_COST) == pytest.approx(svc.budget.spent_usd)
+
+    nothing = Scripted(ok())
+    with pytest.raises(BudgetExhausted) as ei:  # refused before the first attempt: nothing paid
+        run(services(budget=Budget(limit_usd=EST_COST / 2)).stack(nothing).call("x"))
+    assert nothing.calls == 0 and ei.value.usage == Usage()
+
+
+def test_a_follower_of_a_refused_leader_is_refused_without_the_leaders_bill(tmp_path: Path):
+    adapter = Scripted(err(usage=USED), ok())
+    svc = services(budget=Budget(limit_usd=1.5 * EST_COST), ledger=Ledger(tmp_path / "l.sqlite"))
+    teacher = svc.wrap(adapter)
+    c = cand(1)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(teacher.judge(c), teacher.judge(c), return_exceptions=True)
+
+    leader, follower = run(main())
+    assert isinstance(leader, BudgetExhausted) and leader.usage.requests == 1
+    assert isinstance(follower, BudgetExhausted) and follower.usage is None
+    assert adapter.calls == 1
+    svc.close()
+
+
+def test_cached_keys_what_decides_the_verdict(tmp_path: Path):
+    led = Ledger(tmp_path / "l.sqlite")
+    a = Cached(Scripted(), led, CacheIdentity({"model": "m"}, "p1"))
+    b = Cached(Scripted(), led, CacheIdentity({"model": "m"}, "p2"))
+    c = cand(1)
+    assert a.key(c) == a.key(c.model_copy(update={"id": "other"})) != b.key(c)
+    assert a.key(c) != a.key(cand(2))
+    led.close()
+
+
+# --- the API judges through the layer, against the stand-in -----------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_429_retry_after_is_honoured(kind, tmp_path):
+    # 5 requests/s with a bucket of 1: of two calls sent together the second gets a 429 whose
+    # retry-after (~0.2 s) says when it would be admitted
+    with StandIn(FaultPlan(rpm=300, burst_s=0.2)) as s:
+        seen: list[float | None] = []
+
+        async def main():
+            panel, svc = build(tmp_path, table(kind, s))
+            lim = limiter(svc)
+            orig = lim.on_rate_limited
+            lim.on_rate_limited = lambda ra: (seen.append(ra), orig(ra))[1]
+            t0 = time.perf_counter()
+            try:
+                vs = await asyncio.gather(judge1(panel, cand(1)), judge1(panel, cand(2)))
+            finally:
+                await panel.aclose()
+            return vs, time.perf_counter() - t0, lim
+
+        vs, wall, lim = run(main())
+        assert all(v.error is None and v.passed for v in vs)
+        assert s.stats["429"] == 1 and s.stats["ok"] == 2 and s.stats["requests"] == 3
+        assert lim.stats.rate_limited == 1 and lim.stats.acquired == 3
+        (ra,) = seen
+        assert 0.1 < ra <= 0.25
+        t429 = next(r["t"] for r in s.requests if r["outcome"] == "429")
+        retry_t = s.requests[-1]["t"]
+        assert retry_t - t429 >= ra - 0.01  # waited the server's retry-after, not less
+        assert wall >= ra
+        assert sorted(v.usage.requests for v in vs) == [1, 2]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_5xx_529_timeouts_and_dropped_connections_are_retried(kind, tmp_path):
+    with StandIn(FaultPlan(slow_s=5.0)) as s:
+        s.script.extend(["500", "529", "drop", "slow"])
+
+        async def main():
+            panel, svc = build(tmp_path, table(kind, s, timeout_s=0.5, max_attempts=5))
+            t0 = time.perf_counter()
+            try:
+                return await judge1(panel, cand(1)), time.perf_counter() - t0, svc
+            finally:
+                await panel.aclose()
+
+        v, wall, svc = run(main())
+        assert v.error is None and v.passed
+        assert [r["outcome"] for r in s.requests] == ["500", "529", "drop", "slow", "ok"]
+        assert s.stats["requests"] == 5 and limiter(svc).stats.acquired == 5
+        assert v.usage.requests == 5  # every attempt counted
+        assert 0.5 <= wall < 4.0  # the slow attempt was cut at timeout_s, not waited out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_malformed_output_asked_again_once_then_error_verdict_with_both_attempts_costed(kind, srv, tmp_path):
+    async def main():
+        panel, svc = build(tmp_path, table(kind, srv, max_attempts=5))
+        try:
+            srv.script.extend(["malformed", "ok"])
+            fixed = await judge1(panel, cand(1))
+            srv.script.extend(["malformed", "malformed", "ok"])
+            broken = await judge1(panel, cand(2))
+            return fixed, broken, panel, svc
+        finally:
+            await panel.aclose()
+
+    fixed, broken, panel, svc = run(main())
+    outcomes = [r["outcome"] for r in srv.requests]
+    assert outcomes == ["malformed", "ok", "malformed", "malformed"]  # the 3rd "ok" never asked for
+    assert srv.script.popleft() == "ok"
+    assert fixed.error is None and fixed.passed and fixed.usage.requests == 2
+    in_tok = len(prompt_of(srv.requests[0])) // 4
+    assert fixed.usage.input_tokens == 2 * in_tok
+    assert fixed.usage.cost_usd == pytest.approx(price(fixed.usage.input_tokens, fixed.usage.output_tokens))
+    assert broken.error is not None and "did not parse" in broken.error
+    assert broken.passed is False and broken.score == 0.0
+    assert broken.usage.requests == 2 and broken.usage.input_tokens == 2 * len(prompt_of(srv.requests[2])) // 4
+    assert broken.usage.output_tokens > 0
+    assert broken.usage.cost_usd == pytest.approx(price(broken.usage.input_tokens, broken.usage.output_tokens))
+    st = panel.stats[broken.teacher]
+    assert st.errors == 1 and st.cost_usd == pytest.approx(fixed.usage.cost_usd + broken.usage.cost_usd)
+    assert svc.budget.spent_usd == pytest.approx(st.cost_usd)
+    assert limiter(svc).stats.acquired == 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("status", ["400", "401"])
+def test_400_and_401_are_not_retried(kind, status, srv, tmp_path):
+    srv.script.extend([status, "ok"])
+
+    async def main():
+        panel, svc = build(tmp_path, table(kind, srv))
+        try:
+            return await judge1(panel, cand(1)), svc
+        finally:
+            await panel.aclose()
+
+    v, svc = run(main())
+    assert v.error is not None and f"HTTP {status}" in v.error and v.passed is False
+    assert srv.stats["requests"] == 1 and limiter(svc).stats.acquired == 1
+    assert list(srv.script) == ["ok"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_max_attempts_bounds_requests_and_sdk_retries_are_off(kind, srv, tmp_path):
+    srv.script.extend(["500"] * 10)
+
+    async def main():
+        panel, svc = build(tmp_path, table(kind, srv, max_attempts=3), table(
+            kind, srv, name="once", max_attempts=1, cost_rank=5))
+        try:
+            clients = [t.adapter._client for t in panel.teachers]
+            by_name = {t.name: t for t in panel.teachers}
+            three = await panel._call(by_name[table(kind, srv)["name"]], cand(1))
+            n3 = srv.stats["requests"]
+            one = await panel._call(by_name["once"], cand(2))
+            return clients, three, n3, one, svc
+        finally:
+            await panel.aclose()
+
+    clients, three, n3, one, svc = run(main())
+    assert all(c.max_retries == 0 for c in clients)
+    assert n3 == 3 and three.error is not None and "HTTP 500" in three.error
+    assert three.usage.requests == 3
+    assert srv.stats["requests"] == 4 and one.error is not None  # one attempt: the server saw one
+    assert limiter(svc).stats.acquired == 4 and len(srv.script) == 6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_identical_candidates_in_flight_share_one_call(kind, tmp_path):
+    with StandIn(FaultPlan(latency_mean_s=0.1)) as s:
+        c = cand(1)
+        twin = c.model_copy(update={"id": "twin"})
+
+        async def main():
+            led = Ledger(tmp_path / "l.sqlite")
+            panel, svc = build(tmp_path, table(kind, s), ledger=led)
+            (t,) = panel.teachers
+            try:
+                vs = await asyncio.gather(t.judge(c), t.judge(twin))
+                s.script.extend(["400"])  # a shared failure: both see it, only one paid for it
+                errs = await asyncio.gather(panel._call(t, cand(2)), panel._call(t, cand(2)))
+                return vs, errs, svc, panel
+            finally:
+                await panel.aclose()
+                led.close()
+
+        vs, errs, svc, _ = run(main())
+        assert s.stats["requests"] == 2 and limiter(svc).stats.acquired == 2
+        assert sorted(v.cached for v in vs) == [False, True]
+        assert vs[0].passed == vs[1].passed and vs[0].score == vs[1].score
+        assert sum(v.usage.cost_usd for v in vs) == vs[0].usage.cost_usd + vs[1].usage.cost_usd > 0
+        assert all(e.error and "HTTP 400" in e.error for e in errs)
+        assert sorted(e.usage.requests for e in errs) == [0, 1]  # the follower is not billed again
+
+
+def test_limits_are_learned_from_a_429s_headers(tmp_path):
+    with StandIn(FaultPlan(rpm=6000)) as s:
+        s.script.append("429")
+
+        async def main():
+            panel, svc = build(tmp_path, table("openai", s, rpm=60_000, max_attempts=1))
+            try:
+                return await judge1(panel, cand(1)), limiter(svc)
+            finally:
+                await panel.aclose()
+
+        v, lim = run(main())
+    assert v.error is not None and "HTTP 429" in v.error and s.stats["requests"] == 1
+    assert lim.stats.learned["requests"] == 6000 and lim.requests.rate == pytest.approx(100)
+    assert lim.factor == 1.0  # within the limit the 429 itself stated: no cut
+
