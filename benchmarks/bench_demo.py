@@ -1,11 +1,15 @@
-"""The demo twice, side by side: filtered by the panel vs the accept-all control.
+"""The demo twice, side by side: filtered by the panel vs the accept-all control, over several seeds.
 
-    python benchmarks/bench_demo.py [--out runs/bench-demo] [--rounds 3] [--quick]
+    python benchmarks/bench_demo.py [--out runs/bench-demo] [--rounds 3] [--quick] [--seeds N]
 
 Prints pass@1 (temperature 1.0, held-out split) per round for both arms, generation and SFT
-tokens/s, and wall time per arm. Targets (2-core CPU): `tgrs demo` under 3 minutes; pass@1 rises
-by >= 40 points from before round 1 to after round 3; the filtered arm ends >= 40 points above
-accept-all. Each arm runs in its own process (`tgrs demo`), one after the other.
+tokens/s, and wall time per arm. With ``--seeds N`` each arm runs N times (``tgrs demo --seed s``,
+s = 0 .. N-1: another warm start, other samples, another SFT order; the task splits stay the same)
+and every figure is the mean and the standard deviation across the seeds (run-to-run spread; the
+standard error of the mean is SD / sqrt(N)). With one seed, pass@1 carries its standard error over
+held-out tasks instead. Targets (2-core CPU): `tgrs demo` under 3 minutes; pass@1 rises by >= 40
+points from before round 1 to after round 3; the filtered arm ends >= 40 points above accept-all.
+Each run is its own process (`tgrs demo`), one after the other.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 
-def arm(out: Path, rounds: int, accept_all: bool, quick: bool) -> tuple[dict, float]:
+def arm(out: Path, rounds: int, accept_all: bool, quick: bool, seed: int) -> tuple[dict, float]:
     if out.exists():
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "tgrs_agents", "demo", "--out", str(out), "--rounds", str(rounds)]
+    cmd = [sys.executable, "-m", "tgrs_agents", "demo", "--out", str(out), "--rounds", str(rounds),
+           "--seed", str(seed)]
     cmd += ["--accept-all"] if accept_all else []
     cmd += ["--quick"] if quick else []
     t0 = time.perf_counter()
@@ -30,33 +36,57 @@ def arm(out: Path, rounds: int, accept_all: bool, quick: bool) -> tuple[dict, fl
     return json.loads((out / "summary.json").read_text()), time.perf_counter() - t0
 
 
+def ms(values: list[float], se: float | None = None) -> str:
+    """``mean ± SD`` over seeds; one value: ``value ± its standard error`` (when known)."""
+    if len(values) > 1:
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+    return f"{values[0]:.3f}" + (f" ± {se:.3f}" if se is not None else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/bench-demo")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, default=1, help="runs per arm (seeds 0 .. N-1); figures are mean ± SD")
     a = ap.parse_args()
     base = Path(a.out)
-    filt, wf = arm(base / "filtered", a.rounds, False, a.quick)
-    ctrl, wc = arm(base / "accept-all", a.rounds, True, a.quick)
-    k = filt["eval_k"]
-    print(f"{'round':>6} | {'filtered pass@1':>15} {'pass@' + str(k):>8} | {'accept-all pass@1':>17} "
-          f"{'pass@' + str(k):>8} | {'accept % (filtered)':>19}")
-    for rf, rc in zip(filt["rounds"], ctrl["rounds"], strict=True):
-        acc = f"{rf['acceptance_rate']:.0%}" if "acceptance_rate" in rf else ""
-        print(f"{rf['round']:>6} | {rf['pass@1']:>15.3f} {rf[f'pass@{k}']:>8.3f} | {rc['pass@1']:>17.3f} "
-              f"{rc[f'pass@{k}']:>8.3f} | {acc:>19}")
-    for name, s, wall in (("filtered", filt, wf), ("accept-all", ctrl, wc)):
-        rs = s["rounds"][1:]
-        gen = sum(r["gen_tokens_per_s"] for r in rs) / len(rs)
-        sft = sum(r["sft_tokens_per_s"] for r in rs) / len(rs)
-        print(f"{name}: wall {wall:.0f} s (tgrs demo process), generation {gen:,.0f} tok/s, "
-              f"SFT {sft:,.0f} tok/s")
-    rise = filt["rounds"][-1]["pass@1"] - filt["rounds"][0]["pass@1"]
-    gap = filt["rounds"][-1]["pass@1"] - ctrl["rounds"][-1]["pass@1"]
-    print(f"pass@1 rise (filtered, start -> last round): {100 * rise:+.1f} points (target >= +40)")
-    print(f"filtered minus accept-all after the last round: {100 * gap:+.1f} points (target >= +40)")
-    print(f"filtered demo wall time: {wf:.0f} s (target < 180 s)")
+    runs: dict[str, list[dict]] = {"filtered": [], "accept-all": []}
+    walls: dict[str, list[float]] = {"filtered": [], "accept-all": []}
+    for seed in range(a.seeds):
+        for name in runs:
+            s, wall = arm(base / name / f"seed-{seed}", a.rounds, name == "accept-all", a.quick, seed)
+            runs[name].append(s)
+            walls[name].append(wall)
+            print(f"[bench] {name} seed {seed}: pass@1 " + " -> ".join(f"{r['pass@1']:.3f}" for r in s["rounds"])
+                  + f" ({wall:.0f} s)", file=sys.stderr, flush=True)
+    k = runs["filtered"][0]["eval_k"]
+    spread = f"mean ± SD over {a.seeds} seeds" if a.seeds > 1 else "± standard error over held-out tasks"
+    print(f"pass@1 and pass@{k} per round ({spread})")
+    print(f"{'round':>6} | {'filtered pass@1':>15} {'pass@' + str(k):>15} | {'accept-all pass@1':>17} "
+          f"{'pass@' + str(k):>15} | {'accept % (filtered)':>19}")
+    for i in range(a.rounds + 1):
+        f = [s["rounds"][i] for s in runs["filtered"]]
+        c = [s["rounds"][i] for s in runs["accept-all"]]
+
+        def col(rs: list[dict], key: str) -> str:
+            return ms([r[key] for r in rs], rs[0].get(f"{key}_se"))
+
+        acc = ms([r["acceptance_rate"] for r in f]) if "acceptance_rate" in f[0] else ""
+        print(f"{f[0]['round']:>6} | {col(f, 'pass@1'):>15} {col(f, f'pass@{k}'):>15} | "
+              f"{col(c, 'pass@1'):>17} {col(c, f'pass@{k}'):>15} | {acc:>19}")
+    for name in runs:
+        rs = [r for s in runs[name] for r in s["rounds"][1:]]
+        gen = statistics.mean(r["gen_tokens_per_s"] for r in rs)
+        sft = statistics.mean(r["sft_tokens_per_s"] for r in rs)
+        print(f"{name}: wall {ms(walls[name]).replace('.000', '')} s per tgrs demo process, generation "
+              f"{gen:,.0f} tok/s, SFT {sft:,.0f} tok/s")
+    rise = [s["rounds"][-1]["pass@1"] - s["rounds"][0]["pass@1"] for s in runs["filtered"]]
+    gap = [f["rounds"][-1]["pass@1"] - c["rounds"][-1]["pass@1"]
+           for f, c in zip(runs["filtered"], runs["accept-all"], strict=True)]
+    print(f"pass@1 rise (filtered, start -> last round): {ms([100 * x for x in rise])} points (target >= +40)")
+    print(f"filtered minus accept-all after the last round: {ms([100 * x for x in gap])} points (target >= +40)")
+    print(f"filtered demo wall time: {ms(walls['filtered'])} s (target < 180 s)")
 
 
 if __name__ == "__main__":

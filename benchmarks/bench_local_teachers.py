@@ -10,8 +10,11 @@ Then, in one run:
    forward pass per candidate (``max_batch_size`` 1); candidates/s of each and their ratio.
 2. **IFD as a mismatch detector**: held-out tasks' demonstrations (matched) and the same responses
    under another task's question (mismatched); AUROC of IFD (pooled), the fraction of responses
-   whose IFD rises under the wrong question (paired), and the same for r-IFD. Also the reward
-   model's held-out accuracy and AUROC.
+   whose IFD rises under the wrong question (paired), and the same for r-IFD. Then the cut-offs:
+   the student_compat default calibrated the way ``tgrs run`` does it (the 0.95 quantile of IFD on
+   demonstrations of 128 fresh tasks, apart from both splits) and the bare ceiling ``ifd_max = 1``:
+   the share of matched and of mismatched pairs each drops. Also the reward model's held-out
+   accuracy and AUROC.
 3. **Paid calls saved**: ``tgrs curate`` of the demo's candidates (``tgrs demo-curate``'s input:
    synthetic trajectories, one broken line in 97) with a panel-local-style panel whose paid judge
    is the loopback stand-in (``tgrs_agents.testing.standin``), against the same panel without the
@@ -23,6 +26,7 @@ Then, in one run:
     python benchmarks/bench_local_teachers.py --quick    # smaller, for a smoke run
     python benchmarks/bench_local_teachers.py --json     # the figures as JSON on stdout
     python benchmarks/bench_local_teachers.py --threads 1  # on a machine others are using too
+    python benchmarks/bench_local_teachers.py --only-ifd   # the student and part 2 alone (about a minute)
 """
 
 from __future__ import annotations
@@ -117,11 +121,13 @@ def rm_throughput(rm_dir: Path, n: int, repeats: int) -> dict[str, Any]:
 
 def ifd_auroc(student: Path, n: int) -> dict[str, Any]:
     from tgrs_agents.student.train_reward import auroc
-    from tgrs_agents.tasks.arithmetic import demonstration, splits
-    from tgrs_agents.teachers.student_compat import RIFD_PROMPT, StudentScorer
+    from tgrs_agents.tasks.arithmetic import demonstration, make_tasks, splits
+    from tgrs_agents.teachers.student_compat import RIFD_PROMPT, StudentScorer, quantile
     from tgrs_agents.types import Candidate
 
-    _, held = splits(400, 128, seed=0)
+    train, held = splits(400, 128, seed=0)
+    fresh = make_tasks(128, seed=20_000, prefix="calib-",  # as tgrs run calibrates: apart from both splits
+                       exclude={str(t.metadata["expression"]) for t in [*train, *held]})
     held = held[:n]
     matched = [Candidate.model_validate(demonstration(t)) for t in held]
     mismatched = []
@@ -130,9 +136,17 @@ def ifd_auroc(student: Path, n: int) -> dict[str, Any]:
         rec["id"], rec["messages"][0] = f"mm-{i}", t.messages[0].model_dump(exclude_none=True)
         mismatched.append(Candidate.model_validate(rec))
     out: dict[str, Any] = {"pairs": len(held)}
-    calib = StudentScorer.load(str(student), device="cpu", rifd=False).score_batch(matched)
-    ifds = sorted(s.ifd for s in calib if s.ifd is not None)
-    out["calibration_ifd_q95"] = ifds[min(len(ifds) - 1, int(0.95 * len(ifds)))]  # held-out good demonstrations
+    plain = StudentScorer.load(str(student), device="cpu", rifd=False)
+    calib = plain.score_batch([Candidate.model_validate(demonstration(t)) for t in fresh])
+    cut = quantile([s.ifd for s in calib if s.ifd is not None], 0.95)
+    assert cut is not None
+    out["calibration_ifd_q95"] = cut  # held-out good demonstrations of fresh tasks
+    m_ifd = [s.ifd for s in plain.score_batch(matched)]
+    x_ifd = [s.ifd for s in plain.score_batch(mismatched)]
+    out["cutoffs"] = {name: {"ifd_max": round(c, 4),
+                             "matched_dropped": round(sum(v >= c for v in m_ifd) / len(m_ifd), 4),
+                             "mismatched_dropped": round(sum(v >= c for v in x_ifd) / len(x_ifd), 4)}
+                      for name, c in (("calibrated_q95", cut), ("ceiling_1", 1.0))}
     prompts = (("short_rifd_prompt", "Guess the question: {response}"), ("default_rifd_prompt", RIFD_PROMPT))
     for label, prompt in prompts:
         scorer = StudentScorer.load(str(student), device="cpu", rifd_prompt=prompt)
@@ -216,6 +230,19 @@ def calls_saved(out: Path, rm_dir: Path, student: Path, n: int, calibrated_ifd_m
     return results
 
 
+def ifd_lines(ifd: dict[str, Any]) -> list[str]:
+    out = []
+    for label in ("short_rifd_prompt", "default_rifd_prompt"):
+        r = ifd[label]
+        out.append(f"mismatch detection ({ifd['pairs']} pairs, {label}): IFD AUROC {r['ifd']['auroc']:.3f} "
+                   f"(paired {r['ifd']['paired_rank']:.3f}, medians {r['ifd']['median_matched']} vs "
+                   f"{r['ifd']['median_mismatched']}), r-IFD AUROC {r['rifd']['auroc']:.3f}")
+    for name, c in ifd["cutoffs"].items():
+        out.append(f"IFD cut-off {name} (ifd_max {c['ifd_max']}): drops {c['mismatched_dropped']:.1%} of mismatched "
+                   f"and {c['matched_dropped']:.1%} of matched pairs")
+    return out
+
+
 # ------------------------------------------------------------------------------------------ main
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="work directory (default: a temporary one); models are reused")
     p.add_argument("--quick", action="store_true", help="smaller everything (a smoke run)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--only-ifd", action="store_true", help="the student and the IFD figures only")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads (default: torch's choice); 1 avoids oversubscription on a busy machine")
     args = p.parse_args(argv)
@@ -244,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bench_local_teachers: work dir {out}, torch threads {torch.get_num_threads()}, load "
             f"{os.getloadavg()[0]:.1f}")
         student = warm_student(out, sizes["student_steps"])
+        if args.only_ifd:
+            ifd = ifd_auroc(student, sizes["ifd_pairs"])
+            print(json.dumps(ifd, indent=1) if args.json else "\n".join(ifd_lines(ifd)))
+            return 0
         rm_dir, rm_info = reward_model(out, student, sizes["rm_steps"], sizes["rm_rows"])
         log("  1/3 reward-model throughput ...")
         speed = rm_throughput(rm_dir, sizes["throughput_n"], sizes["repeats"])
@@ -262,11 +294,7 @@ def main(argv: list[str] | None = None) -> int:
           f"AUROC {rm_info['heldout_auroc']:.3f} ({rm_info['heldout_rows']} rows)")
     print(f"RM scoring, {s['candidates']} candidates: micro-batched {s['batched_per_s']}/s vs one call each "
           f"{s['one_call_each_per_s']}/s -> {s['speedup']}x")
-    for label in ("short_rifd_prompt", "default_rifd_prompt"):
-        r = ifd[label]
-        print(f"mismatch detection ({ifd['pairs']} pairs, {label}): IFD AUROC {r['ifd']['auroc']:.3f} "
-              f"(paired {r['ifd']['paired_rank']:.3f}, medians {r['ifd']['median_matched']} vs "
-              f"{r['ifd']['median_mismatched']}), r-IFD AUROC {r['rifd']['auroc']:.3f}")
+    print("\n".join(ifd_lines(ifd)))
     for key in ("with_verifier", "without_verifier"):
         r = saved[key]
         for label in ("local", "local_calibrated"):

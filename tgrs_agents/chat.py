@@ -38,9 +38,11 @@ __all__ = ["CALLS", "FLAT", "JUDGE", "RIFD", "SPOKEN", "Style", "content_text", 
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-def parse_arguments(args: str) -> dict[str, Any]:
+def parse_arguments(args: str | Mapping[str, Any]) -> dict[str, Any]:
     """A stored tool call's ``arguments`` (a JSON string) as a mapping; text that is not an object becomes
-    ``{"input": ...}`` so a template always gets a mapping."""
+    ``{"input": ...}`` so a template always gets a mapping. A mapping (the SFT rows' form) is copied."""
+    if isinstance(args, Mapping):
+        return dict(args)
     try:
         parsed = json.loads(args) if args.strip() else {}
     except ValueError:

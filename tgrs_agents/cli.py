@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,11 @@ def _curate(args: argparse.Namespace) -> int:
     from .curate.run import CurateOptions, CurateRun
     from .events import EventBus
 
-    overrides = {"policy": args.policy, "k": args.k, "threshold": args.threshold}
+    overrides = {"policy": args.policy, "k": args.k, "threshold": args.threshold,
+                 "student_model": args.student_model}
     panel = load_panel(args.panel, overrides=overrides)
+    for warning in panel.warnings:
+        print(f"tgrs: warning: {warning}", file=sys.stderr)
     if args.dry_run:
         return _dry_run(args, panel)
     bus = EventBus()
@@ -64,6 +68,8 @@ def _curate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.out} is resumable; run the same command again", file=sys.stderr)
         return 130
+    for warning in summary.get("warnings", ()):
+        print(f"tgrs: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -74,15 +80,52 @@ def _curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    """Score every teacher of a panel against a labelled file; write the calibration file."""
+    from .curate.calibrate import calibrate
+    from .curate.panel_file import load_panel
+    from .paid.cost import Budget
+    from .paid.ledger import Ledger
+    from .paid.services import Services
+
+    panel = load_panel(args.panel, overrides={"student_model": args.student_model})
+    services = Services(budget=Budget(args.budget_usd), ledger=None if args.no_cache else Ledger(args.cache))
+    try:
+        report = asyncio.run(calibrate(panel, Path(args.labelled), services, max_in_flight=args.max_in_flight))
+    finally:
+        services.close()
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    ds = report["dawid_skene"]["teachers"]
+    print(f"{report['items']} labelled candidates, {report['prevalence']:.0%} good; {report['calls']} calls, "
+          f"${report['cost_usd']:.4f}")
+    print(f"{'teacher':<16} {'sensitivity (95% CI)':<22} {'specificity (95% CI)':<22} {'weight':>7} "
+          f"{'errors':>6}   unsupervised s / c")
+    for name, t in report["teachers"].items():
+        s, c = t["sensitivity"], t["specificity"]
+        print(f"{name:<16} {s['value']:.3f} [{s['low']:.3f}, {s['high']:.3f}]  {c['value']:.3f} "
+              f"[{c['low']:.3f}, {c['high']:.3f}]  {t['weight']:>7.3f} {t['errors']:>6}   "
+              f"{ds[name]['sensitivity']['value']:.3f} / {ds[name]['specificity']['value']:.3f}")
+    r = report["panel_rule"]
+    print(f"the panel's rule ({r['policy']}): precision {r['precision']}, recall {r['recall']}, "
+          f"accuracy {r['accuracy']}")
+    if args.out:
+        print(f"wrote {args.out}: use it with  weights = \"{args.out}\"  (policy = \"weighted_mean\")")
+    return 0
+
+
 def _input_format(args: argparse.Namespace) -> tuple[str, bool]:
     """The reader for the input (said on stderr), and whether it reads one candidate per line."""
     from .formats import resolve
 
-    if not Path(args.input).is_file():
+    if not Path(args.input).exists():
         return args.input_format, False  # the run says the file is missing
     fmt, why = resolve(args.input, args.input_format)
     print(f"tgrs: input format {fmt.name} ({why})", file=sys.stderr)
-    return fmt.name, fmt.open(Path(args.input)).per_line
+    return fmt.name, Path(args.input).is_file() and fmt.open(Path(args.input)).per_line
 
 
 def _dry_run(args: argparse.Namespace, panel: Any) -> int:
@@ -91,8 +134,11 @@ def _dry_run(args: argparse.Namespace, panel: Any) -> int:
     from .paid.services import Services
 
     services = Services(ledger=None if args.no_cache else Ledger(args.cache))
+    if services.ledger is not None:
+        services.ledger.check()
     try:
-        report = asyncio.run(dry_run(Path(args.input), panel, Path(args.out), services)).to_json()
+        report = asyncio.run(dry_run(Path(args.input), panel, Path(args.out), services,
+                                     input_format=args.input_format)).to_json()
     finally:
         services.close()
     if args.json:
@@ -116,27 +162,38 @@ def _print_rounds(summary: dict[str, Any]) -> None:
 
     k = summary["eval_k"]
     t = Table(title=f"expert iteration ({summary['arm']})")
-    con = Console(width=max(Console().width, 110))
+    con = Console(width=max(Console().width, 130))
     for col in ("round", "pass@1", f"pass@{k}", "samples", "accepted", "accept %", "pool",
                 "gen tok/s", "sft tok/s", "wall s"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=True)
+    def pm(r: dict[str, Any], key: str) -> str:  # a figure and its standard error
+        se = r.get(f"{key}_se")
+        return f"{r[key]:.3f}" + (f" ± {se:.3f}" if se is not None else "")
+
+    carried = []
     for r in summary["rounds"]:
         first = r["round"] == 0
         sft = r.get("warm_start", {}).get("sft_tokens_per_s") if first else r.get("sft_tokens_per_s")
-        t.add_row(str(r["round"]) if not first else "start", f"{r['pass@1']:.3f}",
-                  f"{r[f'pass@{k}']:.3f}", str(r.get("samples", "")), str(r.get("accepted", "")),
+        carried += [r["round"]] if r.get("sft_carried_over") else []
+        t.add_row(str(r["round"]) if not first else "start", pm(r, "pass@1"),
+                  pm(r, f"pass@{k}"), str(r.get("samples", "")), str(r.get("accepted", "")),
                   f"{r['acceptance_rate']:.0%}" if "acceptance_rate" in r else "",
                   str(r.get("pooled", "")), f"{r.get('gen_tokens_per_s', 0):,.0f}" if not first else "",
                   f"{sft:,.0f}" if sft else "", f"{sum(r.get('stage_wall_s', {}).values()):.1f}"
                   if not first else "")
     con.print(t)
+    print("± one standard error over held-out tasks")
+    for rnd in carried:
+        print(f"round {rnd}: the pool was empty (the panel accepted nothing), so the student carried over")
     print(f"total wall time {summary['wall_s']:.0f}s")
 
 
-def _loop(cfg: Any, out: str, accept_all: bool) -> int:
+def _loop(cfg: Any, out: str, accept_all: bool, force: bool = False) -> int:
+    from .curate.lock import run_lock
     from .loop.rounds import ExpertIteration
 
-    summary = ExpertIteration(cfg, out, accept_all=accept_all).run()
+    with run_lock(out):  # one process per run directory (each round's curate run takes its own)
+        summary = ExpertIteration(cfg, out, accept_all=accept_all, force=force).run()
     _print_rounds(summary)
     print(f"outputs in {out}/ (summary.json, round-*/)")
     return 0
@@ -146,21 +203,21 @@ def _run(args: argparse.Namespace) -> int:
     from .loop.config import load_run_config
 
     overrides = {"rounds": args.rounds} if args.rounds is not None else {}
-    return _loop(load_run_config(args.config, **overrides), args.out, args.accept_all)
+    return _loop(load_run_config(args.config, **overrides), args.out, args.accept_all, args.force)
 
 
 def _demo(args: argparse.Namespace) -> int:
     """The whole loop on the embedded default: tiny student, arithmetic agent tasks, verifiers."""
     from .loop.config import LoopConfig
 
-    cfg = LoopConfig(rounds=args.rounds, base_dir=str(Path.cwd()))
+    cfg = LoopConfig(rounds=args.rounds, seed=args.seed, base_dir=str(Path.cwd()))
     if args.quick:  # a reduced loop for CI: fewer tasks and steps
         cfg = cfg.model_copy(update={
             "tasks": cfg.tasks.model_copy(update={"n_train": 96, "n_eval": 48}),
             "sft": cfg.sft.model_copy(update={"steps": 60}),
         })
     out = args.out or ("runs/demo-accept-all" if args.accept_all else "runs/demo")
-    return _loop(cfg, out, args.accept_all)
+    return _loop(cfg, out, args.accept_all, args.force)
 
 
 def _demo_curate(args: argparse.Namespace) -> int:
@@ -193,13 +250,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """A run's kept trajectories in a trainer's format, with agent-trace hygiene; never calls an API."""
-    from .export import Hygiene, export_run
+    from .export import Hygiene, PairSettings, export_run
 
+    pairs = PairSettings(mode=args.pairs, pairs_per_task=args.pairs_per_task or None, min_margin=args.min_margin)
     hygiene = Hygiene(drop_errored=not args.keep_errored, trim_trailing_user=not args.keep_trailing_user,
                       tool_ids=args.tool_ids, require_answer=not args.keep_unanswered,
                       max_tokens=args.max_tokens, tokenizer=args.tokenizer, redact=not args.no_redact)
     report = export_run(args.dir, to=args.to, out=args.out, round=args.round, hygiene=hygiene,
-                        force=args.force, name=args.name)
+                        force=args.force, name=args.name, pairs=pairs)
     print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
     return 0
 
@@ -208,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tgrs", description="teacher-guided rejection sampling")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("curate", help="judge a JSONL file of trajectories with a panel of teachers")
-    c.add_argument("input", help="trajectory file: JSONL, a JSON array, an agent log (see --input-format)")
+    c.add_argument("input", help="trajectory file: JSONL, a JSON array, an agent log (see --input-format); or a "
+                   "directory of such files, read in sorted order as one input")
     c.add_argument("--input-format", default="auto", metavar="NAME",
                    help="reader: auto (sniff the file; the default), openai, openai-ft, anthropic, claude-code, "
                         "sharegpt, llamafactory, dolci, inspect, swe-agent, mini-swe-agent, openhands, tau-bench")
@@ -234,18 +293,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.add_argument("--log-interval", type=float, default=5.0,
                    help="seconds between progress lines when not on a terminal")
+    c.add_argument("--student-model", default=None, metavar="MODEL",
+                   help="the model that wrote the trajectories: judges of its family are refused "
+                   "(unless allow_self_judging = true)")
     c.set_defaults(fn=_curate)
+    cal = sub.add_parser("calibrate", help="score every teacher of a panel against a labelled JSONL file "
+                         "(candidates with a label field); writes the weights for weights = \"FILE\"")
+    cal.add_argument("panel", help="panel TOML file")
+    cal.add_argument("labelled", help="JSONL: one candidate a line, with \"label\": true or false")
+    cal.add_argument("--out", default=None, help="write the calibration JSON here")
+    cal.add_argument("--student-model", default=None, metavar="MODEL", help="as for curate")
+    cal.add_argument("--max-in-flight", type=int, default=32, help="candidates judged at once")
+    cal.add_argument("--budget-usd", type=float, default=None, help="stop before spending would pass this")
+    cal.add_argument("--no-cache", action="store_true", help="do not use the verdict ledger")
+    cal.add_argument("--cache", default=None, help="verdict ledger file")
+    cal.add_argument("--json", action="store_true", help="print the report as JSON")
+    cal.set_defaults(fn=_calibrate)
     d = sub.add_parser("demo", help="the whole loop on the embedded default (tiny student, CPU)")
     d.add_argument("--out", default=None, help="run directory (default runs/demo)")
     d.add_argument("--rounds", type=int, default=3)
     d.add_argument("--accept-all", action="store_true", help="the control: SFT on every candidate")
     d.add_argument("--quick", action="store_true", help="fewer tasks and steps (for CI)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the warm start, sampling and SFT (the task "
+                   "splits stay the same)")
+    d.add_argument("--force", action="store_true", help="archive a run of another config in --out and start afresh")
     d.set_defaults(fn=_demo)
     r = sub.add_parser("run", help="run a configured expert-iteration loop")
     r.add_argument("config", help="run TOML (student, tasks, generate, panel, sft, rounds)")
     r.add_argument("--out", required=True, help="run directory (resumable)")
     r.add_argument("--rounds", type=int, default=None)
     r.add_argument("--accept-all", action="store_true", help="the control: SFT on every candidate")
+    r.add_argument("--force", action="store_true", help="archive a run of another config in --out and start afresh")
     r.set_defaults(fn=_run)
     dc = sub.add_parser("demo-curate", help="curate a generated trajectory file with verifiers")
     dc.add_argument("--out", default="runs/demo-curate")
@@ -260,7 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "sharegpt, hf, llamafactory), with agent-trace hygiene; calls no API")
     ex.add_argument("dir", help="a curate run directory (accepted.jsonl), a `tgrs run` directory "
                     "(the last round's pool.jsonl) or a JSONL file")
-    ex.add_argument("--to", required=True, choices=["openai-ft", "sharegpt", "hf", "llamafactory"])
+    ex.add_argument("--to", required=True, choices=["openai-ft", "sharegpt", "hf", "llamafactory", "dpo"],
+                    help="dpo: preference pairs (accepted and rejected candidates of one curate run or round)")
+    ex.add_argument("--pairs", choices=["accepted-rejected", "best-worst", "all"], default="accepted-rejected",
+                    help="dpo: best accepted vs worst rejected (default), best vs worst by panel score, or "
+                    "every accepted x rejected")
+    ex.add_argument("--pairs-per-task", type=int, default=1, metavar="N", help="dpo: at most N pairs a task "
+                    "(default 1; 0: no cap)")
+    ex.add_argument("--min-margin", type=float, default=0.0, metavar="X",
+                    help="dpo: pair only when the panel scores differ by at least X (ties never pair)")
     ex.add_argument("--out", required=True, help="output file (a directory for hf and llamafactory; "
                     "hf writes parquet when it ends in .parquet); the report goes to OUT.export.json")
     ex.add_argument("--round", type=int, default=None, help="which round of a `tgrs run` directory")
@@ -292,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     except TgrsError as e:
         print(f"tgrs: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # one line, the file and the cause: not a traceback
+        print(f"tgrs: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:
+        print(f"tgrs: error: SQLite: {e}", file=sys.stderr)
         return 2
 
 

@@ -161,3 +161,45 @@ def test_a_dry_run_on_a_directory_the_real_run_would_refuse_says_so(
                         "--quiet", "--json", "--no-cache", "--dry-run"])
         err = capsys.readouterr().err
     assert dry == 2 and "another input" in err  # not "already_done": 30 of a run it would not continue
+
+
+def test_the_dry_run_reads_with_the_input_format_the_run_is_given(
+        tmp_path: Path, data: tuple[Path, Path, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    """A JSON array of records without ids: ``auto`` would read it as fine-tuning records (ids minted);
+    with ``--input-format openai`` (ids required) the run sets every record aside, and the dry run says so."""
+    _, _, recs = data
+    arr = tmp_path / "no-ids.json"
+    arr.write_text(json.dumps([{k: v for k, v in r.items() if k not in ("id", "task_id")} for r in recs[:8]]))
+    with StandIn(brain=brain) as srv:
+        panel = write_panel(tmp_path, srv)
+        base = [str(arr), "--panel", str(panel), "--no-cache"]
+        auto = tgrs(capsys, *base, "--out", str(tmp_path / "a"), "--dry-run")
+        dry = tgrs(capsys, *base, "--out", str(tmp_path / "b"), "--dry-run", "--input-format", "openai")
+        real = tgrs(capsys, *base, "--out", str(tmp_path / "b"), "--input-format", "openai")
+        assert srv.stats["requests"] == 0
+    assert (auto["candidates"], auto["invalid"]) == (8, 0)
+    assert (dry["candidates"], dry["invalid"], dry["paid_calls_at_most"]) == (0, 8, 0)
+    assert (real["input_format"], real["valid"], real["invalid"]) == ("openai", 0, 8)
+    # on the run directory it made, a dry run with another reader is refused as the run would be
+    rc = cli_main(["curate", *base, "--out", str(tmp_path / "b"), "--quiet", "--json", "--dry-run"])
+    assert rc == 2 and "it read its input as 'openai'" in capsys.readouterr().err
+
+
+def test_a_dry_run_on_a_directory_of_trajectories_counts_what_the_run_reads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixture = json.loads((ROOT / "tests" / "formats" / "fixtures" / "swe_agent.traj").read_text())
+    root = tmp_path / "trajs"
+    for name in ("a-1", "b-2", "c-3"):
+        (root / name).mkdir(parents=True)
+        (root / name / f"{name}.traj").write_text(json.dumps(
+            {**fixture, "replay_config": {"problem_statement": {"id": name}}}))
+    (root / "d-4.traj").write_text('{"history": [')  # cut short: set aside, the others still read
+    with StandIn(brain=brain) as srv:
+        panel = write_panel(tmp_path, srv)
+        base = [str(root), "--panel", str(panel), "--no-cache", "--input-format", "swe-agent"]
+        dry = tgrs(capsys, *base, "--out", str(tmp_path / "run"), "--dry-run")
+        assert srv.stats["requests"] == 0
+        real = tgrs(capsys, *base, "--out", str(tmp_path / "run"))
+    assert (dry["candidates"], dry["invalid"]) == (real["valid"], real["invalid"]) == (3, 1)
+    for name in ("gpt_a", "gpt_b"):  # an upper bound on what the run then paid
+        assert real["teachers"][name]["calls"] <= dry["teachers"][name]["calls"]

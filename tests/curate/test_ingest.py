@@ -1,9 +1,11 @@
-"""Input lines: validation reasons that name file, line and field; duplicate ids; chunked reading."""
+"""Input lines: validation reasons that name file, line and field; duplicate ids; chunked reading; a byte
+order mark; the OpenAI rules every reader's output must keep (the ingest gate)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +262,162 @@ def test_read_chunks_empty_file(tmp_path: Path, index: IdIndex) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text("")
     assert list(read_chunks(path, DoneLines(), index)) == [(0, [])]
+
+
+# --------------------------------------------------------------------------------------------
+# input hygiene: a UTF-8 byte order mark, and the OpenAI rules of the ingest gate (read_chunks)
+
+BOM = b"\xef\xbb\xbf"
+
+
+def read_all(path: Path, tmp_path: Path, fmt: str = "auto") -> dict[int, Candidate | Invalid]:
+    idx = IdIndex(tmp_path / f"ids-{path.name}.sqlite")
+    try:
+        return {pos: item for _, items in read_chunks(path, DoneLines(), idx, fmt=fmt) for pos, item in items}
+    finally:
+        idx.close()
+
+
+@pytest.mark.parametrize("fmt", ["auto", "openai"])
+def test_a_bom_does_not_cost_the_first_jsonl_record(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(BOM + (rec("a") + "\n" + rec("b") + "\n").encode())
+    got = read_all(path, tmp_path, fmt)
+    assert [(pos, getattr(c, "id", c)) for pos, c in got.items()] == [(1, "a"), (2, "b")]
+
+
+def test_a_bom_does_not_cost_the_first_record_of_a_json_array(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(BOM + json.dumps([json.loads(rec("a")), json.loads(rec("b"))], indent=1).encode())
+    got = read_all(path, tmp_path)
+    assert [(pos, getattr(c, "id", c)) for pos, c in got.items()] == [(1, "a"), (2, "b")]
+
+
+def test_a_bom_on_a_later_line_and_on_a_whole_document(tmp_path: Path) -> None:
+    path = tmp_path / "cat.jsonl"  # two BOM files joined with `cat`
+    path.write_bytes(BOM + rec("a").encode() + b"\n" + BOM + rec("b").encode() + b"\n")
+    assert [getattr(c, "id", c) for c in read_all(path, tmp_path, "openai").values()] == ["a", "b"]
+    traj = tmp_path / "one.traj"  # a SWE-agent log saved by a Windows editor: auto still knows it
+    traj.write_bytes(BOM + json.dumps({"history": [user(), {"role": "assistant", "content": "ok"}],
+                                       "info": {"exit_status": "submitted"}}).encode())
+    [c] = read_all(traj, tmp_path).values()
+    assert isinstance(c, Candidate) and c.metadata["exit_status"] == "submitted"
+
+
+def asst(content: Any = None, *calls: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "assistant", "content": content, **({"tool_calls": list(calls)} if calls else {})}
+
+
+def tcall(cid: str | None, args: Any = '{"x": 1}') -> dict[str, Any]:
+    return {"id": cid, "type": "function", "function": {"name": "f", "arguments": args}}
+
+
+def result(cid: str | None, text: str = "1") -> dict[str, Any]:
+    return {"role": "tool", "content": text, **({"tool_call_id": cid} if cid is not None else {})}
+
+
+def gate(tmp_path: Path, messages: list[dict[str, Any]], fmt: str = "openai") -> Invalid:
+    """The one record, read through read_chunks; it must be set aside."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"id": "r", "messages": messages}) + "\n" + rec("ok") + "\n")
+    got = read_all(path, tmp_path, fmt)
+    assert isinstance(got[2], Candidate)  # the run goes on
+    inv = got[1]
+    assert isinstance(inv, Invalid), inv
+    assert inv.reason.startswith(f"{path}:1: field '{inv.field}': expected ") and inv.id == "r"
+    assert inv.file == str(path) and '"id": "r"' in inv.raw
+    return inv
+
+
+@pytest.mark.parametrize("content", [None, "", "  \n", []])
+def test_an_assistant_message_with_neither_content_nor_tool_calls_is_set_aside(tmp_path: Path, content: Any) -> None:
+    inv = gate(tmp_path, [user(), asst(content), user("and?"), asst("4")])
+    assert inv.field == "messages[1]"
+    assert "expected an assistant message to have content or tool calls" in inv.reason
+
+
+def test_a_refusal_or_an_image_counts_as_content(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    msgs = [user(), {"role": "assistant", "content": None, "refusal": "I cannot."},
+            asst([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]), user("ok"), asst("4")]
+    path.write_text(json.dumps({"id": "r", "messages": msgs}) + "\n")
+    assert isinstance(read_all(path, tmp_path, "openai")[1], Candidate)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ("not json", "got text that is not JSON: 'not json'"),
+    ("[1,2]", "got an array: '[1,2]'"),
+    ("3", "got a number"),
+    ("", "got an empty string"),
+    (json.dumps('{"x": 1}'), "got a JSON string"),
+])
+def test_tool_call_arguments_that_are_not_a_json_object_are_set_aside(tmp_path: Path, args: str, words: str) -> None:
+    inv = gate(tmp_path, [user(), asst(None, tcall("c1"), tcall("c2", args)), result("c1"), result("c2"),
+                          asst("4")])
+    assert inv.field == "messages[1].tool_calls[1].function.arguments"
+    assert "expected a JSON object string" in inv.reason and words in inv.reason, inv.reason
+
+
+def test_double_encoded_arguments_say_which_reader_decodes_them(tmp_path: Path) -> None:
+    inv = gate(tmp_path, [user(), asst(None, tcall("c1", json.dumps('{"x": 1}'))), result("c1"), asst("4")])
+    assert "--input-format openai-ft decodes them once" in inv.reason
+
+
+def test_arguments_as_an_object_or_an_object_string_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    msgs = [user(), asst(None, tcall("c1", {"x": 1}), tcall("c2", ' {"y": [2]} ')), result("c1"), result("c2"),
+            asst("4")]
+    path.write_text(json.dumps({"id": "r", "messages": msgs}) + "\n")
+    c = read_all(path, tmp_path, "openai")[1]
+    assert isinstance(c, Candidate) and c.messages[1].tool_calls is not None
+    assert [tc.function.arguments for tc in c.messages[1].tool_calls] == [{"x": 1}, ' {"y": [2]} ']
+
+
+def test_a_tool_message_without_tool_call_id_is_set_aside(tmp_path: Path) -> None:
+    inv = gate(tmp_path, [user(), asst(None, tcall("c1")), result(None), asst("4")])
+    assert inv.field == "messages[2].tool_call_id"
+    assert "expected the id of the assistant tool call this tool message answers; it has none" in inv.reason
+
+
+@pytest.mark.parametrize(("messages", "at", "said"), [
+    ([user(), asst(None, tcall("c1")), result("c1"), result("ghost"), asst("4")], 3, "announce 'c1'"),
+    ([user(), result("c1"), asst(None, tcall("c1")), asst("4")], 1, "no tool call comes before it"),  # only later
+])
+def test_a_tool_message_answering_a_call_nobody_announced_is_set_aside(
+        tmp_path: Path, messages: list[dict[str, Any]], at: int, said: str) -> None:
+    inv = gate(tmp_path, messages)
+    assert inv.field == f"messages[{at}].tool_call_id"
+    assert "expected the id of a tool call an earlier assistant message made" in inv.reason
+    assert "was not announced" in inv.reason and said in inv.reason
+
+
+def test_every_reader_goes_through_the_gate_and_says_the_path_is_in_its_output(tmp_path: Path) -> None:
+    # an Anthropic tool_result for a tool_use that was never made: read as anthropic, then gated
+    path = tmp_path / "a.jsonl"
+    msgs = [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t9", "content": "x"}]},
+            {"role": "assistant", "content": "done"}]
+    path.write_text(json.dumps({"system": "s", "messages": msgs}) + "\n")
+    inv = read_all(path, tmp_path)[1]
+    assert isinstance(inv, Invalid) and inv.field == "messages[3].tool_call_id"
+    assert "'t9' was not announced" in inv.reason
+    assert "(the path is in the OpenAI messages the anthropic reader made)" in inv.reason
+
+
+def test_fine_tuning_records_without_call_ids_are_paired_in_order_and_noted(tmp_path: Path) -> None:
+    path = tmp_path / "ft.jsonl"
+    ok = [user(), asst(None, tcall(None), tcall("")), result(None, "a"), result(None, "b"), asst("4")]
+    ghost = [user(), asst(None, tcall("c1")), result("c1"), result("c7"), asst("4")]
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in (ok, ghost)))
+    got = read_all(path, tmp_path, "openai-ft")
+    c = got[1]
+    assert isinstance(c, Candidate) and c.messages[1].tool_calls is not None
+    ids = [tc.id for tc in c.messages[1].tool_calls]
+    assert all(i and i.startswith("call_") for i in ids) and len(set(ids)) == 2
+    assert [c.messages[2].tool_call_id, c.messages[3].tool_call_id] == ids
+    assert len(c.metadata["normalized"]) == 4 and "messages[2].tool_call_id: filled in order" in \
+        c.metadata["normalized"][2]
+    assert read_all(path, tmp_path, "openai-ft")[1].messages[1].tool_calls[0].id == ids[0]  # type: ignore[union-attr]
+    inv = got[2]  # a result naming a call nobody made is not guessed at
+    assert isinstance(inv, Invalid) and inv.field == "messages[3].tool_call_id" and "'c7'" in inv.reason

@@ -1,7 +1,10 @@
-"""Helpers for the reader tests: read a file the way ``tgrs curate`` does, and check tool-call pairing."""
+"""Helpers for the reader tests: read a file the way ``tgrs curate`` does, check tool-call pairing, and
+run ``tgrs curate`` as a process (a panel with a free recorded-reward stage and a slow checker)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,3 +56,42 @@ def roles(c: Candidate) -> list[str]:
 
 def extra(m: Any, key: str) -> Any:
     return (m.model_extra or {}).get(key)
+
+
+# ------------------------------------------------------------------------------------ curate runs
+
+SLOW = """
+import asyncio
+
+async def check(candidate):
+    await asyncio.sleep(0.01)
+    return "cancelled" in candidate.final_text
+"""
+
+
+def panel(tmp_path: Path) -> Path:
+    (tmp_path / "slow.py").write_text(SLOW)
+    p = tmp_path / "panel.toml"
+    p.write_text('policy = "unanimous"\n\n[[teacher]]\nname = "reward"\nkind = "metadata"\nfield = "reward"\n'
+                 'threshold = 1.0\n\n[[teacher]]\nname = "slow"\nkind = "python"\n'
+                 f'function = "{tmp_path / "slow.py"}:check"\ncost_rank = 1\nmax_concurrency = 2\n')
+    return p
+
+
+def cmd(inp: Path, pnl: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tgrs_agents", "curate", str(inp), "--panel", str(pnl), "--out", str(out),
+            "--quiet", *extra]
+
+
+def decided(out: Path) -> dict[str, set[tuple[int, str | None]]]:
+    res = {}
+    for name in ("accepted", "rejected", "invalid"):
+        path = out / f"{name}.jsonl"
+        recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+        res[name] = {(r["line"], r["id"]) for r in recs}
+        assert len(res[name]) == len(recs), f"{name}: a record was written twice"
+    return res
+
+
+def count(out: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for n in ("accepted", "rejected") if (p := out / f"{n}.jsonl").exists())

@@ -10,25 +10,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from format_kit import cmd, count, decided, panel
 
 from tgrs_agents.curate.panel_file import load_panel
 from tgrs_agents.curate.run import CurateOptions, curate
 
 N = 1200
-SLOW = """
-import asyncio
-
-async def check(candidate):
-    await asyncio.sleep(0.01)
-    return "cancelled" in candidate.final_text
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -53,34 +46,6 @@ def tau_results(path: Path, n: int) -> Path:
                     "info": {"reward_info": {"reward": 0.0 if i % 7 == 0 else 1.0}}, "traj": traj})
     path.write_text(json.dumps(out, indent=1))
     return path
-
-
-def panel(tmp_path: Path) -> Path:
-    (tmp_path / "slow.py").write_text(SLOW)
-    p = tmp_path / "panel.toml"
-    p.write_text('policy = "unanimous"\n\n[[teacher]]\nname = "reward"\nkind = "metadata"\nfield = "reward"\n'
-                 'threshold = 1.0\n\n[[teacher]]\nname = "slow"\nkind = "python"\n'
-                 f'function = "{tmp_path / "slow.py"}:check"\ncost_rank = 1\nmax_concurrency = 2\n')
-    return p
-
-
-def cmd(inp: Path, pnl: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tgrs_agents", "curate", str(inp), "--panel", str(pnl), "--out", str(out),
-            "--quiet", *extra]
-
-
-def decided(out: Path) -> dict[str, set[tuple[int, str | None]]]:
-    res = {}
-    for name in ("accepted", "rejected", "invalid"):
-        path = out / f"{name}.jsonl"
-        recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-        res[name] = {(r["line"], r["id"]) for r in recs}
-        assert len(res[name]) == len(recs), f"{name}: a record was written twice"
-    return res
-
-
-def count(out: Path) -> int:
-    return sum(len(p.read_text().splitlines()) for n in ("accepted", "rejected") if (p := out / f"{n}.jsonl").exists())
 
 
 def test_kill_and_resume_on_a_json_array_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -148,8 +148,8 @@ def test_a_served_student_without_its_key_is_a_config_error(tmp_path, monkeypatc
 
 # ----- task files: user mistakes are ConfigError / InputError, never a traceback ---------------------
 
-def task_line(i: int, reference: object = 5) -> str:
-    return json.dumps({"id": f"t{i}", "messages": [{"role": "user", "content": "2 + 3?"}], "reference": reference})
+def task_line(i: int, reference: object = 5) -> str:  # a different question per i: no train/eval overlap
+    return json.dumps({"id": f"t{i}", "messages": [{"role": "user", "content": f"2 + {i}?"}], "reference": reference})
 
 
 def loop_for(tmp_path: Path, tasks: str) -> ExpertIteration:

@@ -41,7 +41,9 @@ def test_evaluate_counts_per_task_and_averages():
     samples = [sample("a", 0, "Answer: 5"), sample("a", 1, "Answer: 4"),  # a: 1 of 2
                sample("b", 0, "Answer: 4"), sample("b", 1, "Answer: 3")]  # b: 0 of 2
     ev = evaluate(samples, tasks, 2, tokens_per_s=123.456)
-    assert ev == Evaluated(pass1=0.25, passk=0.5, k=2, eval_tasks=2, eval_tokens_per_s=123.5)
+    # per task pass@1 (0.5, 0) and pass@2 (1, 0): standard errors sd / sqrt(2) = 0.25 and 0.5
+    assert ev == Evaluated(pass1=0.25, passk=0.5, k=2, eval_tasks=2, eval_tokens_per_s=123.5,
+                           pass1_se=0.25, passk_se=0.5)
 
 
 def test_evaluate_takes_any_check_and_candidates():

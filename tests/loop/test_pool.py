@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tgrs_agents.curate.layout import LoopDir
 from tgrs_agents.loop.config import FiltersConfig
 from tgrs_agents.loop.pool import apply_filters, dedupe_key, pool_accepted, pool_round
@@ -31,17 +33,18 @@ def _read(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def test_pool_dedupes_same_calls_and_answer_and_caps_per_task():
+def test_distinct_mode_dedupes_same_calls_and_answer_and_caps_per_task():
+    # pool_mode = "distinct": the rule before the agreement pool (the default until it undid noisy panels)
     a = rec(1, "t1", "1+2", 3)
     same = rec(2, "t1", "1+2", 3)  # same tool calls and same final answer: counts once
     other_call = rec(3, "t1", "2+1", 3)
     other_answer = rec(4, "t1", "1+2", 4)
     assert dedupe_key(a) == dedupe_key(same) != dedupe_key(other_call)
-    pooled = pool_accepted([], [a, same, other_call, other_answer], cap=2)
+    pooled = pool_accepted([], [a, same, other_call, other_answer], cap=2, mode="distinct")
     assert [r["id"] for r in pooled] == ["c1", "c3"]  # capped at 2 per task, first seen wins
     # newer rounds come first and win over older copies
     newer = rec(9, "t1", "5+5", 10)
-    pooled2 = pool_accepted(pooled, [newer], cap=2)
+    pooled2 = pool_accepted(pooled, [newer], cap=2, mode="distinct")
     assert [r["id"] for r in pooled2] == ["c9", "c1"]
     assert set(pooled2[0]) == {"id", "task_id", "messages", "tools"}
 
@@ -101,3 +104,82 @@ def test_pool_round_filters_then_pools_with_the_previous_round(tmp_path):
     out2 = pool_round(run, 2, "accepted.jsonl", FiltersConfig(), cap=4)
     assert [r["id"] for r in _read(run.round(2).pool)] == ["c9", "c1"]
     assert out2.to_json() == {"pooled": 2, "new_accepted": 1, "set_aside_by_filters": 0, "wall_s": 0.0}
+
+
+# ----- the agreement pool: it never lowers the panel's precision ---------------------------------------
+
+def scored(i, task, answer, score=1.0):
+    return {**rec(i, task, "1+2", answer), "score": score}
+
+
+def test_agree_mode_keeps_the_agreed_answer_whole_and_cuts_the_scattered_ones():
+    t1 = [scored(1, "t1", 3), scored(2, "t1", 3), scored(3, "t1", 4), scored(4, "t1", 3), scored(5, "t1", 3),
+          scored(6, "t1", 3), scored(7, "t1", 7)]  # five agree on 3: all kept (above the cap of 4), 4 and 7 cut
+    t2 = [scored(10, "t2", 9, 0.5), scored(11, "t2", 10), scored(12, "t2", 8, 0.6), scored(13, "t2", 10),
+          scored(14, "t2", 7, 0.9)]  # two agree on 10; then the best-scored of the rest up to the cap
+    pooled = pool_accepted([], t1 + t2, cap=4)
+    assert [r["id"] for r in pooled] == ["c1", "c2", "c4", "c5", "c6", "c11", "c13", "c14", "c12"]
+    assert pooled[0]["score"] == 1.0
+    # duplicates are kept: identical right answers are what the student and the panel agree on
+    assert len({json.dumps(r["messages"]) for r in pooled[:5]}) == 1
+    # under the cap nothing is cut; a later round's rows come first, the agreed group sizes the task
+    small = pool_accepted([], [scored(20, "t3", 1), scored(21, "t3", 2)], cap=4)
+    assert [r["id"] for r in small] == ["c20", "c21"]
+    later = pool_accepted(pooled, [scored(30, "t1", 3), scored(31, "t1", 3)], cap=4)
+    assert [r["id"] for r in later if r["task_id"] == "t1"] == ["c30", "c31", "c1", "c2"]  # max(4, 2) rows
+
+
+def test_pool_rows_carry_tool_call_arguments_as_objects():
+    # the form TRL's SFTTrainer and chat templates render (tests/loop/test_rendering.py)
+    for mode in ("agree", "distinct"):
+        (row,) = pool_accepted([], [rec(1, "t1", "1+2", 3)], cap=4, mode=mode)
+        call = row["messages"][1]["tool_calls"][0]["function"]
+        assert call["arguments"] == {"expression": "1+2"}
+        assert row["messages"][1]["content"] == ""  # None dropped; a call's empty text is ""
+
+
+def noisy_candidates(n_tasks=160, n=8, seed=0):
+    """Calculator trajectories whose per-task accuracy varies as a weak student's does (Beta(0.6, 1.4))."""
+    import random
+
+    from tgrs_agents.tasks.arithmetic_data import make_problem, trajectory
+
+    rng, out = random.Random(seed), []
+    for t in range(n_tasks):
+        expr, value = make_problem(rng)
+        acc = rng.betavariate(0.6, 1.4)
+        for k in range(n):
+            flavour = "good" if rng.random() < acc else rng.choice(("wrong_tool", "wrong_copy"))
+            rec_ = trajectory(t * n + k, rng, task_id=f"task-{t}", flavour=flavour, expr=expr, value=value)
+            out.append(rec_)
+    return out
+
+
+def precision(rows, truth):
+    return sum(truth[r["id"]] for r in rows) / len(rows)
+
+
+@pytest.mark.parametrize("judges,policy", [(1, "unanimous"), (3, "majority"), (3, "unanimous")])
+def test_noisy_panel_pool_is_no_less_precise_than_what_the_panel_accepted(tmp_path, judges, policy):
+    import asyncio
+
+    from tgrs_agents.curate.panel_file import load_panel
+    from tgrs_agents.curate.run import CurateOptions, curate
+    from tgrs_agents.tasks.noisy import answer_correct, write_noisy_panel
+    from tgrs_agents.types import Candidate
+
+    cands = noisy_candidates()
+    truth = {c["id"]: answer_correct(Candidate.model_validate(c)) for c in cands}
+    data = tmp_path / "candidates.jsonl"
+    _write(data, cands)
+    panel = load_panel(write_noisy_panel(tmp_path / "panel", judges=judges, flip=0.25, policy=policy))
+    run = LoopDir(tmp_path / "run")
+    asyncio.run(curate(data, panel, run.round(1).curate.dir, options=CurateOptions(cache=False)))
+    accepted = _read(run.round(1).curate.jsonl("accepted"))
+    pool_round(run, 1, "curate/accepted.jsonl", FiltersConfig(), cap=4)
+    pooled = _read(run.round(1).pool)
+    assert 0.45 < precision(accepted, truth) < 0.97  # the panel is really noisy (one judge ~0.56, 3/3 ~0.92)
+    assert precision(pooled, truth) >= precision(accepted, truth) - 0.01
+    if policy != "unanimous":  # the rule it replaces lost a fifth of the precision or more
+        old = pool_accepted([], accepted, 4, mode="distinct")
+        assert precision(old, truth) < precision(accepted, truth) - 0.1

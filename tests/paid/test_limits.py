@@ -222,7 +222,7 @@ def test_a_minutes_bank_learned_from_openai_headers_is_spent():
 def test_bank_counts_the_calls_started_since_the_oldest_in_flight():
     async def main():
         lim = EndpointLimiter("e", EndpointLimits(rpm=3000, burst_s=60), FakeClock())
-        permits = [await lim.acquire() for _ in range(100)]  # in flight, maybe not counted yet
+        permits = [await lim.acquire() for _ in range(60)]  # in flight, maybe not counted yet
         lim.requests.tokens = 0.0
         lim._window["requests"] = 60.0
         lim.learn({**PER_MINUTE, "x-ratelimit-remaining-requests": "1000"})
@@ -231,7 +231,7 @@ def test_bank_counts_the_calls_started_since_the_oldest_in_flight():
             lim.release(permit=p)
         return level
 
-    assert run(main()) == pytest.approx(1000 - 100 - 25)
+    assert run(main()) == pytest.approx(1000 - 60 - 25)
 
 
 def test_anthropic_reset_times_are_read_against_the_servers_date():
@@ -282,7 +282,7 @@ def test_a_429_stops_spending_learned_banks_for_a_while():
 def test_calls_in_flight_follow_rate_times_latency_under_the_ceiling():
     async def main(ceiling, latencies):
         clock = FakeClock()
-        lim = EndpointLimiter("e", EndpointLimits(rpm=6000, max_concurrency=ceiling), clock)  # 100/s
+        lim = EndpointLimiter("e", EndpointLimits(rpm=12000, max_concurrency=ceiling), clock)  # 200/s
         first = lim.slots.target
         for latency in latencies:
             p = await lim.acquire()
@@ -290,29 +290,30 @@ def test_calls_in_flight_follow_rate_times_latency_under_the_ceiling():
             lim.release(permit=p)
         return first, lim.slots.latency_s, lim.slots.target
 
-    first, latency, target = run(main(512, [0.5] * 60))
-    assert first == 200  # 100/s x 1 s assumed x 2 headroom, before any call ended
-    assert latency == pytest.approx(0.5) and target == 100  # 100/s x 0.5 s x 2
-    assert run(main(80, [0.5] * 60))[2] == 80  # the ceiling
-    # the latency jumps twentyfold: Little's law counts at most twice its floor (0.5 s, creeping up
-    # 2% a second), since calls queued in our own process would not go faster with more in flight
-    first, latency, target = run(main(512, [0.5] * 60 + [10.0] * 3))
-    floor = 0.5 * 1.2**3  # three calls of 10 s each
-    assert latency > 2 * floor
-    assert target == math.ceil(100 * 2 * floor * 2)
+    first, latency, target = run(main(512, [0.4] * 60))
+    assert first == 150  # 200/s x 0.5 s assumed x 1.5 headroom, before any call ended
+    assert latency == pytest.approx(0.4) and target == 120  # 200/s x 0.4 s x 1.5
+    assert run(main(100, [0.4] * 60))[2] == 100  # the ceiling
+    assert run(main(512, [0.1] * 60))[2] == 64  # never below what a fixed cap used to allow
+    # the latency jumps 25-fold: Little's law counts at most 1.5 times its floor (0.4 s, creeping
+    # up 2% a second), since calls queued in our own process would not go faster with more in flight
+    first, latency, target = run(main(512, [0.4] * 60 + [10.0] * 3))
+    floor = 0.4 * 1.2**3  # three calls of 10 s each
+    assert latency > 1.5 * floor
+    assert target == math.ceil(200 * 1.5 * floor * 1.5)
 
 
 def test_calls_in_flight_grow_while_latency_bound_and_are_cut_by_429s():
     async def main():
         clock = FakeClock()
-        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=64), clock)  # no rate known
-        permits = [await lim.acquire() for _ in range(16)]
-        assert lim.slots.target == 16
+        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=128), clock)  # no rate known
+        permits = [await lim.acquire() for _ in range(64)]
+        assert lim.slots.target == 64
         waiters = [asyncio.create_task(lim.acquire()) for _ in range(8)]
         await asyncio.sleep(0)
         assert lim.slots.waiting == 8
+        clock.t += 0.3
         for p in permits[:4]:  # each call that ends while others wait (and no bucket is in debt)
-            clock.t += 0.3
             lim.release(permit=p)
         await asyncio.sleep(0)
         grown = lim.slots.target, sum(w.done() for w in waiters)
@@ -320,19 +321,19 @@ def test_calls_in_flight_grow_while_latency_bound_and_are_cut_by_429s():
         return grown, lim.slots.target
 
     (grown, admitted), cut = run(main())
-    assert grown == 20 and admitted == 8  # 4 slots freed + 4 grown; a fixed cap admits 4
-    assert cut == 14  # 20 x 0.7
+    assert grown == 68 and admitted == 8  # 4 slots freed + 4 grown; a fixed cap admits 4
+    assert cut == 47  # 68 x 0.7
 
 
 def test_calls_in_flight_stop_growing_once_the_latency_is_our_own_queue():
     async def main(latency):
         clock = FakeClock()
-        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=64), clock)
+        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=128), clock)
         for _ in range(20):  # a floor of 0.1 s
             p = await lim.acquire()
             clock.t += 0.1
             lim.release(permit=p)
-        permits = [await lim.acquire() for _ in range(16)]
+        permits = [await lim.acquire() for _ in range(64)]
         waiters = [asyncio.create_task(lim.acquire()) for _ in range(16)]
         await asyncio.sleep(0)
         clock.t += latency
@@ -343,8 +344,8 @@ def test_calls_in_flight_stop_growing_once_the_latency_is_our_own_queue():
             w.cancel()
         return lim.slots.target
 
-    assert run(main(0.12)) == 24  # within twice the floor: grown by 8
-    assert run(main(2.0)) == 16  # twenty times the floor: the calls queue here, not at the server
+    assert run(main(0.12)) == 72  # within 1.5 times the floor: grown by 8
+    assert run(main(2.0)) == 64  # twenty times the floor: the calls queue here, not at the server
 
 
 def test_release_without_a_permit_still_frees_the_slot():

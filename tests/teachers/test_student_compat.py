@@ -175,3 +175,60 @@ def test_registered_kind_and_config_checks():
     cfg = panel_from_dict({"teacher": [base]}, base_dir=Path(".")).teachers[0]
     assert cfg.cost_rank == 2 and cfg.ifd_max == 1.0
     assert "ifd_max" in cfg.identity() and "max_batch_size" not in cfg.identity()
+
+
+def test_calibrated_cut_off_drops_the_mismatched_pairs_that_the_ceiling_keeps(student, scorer, pairs, tmp_path):
+    matched, mismatched = pairs
+    _, more = splits(300, N_PAIRS + 48, seed=0)  # held-out tasks beyond the pairs' own
+    assert not {t.id for t in more[N_PAIRS:]} & {c.task_id for c in matched}
+    calib = tmp_path / "calibration.jsonl"
+    calib.write_text("".join(json.dumps(demonstration(t)) + "\n" for t in more[N_PAIRS:]))
+    base = {"name": "fit", "model": str(student), "device": "cpu", "rifd_prompt": "Guess the question: {response}"}
+    t = StudentCompatTeacher(StudentCompatConfig(**base, calibration=str(calib)), scorer=scorer)
+    assert t.calibrated is not None
+    cut, n = t.calibrated
+    ifds = sorted(s.ifd for s in scorer.score_batch([Candidate.model_validate(demonstration(x))
+                                                     for x in more[N_PAIRS:]]))
+    assert n == 48 and cut == pytest.approx(ifds[44] + (ifds[45] - ifds[44]) * 0.65)  # q0.95 of 48: 44.65
+    assert t.bounds.ifd_max == cut < 1.0
+    calibrated = judge_all(t, matched + mismatched)
+    ceiling = judge_all(StudentCompatTeacher(StudentCompatConfig(**base), scorer=scorer), matched + mismatched)
+    kept = sum(v.passed for v in calibrated[:N_PAIRS]) / N_PAIRS
+    dropped = sum(not v.passed for v in calibrated[N_PAIRS:]) / N_PAIRS
+    dropped_by_ceiling = sum(not v.passed for v in ceiling[N_PAIRS:]) / N_PAIRS
+    # this briefly trained student tells the pairs apart less well than the demo's (AUROC ~0.8, not 0.999):
+    # 95% of good pairs stay inside the cut, and a share of the mismatched ones falls outside
+    assert kept >= 0.75 and dropped >= 0.25, (kept, dropped)
+    assert dropped_by_ceiling == 0.0  # IFD >= 1 is rare even under the wrong question: the ceiling drops none
+    assert any(f">= ifd_max {cut:g}" in v.rationale for v in calibrated)
+
+
+def test_calibration_file_mistakes_are_config_errors(student, scorer, tmp_path):
+    cfg = StudentCompatConfig(name="fit", model=str(student), device="cpu", calibration="nope.jsonl")
+    with pytest.raises(ConfigError, match="calibration file not found") as ei:
+        StudentCompatTeacher(cfg, scorer=scorer)
+    assert ei.value.field == "teacher.fit.calibration"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "messages": []}\n')
+    with pytest.raises(ConfigError, match="line 1: not a trajectory"):
+        StudentCompatTeacher(cfg.model_copy(update={"calibration": str(bad)}), scorer=scorer)
+
+
+def test_the_loop_calibrates_a_teacher_that_follows_the_student(tmp_path):
+    from tgrs_agents.loop.config import LoopConfig
+    from tgrs_agents.loop.rounds import ExpertIteration
+
+    panel = panel_from_dict({"teacher": [{"name": "fit", "kind": "student_compat", "model": "{student}"},
+                                         {"name": "own", "kind": "student_compat", "model": "{student}",
+                                          "calibration": "mine.jsonl"}]}, base_dir=tmp_path)
+    loop = ExpertIteration(LoopConfig(base_dir=str(tmp_path), tasks={"n_train": 32, "n_eval": 16}),
+                           tmp_path / "run", log=lambda s: None)
+    path = loop.calibration(1, panel)
+    assert path == tmp_path / "run" / "round-1" / "calibration.jsonl"
+    demos = [json.loads(x) for x in path.read_text().splitlines()]
+    train, held = loop.tasks()
+    used = {t.messages[0].text for t in [*train, *held]}
+    assert len(demos) == 128 and not {d["messages"][0]["content"] for d in demos} & used
+    fit, own = ExpertIteration.student_panel(panel, tmp_path / "m", path).teachers
+    assert (fit.model, fit.calibration) == (str(tmp_path / "m"), str(path))
+    assert own.calibration == "mine.jsonl"  # the user's own is kept

@@ -341,6 +341,9 @@ def test_subprocess_mode():
         with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/stats", timeout=5) as r:
             stats = json.load(r)
         assert stats["requests"] == 1 and stats["ok"] == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/arrivals", timeout=5) as r:
+            (arrival,) = json.load(r)
+        assert arrival[1] == "ok" and abs(arrival[0] - time.time()) < 30
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

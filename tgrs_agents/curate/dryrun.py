@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TeacherError
+from ..formats import resolve
 from ..paid.services import Services
 from ..types import Candidate, Verdict
-from .ingest import IdIndex, Invalid, read_chunks
+from .ingest import IdIndex, Invalid, check_format, read_chunks
 from .panel import Panel
 from .panel_file import PanelConfig
 from .store import DoneLines, RunStore, input_fingerprint
@@ -78,7 +79,11 @@ class _Predict:
         await self.w.aclose()
 
 
-async def dry_run(input_path: Path, cfg: PanelConfig, out: Path | None, services: Services) -> DryReport:
+async def dry_run(input_path: Path, cfg: PanelConfig, out: Path | None, services: Services, *,
+                  input_format: str = "auto") -> DryReport:
+    """What ``tgrs curate`` would call and spend; ``input_format`` is the run's ``--input-format``
+    (the input is read through the same reader, so it counts the same candidates)."""
+    fmt, _ = resolve(input_path, input_format)
     panel = Panel.from_config(cfg, services)
     report = DryReport()
     teachers = []
@@ -95,12 +100,13 @@ async def dry_run(input_path: Path, cfg: PanelConfig, out: Path | None, services
         problems = store.mismatch(panel_fp=cfg.fingerprint(), input_fp=input_fingerprint(input_path))
         if problems:  # the real run would refuse this directory: so does its prediction
             raise store.refusal(problems)
+        check_format(out, fmt, force=False)  # ... and one read with another reader
         done = store.scan_done()
         report.already_done = done.count
     with tempfile.TemporaryDirectory() as tmp:
         index = IdIndex(Path(tmp) / "ids.sqlite")
         try:
-            for _, chunk in read_chunks(input_path, done, index):
+            for _, chunk in read_chunks(input_path, done, index, fmt=fmt):
                 for _, item in chunk:
                     if isinstance(item, Invalid):
                         report.invalid += 1

@@ -1,20 +1,25 @@
 """Reading candidate trajectories: validation, clear reasons, duplicate ids.
 
-The file is read by a reader of :mod:`tgrs_agents.formats` (``openai`` JSONL by default, or the
-one ``auto`` picks): a position is a line number for line formats and a record index for JSON
-arrays and zips, and a resumed run skips exactly the positions already decided. Input is streamed
+The file (or a directory of files, read as one input) is read by a reader of
+:mod:`tgrs_agents.formats` (``openai`` JSONL by default, or the one ``auto`` picks): a position is
+a line number for line formats and a record index for JSON arrays and zips (in a directory: plus
+the last position of the files before), and a resumed run skips exactly the positions already
+decided. Input is streamed
 in chunks; nothing grows with the file except the on-disk id index (SQLite), so a file of millions
 of records reads in flat memory. A bad record becomes an :class:`Invalid` record with the file,
 position, field and what was expected (also a record every teacher would mis-read: no text or tool
-call in its final assistant turn, content parts of an unknown type); it never stops the run.
+call in its final assistant turn, content parts of an unknown type; and one that breaks the OpenAI
+rules chat templates and the API enforce: see :func:`convert_one`); it never stops the run.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +27,11 @@ import orjson
 from pydantic import ValidationError
 
 from ..errors import InputError, RunStoreError
-from ..formats import Format, Unreadable, check_readable, resolve
+from ..formats import Format, Unreadable, check_openai, check_readable, input_files, resolve
 from ..formats.base import MINTED
 from ..formats.openai import unpack_strings
 from ..types import Candidate
+from .jsonl import candidate_problem
 from .panel_file import pydantic_problem
 from .store import DoneLines
 
@@ -57,7 +63,7 @@ def _invalid(pos: int, source: str, unit: str, field: str | None, what: str, cid
 
 def _readable(c: Candidate, pos: int, source: str, unit: str, raw: str,
               require_assistant: bool) -> Candidate | Invalid:
-    problem = check_readable(c, require_assistant=require_assistant)
+    problem = check_readable(c, require_assistant=require_assistant) or candidate_problem(c)
     if problem is None:
         return c
     return _invalid(pos, source, unit, problem[0], problem[1], c.id, raw)
@@ -119,7 +125,14 @@ def _guess_id(raw: Any) -> str | None:
 
 
 def convert_one(fmt: Format, convert: Any, raw: Any, pos: int, source: str, unit: str) -> Candidate | Invalid:
-    """One source record through its reader; whatever goes wrong becomes an :class:`Invalid`."""
+    """One source record through its reader and the ingest gate; whatever goes wrong becomes an
+    :class:`Invalid`.
+
+    The gate is here, where every reader's output passes: the shape (pydantic), no silent mis-read
+    (:func:`~tgrs_agents.formats.check_readable`), then the OpenAI rules between fields
+    (:func:`~tgrs_agents.formats.check_openai`). :func:`parse_line` alone does not apply the last:
+    ``tgrs export`` reads curated files with it and repairs tool-call pairing itself.
+    """
     try:
         doc = convert(raw)
     except Unreadable as e:
@@ -128,9 +141,20 @@ def convert_one(fmt: Format, convert: Any, raw: Any, pos: int, source: str, unit
         return _invalid(pos, source, unit, None, f"the {fmt.name} reader could not read it "
                         f"({type(e).__name__}: {e})", _guess_id(raw), _excerpt(raw))
     if isinstance(doc, bytes):
-        return parse_line(doc, pos, source, unit=unit)
-    return parse_record(doc, pos, source, unit=unit, raw=_excerpt(raw),
-                        require_assistant=fmt.require_assistant)
+        out = parse_line(doc, pos, source, unit=unit)
+    else:
+        out = parse_record(doc, pos, source, unit=unit, raw=_excerpt(raw),
+                           require_assistant=fmt.require_assistant)
+    if isinstance(out, Invalid):
+        return out
+    problem = check_openai(out)
+    if problem is None:
+        return out
+    field, what = problem
+    if fmt.name not in ("openai", "openai-ft"):  # the path is in the converted record, not the source's
+        what += f" (the path is in the OpenAI messages the {fmt.name} reader made)"
+    return _invalid(pos, source, unit, field, what, out.id, doc.decode("utf-8", "replace")
+                    if isinstance(doc, bytes) else _excerpt(raw))
 
 
 FORMAT_FILE = "input-format.json"
@@ -154,6 +178,11 @@ def check_format(run_dir: Path, fmt: Format, *, force: bool) -> bool:
             f"{old.get('format')} to continue it, or --force to archive that run and start afresh."
         )
     return True
+
+
+def input_unit(path: Path, fmt: Format) -> str:
+    """What a position of ``path`` counts: the reader's unit for a file; ``record`` across a directory."""
+    return "record" if Path(path).is_dir() else fmt.open(Path(path)).unit
 
 
 def remember_format(run_dir: Path, fmt: Format, unit: str) -> None:
@@ -210,51 +239,91 @@ def read_chunks(
 ) -> Iterator[tuple[int, list[tuple[int, Candidate | Invalid]]]]:
     """Yield ``(positions read so far, [(position, candidate or invalid), ...])`` for positions not yet done.
 
-    ``fmt``: a reader, or its name, or ``auto``. Blank lines are skipped (and counted). The id index
-    is committed before a chunk is handed on, so no decision can be written for an id the index does
-    not know. A container that breaks (a JSON array cut short) sets aside one record and ends the read.
+    ``path``: a file, or a directory of files read as one input in sorted order (record ``n`` of a
+    file is at position ``n`` plus the last position of the files before it: see
+    :mod:`tgrs_agents.formats.dirs`). ``fmt``: a reader, or its name, or ``auto``. Blank lines are
+    skipped (and counted). The id index is committed before a chunk is handed on, so no decision can
+    be written for an id the index does not know. A file that breaks (a JSON array cut short, a zip
+    that is not one) sets aside one record and ends that file's read.
     """
+    path = Path(path)
     reader = fmt if isinstance(fmt, Format) else resolve(path, fmt)[0]
-    src = reader.open(Path(path))
-    source = str(path)
+    places = Places(single=not path.is_dir())
     batch: list[tuple[int, Candidate | Invalid]] = []
     n = 0
-    records = iter(src.records)
-    while True:
-        try:
-            item = next(records, None)
-        except InputError as e:
-            n += 1
-            if n not in done:
-                batch.append((n, _invalid(n, source, src.unit, None, f"the file ends here: {e.detail}", None, "")))
-            break
-        if item is None:
-            break
-        n, raw = item
+    for n, read in _walk(path, reader, places):
         if n in done:
             continue
-        batch.append((n, convert_one(reader, src.convert, raw, n, source, src.unit)))
+        item = read()
+        if isinstance(item, Invalid) and item.line != n:  # a file of a directory: its own position in the text
+            item = replace(item, line=n)
+        batch.append((n, item))
         if len(batch) >= chunk:
-            yield n, _dedupe(batch, index, source, src.unit)
+            yield n, _dedupe(batch, index, places)
             batch = []
-    yield n, _dedupe(batch, index, source, src.unit)
+    yield n, _dedupe(batch, index, places)
+
+
+def _walk(path: Path, reader: Format, places: Places) -> Iterator[tuple[int, Callable[[], Candidate | Invalid]]]:
+    """``(input position, how to read it)`` for every record of every file of the input, in order."""
+    offset = 0
+    for file in input_files(path, reader):
+        source, last, unit = str(file), 0, "record"
+        try:
+            src = reader.open(file)
+            unit = src.unit
+            places.add(offset, source, unit)
+            for last, raw in src.records:
+                yield offset + last, partial(convert_one, reader, src.convert, raw, last, source, unit)
+        except Exception as e:  # noqa: BLE001 - a broken file sets one record aside, never stops the run
+            if not places.starts or places.starts[-1] != offset or places.files[-1][0] != source:
+                places.add(offset, source, unit)
+            last += 1
+            detail = e.detail if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+            yield offset + last, partial(_invalid, last, source, unit, None, f"the file ends here: {detail}",
+                                         None, "")
+        offset += last
+
+
+class Places:
+    """Where an input position is: its file and its position in that file (a directory has many files)."""
+
+    def __init__(self, *, single: bool = True) -> None:
+        self.single = single
+        self.starts: list[int] = []  # file k holds positions starts[k] + 1 .. starts[k + 1]
+        self.files: list[tuple[str, str]] = []  # (file, unit)
+
+    def add(self, offset: int, source: str, unit: str) -> None:
+        self.starts.append(offset)
+        self.files.append((source, unit))
+
+    def file(self, pos: int) -> tuple[str, int, str]:
+        k = bisect_left(self.starts, pos) - 1  # the last file that starts before pos (empty files hold none)
+        source, unit = self.files[k]
+        return source, pos - self.starts[k], unit
+
+    def where(self, pos: int) -> str:
+        source, at, unit = self.file(pos)
+        return where(source, at, unit)
 
 
 def _dedupe(
-    batch: list[tuple[int, Candidate | Invalid]], index: IdIndex, source: str, unit: str = "line"
+    batch: list[tuple[int, Candidate | Invalid]], index: IdIndex, places: Places
 ) -> list[tuple[int, Candidate | Invalid]]:
     ids = [(c.id, line) for line, c in batch if isinstance(c, Candidate)]
     dups = index.claim(ids)
     if not dups:
         return batch
-    by = "on line" if unit == "line" else "by record"
     out: list[tuple[int, Candidate | Invalid]] = []
     for line, c in batch:
         if isinstance(c, Candidate) and line in dups:
             same = " (the id was minted from the content: the same trajectory again)" if MINTED.match(c.id) else ""
-            c = Invalid(
-                line, "id", f"{where(source, line, unit)}: field 'id': expected a unique id; {c.id!r} was "
-                f"first used {by} {dups[line]}{same}", c.id, file=source,
-            )
+            source, _, unit = places.file(line)
+            if places.single:
+                first = f"{'on line' if unit == 'line' else 'by record'} {dups[line]}"
+            else:
+                first = f"at {places.where(dups[line])}"
+            c = Invalid(line, "id", f"{places.where(line)}: field 'id': expected a unique id; {c.id!r} was "
+                        f"first used {first}{same}", c.id, file=source)
         out.append((line, c))
     return out

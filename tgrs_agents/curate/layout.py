@@ -164,6 +164,6 @@ class LoopDir:
             dest = self.dir / f"archive-{stamp}-{n}"
         dest.mkdir()
         for p in self.dir.iterdir():
-            if p != dest and not p.name.startswith("archive-"):
+            if p != dest and not p.name.startswith("archive-") and p.name != ".lock":  # held by this run
                 shutil.move(str(p), dest / p.name)
         return dest

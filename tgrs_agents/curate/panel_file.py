@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ConfigError
 from ..teachers.base import TeacherConfig, teacher_class
+from .jury_file import JURY_KEYS, SeatRole, check_jury, load_calibration, seat_role
 from .policy import POLICY_NAMES, Policy, make_policy
 
-_PANEL_KEYS = {"policy", "k", "threshold", "weights", "best_k", "teacher"}
+_PANEL_KEYS = {"policy", "k", "threshold", "weights", "best_k", "teacher"} | JURY_KEYS
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
@@ -76,38 +77,85 @@ def pydantic_problem(err: ValidationError, *, obj: str = "a JSON object") -> tup
 
 
 class PanelConfig(BaseModel):
-    """The resolved panel: the policy and the teachers in cost order."""
+    """The resolved panel: the policy, the teachers in cost order, and the jury settings
+    (:mod:`.jury_file`; the decision rule is in :mod:`.policy`)."""
 
     model_config = ConfigDict(frozen=True)
     policy: str = "unanimous"
     k: int | None = None
     threshold: float | None = None
-    weights: dict[str, float] = {}
+    weights: dict[str, float] | str = {}  # a table, "auto", or a calibration file
     best_k: int | None = None
     teachers: tuple[TeacherConfig, ...]
     source: str = "<panel>"
     base_dir: str = "."
+    margin: float = 0.0
+    ties: str | None = None
+    min_successful: int | None = None
+    reserve: tuple[str, ...] = ()
+    student_model: str | tuple[str, ...] | None = None
+    roles: dict[str, SeatRole] = {}
+    calibration: dict[str, Any] | None = None  # the file named by weights, as read at load time
+    warnings: tuple[str, ...] = ()  # said once at load time (an even majority without a tie rule)
+
+    def role(self, name: str) -> SeatRole:
+        return self.roles.get(name, SeatRole())
+
+    def gold_names(self) -> list[str]:
+        return [n for n, r in self.roles.items() if r.gold]
 
     def build_policy(self) -> Policy:
+        from .reliability import Reliability, prior_reliability
+
+        seats = [t.name for t in self.teachers if t.name not in self.reserve]
+        rel = None
+        if self.weights == "auto":
+            rel = prior_reliability(seats, self.gold_names())
+        elif isinstance(self.weights, str) and self.calibration is not None:
+            rel = Reliability.from_json(self.calibration, source=self.weights)
         return make_policy(
             self.policy,
-            [t.name for t in self.teachers],
+            seats,
             k=self.k,
             threshold=self.threshold,
-            weights=self.weights,
+            weights=self.weights if isinstance(self.weights, dict) else None,
             best_k=self.best_k,
+            ties=self.ties or "reject",
+            escalate=[n for n in seats if self.role(n).escalate_only],
+            margin=self.margin,
+            quorum=self.min_successful,
+            reliability=rel,
+            rankers=[t.name for t in self.teachers if t.name in seats and getattr(t, "mode", "") == "group"],
         )
 
+    def check_guards(self) -> None:
+        """Refuse a judge of the student's model family (see :mod:`.guards`)."""
+        from .guards import check_self_judging
+
+        check_self_judging(self.teachers, self.student_model,
+                           {n: r.allow_self_judging for n, r in self.roles.items()}, source=self.source,
+                           where={t.name: f"teacher[{i}]" for i, t in enumerate(self.teachers)})
+
     def identity(self) -> dict[str, Any]:
-        """What decides outcomes: policy fields and each teacher's identity (no operational knobs)."""
-        return {
+        """What decides outcomes: policy fields and each teacher's identity (no operational knobs).
+
+        The jury settings enter only when set, so the fingerprint of a panel that uses none of
+        them is what it always was (its run directories still resume)."""
+        weights = self.weights if isinstance(self.weights, str) else dict(sorted(self.weights.items()))
+        out: dict[str, Any] = {
             "policy": self.policy,
             "k": self.k,
             "threshold": self.threshold,
-            "weights": dict(sorted(self.weights.items())),
+            "weights": weights,
             "best_k": self.best_k,
             "teachers": sorted((t.identity() for t in self.teachers), key=lambda d: d["name"]),
         }
+        jury = {"margin": self.margin or None, "ties": self.ties, "min_successful": self.min_successful,
+                "reserve": list(self.reserve) or None,
+                "roles": {n: r.non_default() for n, r in sorted(self.roles.items()) if r.non_default()} or None,
+                "calibration": self.calibration}
+        out.update({k: v for k, v in jury.items() if v is not None})
+        return out
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
@@ -117,13 +165,18 @@ class PanelConfig(BaseModel):
         import tomli_w
 
         doc: dict[str, Any] = {"policy": self.policy}
-        for key in ("k", "threshold", "best_k"):
+        for key in ("k", "threshold", "best_k", "ties", "min_successful", "student_model"):
             if getattr(self, key) is not None:
                 doc[key] = getattr(self, key)
         if self.weights:
-            doc["weights"] = dict(self.weights)
+            doc["weights"] = self.weights if isinstance(self.weights, str) else dict(self.weights)
+        if self.margin:
+            doc["margin"] = self.margin
+        if self.reserve:
+            doc["reserve"] = list(self.reserve)
         doc["teacher"] = [
-            t.model_dump(mode="json", exclude_none=True, by_alias=True) for t in self.teachers
+            {**t.model_dump(mode="json", exclude_none=True, by_alias=True), **self.role(t.name).non_default()}
+            for t in self.teachers
         ]
         head = f"# resolved panel, from {self.source}\n# fingerprint {self.fingerprint()}\n"
         return head + tomli_w.dumps(doc)
@@ -136,6 +189,10 @@ def read_toml(path: Path, *, what: str) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found", file=path) from None
+    except IsADirectoryError:
+        raise ConfigError(f"expected a {what} TOML file, got a directory", file=path) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} file: {e.strerror or e}", file=path) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"expected valid TOML: {e}", file=path) from None
 
@@ -143,7 +200,14 @@ def read_toml(path: Path, *, what: str) -> dict[str, Any]:
 def teacher_config(
     table: Mapping[str, Any], *, source: str, where: str, base_dir: Path
 ) -> TeacherConfig:
-    """Validate one teacher table with its kind's config class."""
+    """Validate one teacher table with its kind's config class (seat roles are ignored here)."""
+    return seat_config(table, source=source, where=where, base_dir=base_dir)[0]
+
+
+def seat_config(
+    table: Mapping[str, Any], *, source: str, where: str, base_dir: Path
+) -> tuple[TeacherConfig, SeatRole]:
+    """One teacher table: its kind's config and its seat role (:mod:`.jury_file`)."""
     data = dict(table)
     if "include" in data:
         inc = Path(str(data.pop("include")))
@@ -153,6 +217,7 @@ def teacher_config(
                 f"included teacher file not found: {inc}", file=source, field=f"{where}.include"
             )
         data = {**read_toml(inc, what="included teacher"), **data}
+    role = seat_role(data, source=source, where=where)
     kind = data.get("kind")
     if not isinstance(kind, str):
         raise ConfigError(
@@ -165,7 +230,7 @@ def teacher_config(
     except ConfigError as e:
         raise ConfigError(e.detail, file=source, field=f"{where}.kind") from None
     try:
-        return cls.Config.model_validate(data)
+        return cls.Config.model_validate(data), role
     except ValidationError as e:
         loc, msg = pydantic_problem(e, obj="a table")
         name = data.get("name")
@@ -189,10 +254,14 @@ def panel_from_dict(doc: Mapping[str, Any], *, source: str = "<panel>", base_dir
             "expected at least one [[teacher]] table", file=source, field="teacher"
         )
     teachers = []
+    roles: dict[str, SeatRole] = {}
     for i, table in enumerate(tables):
         if not isinstance(table, dict):
             raise ConfigError("expected a table", file=source, field=f"teacher[{i}]")
-        teachers.append(teacher_config(table, source=source, where=f"teacher[{i}]", base_dir=base_dir))
+        tc, role = seat_config(table, source=source, where=f"teacher[{i}]", base_dir=base_dir)
+        teachers.append(tc)
+        if role.non_default():
+            roles[tc.name] = role
     names = [t.name for t in teachers]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
@@ -207,16 +276,28 @@ def panel_from_dict(doc: Mapping[str, Any], *, source: str = "<panel>", base_dir
             f"expected one of {', '.join(POLICY_NAMES)}; got {policy!r}", file=source, field="policy"
         )
     teachers.sort(key=lambda t: t.cost_rank)  # stable: file order within a rank
+    warnings = check_jury(doc, teachers, roles, source=source)
+    weights = doc.get("weights", {})
+    student = doc.get("student_model")
     try:
         panel = PanelConfig(
             policy=policy,
             k=doc.get("k"),
             threshold=doc.get("threshold"),
-            weights=doc.get("weights", {}),
+            weights=weights,
             best_k=doc.get("best_k"),
             teachers=tuple(teachers),
             source=source,
             base_dir=str(base_dir),
+            margin=doc.get("margin", 0.0),
+            ties=doc.get("ties"),
+            min_successful=doc.get("min_successful"),
+            reserve=tuple(doc.get("reserve", ())),
+            student_model=tuple(student) if isinstance(student, list) else student,
+            roles=roles,
+            calibration=(load_calibration(weights, source=source, base_dir=base_dir)
+                         if isinstance(weights, str) and weights != "auto" else None),
+            warnings=tuple(warnings),
         )
     except ValidationError as e:
         loc, msg = pydantic_problem(e, obj="a table")
@@ -225,11 +306,13 @@ def panel_from_dict(doc: Mapping[str, Any], *, source: str = "<panel>", base_dir
         panel.build_policy()
     except ConfigError as e:
         raise ConfigError(e.detail, file=source, field=e.field) from None
+    panel.check_guards()
     return panel
 
 
 def load_panel(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> PanelConfig:
-    """Read and validate a panel file. ``overrides`` (e.g. from ``--policy``) replace top-level keys."""
+    """Read and validate a panel file. ``overrides`` (e.g. from ``--policy`` or ``--student-model``)
+    replace top-level keys."""
     path = Path(path)
     doc = read_toml(path, what="panel")
     if overrides:

@@ -5,20 +5,29 @@ Three stages joined by bounded queues inside one ``asyncio.TaskGroup``::
     reader ──(queue: max_in_flight)──> judge workers ×max_in_flight ──(queue)──> recorder
 
 The reader streams the input and blocks when the judges fall behind, so memory stays flat. The
-recorder is the only writer of the run directory. Cancelling the run (Ctrl-C) cancels the group;
-whatever was decided is committed and the directory resumes where it stopped.
+recorder is the only writer of decisions (paid verdicts are journaled by the judges the moment they
+arrive). Cancelling the run (Ctrl-C) cancels the group; whatever was decided is committed and the
+directory resumes where it stopped.
+
+One process owns the directory (:func:`~tgrs_agents.curate.lock.run_lock`, taken before anything in
+it is read). No single record ends a run: a record that cannot be written is set aside as invalid,
+naming the field. A fault that must end it (an endpoint that refuses the key or stopped answering, a
+verdict ledger or a file that cannot be written) *stops* it instead of cancelling it: no new
+candidate is started, the calls in flight are drained and journaled, and the run then raises the
+error, one line naming its cause; the directory resumes once the cause is fixed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BudgetExhausted
+from ..errors import BudgetExhausted, RunStoreError, TgrsError
 from ..events import (
     CandidateDecided,
     CandidateInvalid,
@@ -29,15 +38,19 @@ from ..events import (
     RunStopped,
     VerdictReceived,
 )
+from ..paid.breaker import Halted
 from ..paid.cost import Budget
 from ..paid.ledger import Ledger
 from ..paid.services import Services
 from ..types import Candidate, Decision, Verdict
-from .ingest import IdIndex, Invalid, check_format, read_chunks, remember_format
+from .ingest import IdIndex, Invalid, check_format, input_unit, read_chunks, remember_format
+from .jsonl import sanitize, sft_row, unwritable
+from .lock import run_lock
 from .panel import Panel
 from .panel_file import PanelConfig
 from .policy import select_best_k
-from .store import RunStore, iter_jsonl, verdict_record
+from .recover import INDEX, open_index
+from .store import RunStore, io_failure, iter_jsonl, verdict_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,7 @@ class CurateOptions:
     cache_path: str | None = None  # default: the user's cache directory (see tgrs_agents.paid.ledger)
     input_format: str = "auto"  # a reader of tgrs_agents.formats, or "auto" (sniffed; see summary)
     max_set_aside: float = 0.2  # a run that sets aside more than this share of its records says so
+    breaker_failures: int = 20  # attempts in a row without an answer that halt an endpoint
 
 
 _DONE = object()
@@ -68,6 +82,7 @@ class CurateRun:
         options: CurateOptions = CurateOptions(),
         bus: EventBus | None = None,
         panel: Panel | None = None,
+        services: Services | None = None,
     ) -> None:
         self.input = Path(input_path)
         self.cfg = panel_config
@@ -80,22 +95,46 @@ class CurateRun:
         self.stopped: str | None = None
         self.format: Any = None  # the reader (tgrs_agents.formats.Format), resolved in run()
         self.format_why = ""
-        self.services = Services()
+        self.services = services or Services()  # with ``panel``: the services it was built with
+        self.fatal: BaseException | None = None  # what stopped the run (raised once it is drained)
+        self._paid: dict[str, Any] = {}  # paid teachers by name: their ledger entries are settled
         self._t0 = time.monotonic()
         self._wall_before = 0.0
 
     # --- the run -------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
-        if not self.input.is_file():
+        if not self.input.exists():  # a file, or a directory of trajectory files
             from ..errors import ConfigError
 
             raise ConfigError("input file not found", file=self.input)
+        if self.input.is_dir() and self.store.dir.resolve().is_relative_to(self.input.resolve()):
+            from ..errors import ConfigError
+
+            raise ConfigError("--out is inside the input directory (the run's own files would be read as "
+                              "input): put it elsewhere", file=self.store.dir)
         if self.panel is None:  # build first: a bad teacher or missing key fails before DIR is touched
-            self.services = Services(
-                budget=Budget(self.opts.budget_usd),
-                ledger=Ledger(self.opts.cache_path) if self.opts.cache else None,
-            )
+            ledger = Ledger(self.opts.cache_path) if self.opts.cache else None
+            if ledger is not None:
+                ledger.check()  # one that cannot be used stops the run here, before any call
+            self.services = Services(budget=Budget(self.opts.budget_usd), ledger=ledger,
+                                     breaker_failures=self.opts.breaker_failures)
             self.panel = Panel.from_config(self.cfg, self.services)
+        elif self.services.ledger is not None:
+            self.services.ledger.check()
+        try:
+            with run_lock(self.store.dir):  # one owner: taken before anything in DIR is read
+                summary = await self._locked()
+        except OSError as e:
+            raise io_failure(e, self.store.dir) from None
+        finally:
+            await self.panel.aclose()
+            self.services.close()
+        if self.fatal is not None:
+            raise self.fatal  # the calls in flight were drained and journaled first
+        return summary
+
+    async def _locked(self) -> dict[str, Any]:
+        assert self.panel is not None
         from ..formats import resolve
 
         self.format, self.format_why = resolve(self.input, self.opts.input_format)
@@ -120,27 +159,50 @@ class CurateRun:
         self.bus.publish(RunStarted(run_dir=str(self.store.dir), input=str(self.input),
                                     resumed=state.resumed, already_done=state.done.count,
                                     panel_fingerprint=self.cfg.fingerprint()))
-        remember_format(self.store.dir, self.format, self.format.open(self.input).unit)
-        index = IdIndex(self.store.dir / "ids.sqlite")
+        remember_format(self.store.dir, self.format, input_unit(self.input, self.format))
+        if self.services.ledger is not None:
+            self.services.ledger.owner = state.run_id  # what it pays for is owed until journaled
+        self._paid = {t.name: t for t in self.panel.teachers if hasattr(t, "settle")}
+        index = open_index(self.store, state.resumed)  # rebuilt from the outputs if damaged
         try:
             await self._stages(state, index)
             if self.cfg.best_k is not None and not self.stopped:  # only once every candidate is in
-                self._finalize_best_k()
+                try:
+                    self._finalize_best_k()
+                except (OSError, RunStoreError) as e:
+                    self._fail(e)
         except (asyncio.CancelledError, KeyboardInterrupt):
             self.stopped = "interrupted"
             raise
         finally:
             index.close()
-            summary = self.summary()
-            if self.stopped:
-                self.bus.publish(RunStopped(reason=self.stopped))
-            else:
-                self.bus.publish(RunFinished(summary=summary))
-            self.store.close(wall_s=summary["wall_s"])
-            self.store.write_summary(summary)
-            await self.panel.aclose()
-            self.services.close()
+            summary = self._close()
         return summary
+
+    def _close(self) -> dict[str, Any]:
+        """Journal the end, commit, fsync and close the files, write the summary; a failure of any
+        of these stops the run like any other (it is raised after)."""
+        if (halted := self.services.halted()) is not None:
+            self._fail(halted)  # an endpoint or the ledger halted after the last candidate started
+        summary = self.summary()
+        self.bus.publish(RunStopped(reason=self.stopped) if self.stopped else RunFinished(summary=summary))
+        try:
+            self.store.close(wall_s=summary["wall_s"])
+        except RunStoreError as e:
+            self._fail(e)
+            summary = self.summary()
+        try:
+            self.store.write_summary(summary)
+        except RunStoreError as e:
+            self._fail(e)
+        return summary
+
+    def _fail(self, e: BaseException) -> None:
+        """Stop the run for ``e``: no new candidate starts, the calls in flight end and are
+        journaled, and the first such error is raised when the run ends."""
+        if self.fatal is None:
+            self.fatal = e
+            self.stopped = f"error: {e}" if isinstance(e, TgrsError) else f"error: {type(e).__name__}: {e}"
 
     async def _stages(self, state: Any, index: IdIndex) -> None:
         n = max(1, self.opts.max_in_flight)
@@ -156,18 +218,26 @@ class CurateRun:
 
     async def _reader(self, state: Any, index: IdIndex, todo: asyncio.Queue[Any],
                       results: asyncio.Queue[Any], n_workers: int) -> None:
-        for lines_read, chunk in read_chunks(self.input, state.done, index, fmt=self.format):
-            if self.stopped:
-                break
-            self.counts["input_lines"] = lines_read
-            for line, item in chunk:
-                if isinstance(item, Invalid):
-                    await results.put((line, item))
-                else:
-                    self.counts["valid"] += 1
-                    self.bus.publish(CandidateLoaded(candidate_id=item.id, line=line))
-                    await todo.put((line, item))
-            await asyncio.sleep(0)  # let the judges run between chunks
+        try:
+            for lines_read, chunk in read_chunks(self.input, state.done, index, fmt=self.format):
+                if self.stopped:
+                    break
+                self.counts["input_lines"] = lines_read
+                for line, item in chunk:
+                    if isinstance(item, Invalid):
+                        await results.put((line, item))
+                    else:
+                        self.counts["valid"] += 1
+                        self.bus.publish(CandidateLoaded(candidate_id=item.id, line=line))
+                        await todo.put((line, item))
+                await asyncio.sleep(0)  # let the judges run between chunks
+        except sqlite3.Error as e:  # the id index (a full disk, say)
+            self._fail(RunStoreError(f"{self.store.dir / INDEX}: {e}. Fix the cause and run the same "
+                                     "command again: the run resumes where it stopped"))
+        except OSError as e:
+            self._fail(io_failure(e, self.input, "cannot read"))
+        except Exception as e:  # noqa: BLE001 - stop, drain the calls in flight, then raise it
+            self._fail(e)
         for _ in range(n_workers):
             await todo.put(_DONE)
 
@@ -180,55 +250,119 @@ class CurateRun:
             prior = self._prior.pop(line, None)
             try:
                 decision, _ = await self.panel.judge(cand, prior,
-                                                     on_verdict=self._verdict_hook(line))
+                                                     on_verdict=self._verdict_hook(line, cand))
+            except Halted as e:  # an endpoint or the ledger: stop, this candidate stays pending
+                self._fail(e)
+                continue
             except BudgetExhausted as e:  # the one budget-stop signal: this candidate stays pending
                 self.stopped = self.stopped or f"budget: {e}"
                 continue
+            except Exception as e:  # noqa: BLE001 - stop, drain the calls in flight, then raise it
+                self._fail(e)
+                continue
+            if self.store.failure is not None:  # a verdict could not be journaled
+                self._fail(self.store.failure)
             await results.put((line, (cand, decision)))
 
-    def _verdict_hook(self, line: int) -> Callable[[str, Verdict], None]:
+    def _verdict_hook(self, line: int, cand: Candidate) -> Callable[[str, Verdict], None]:
+        """Journal a verdict as it arrives: a paid one is written at once (never buffered), then its
+        ledger entry is settled. Never raises (it runs inside the panel's task group)."""
         def hook(cand_id: str, v: Verdict) -> None:
-            self.store.append("verdicts", verdict_record(line, cand_id, v))
+            paid = v.usage.requests > 0 and not v.cached
+            rec = verdict_record(line, cand_id, v)
+            try:
+                try:
+                    written = self.store.write_now("verdicts", rec) if paid else True
+                    if not paid:
+                        self.store.append("verdicts", rec)
+                except TypeError:  # a teacher's rationale that cannot be written: keep the rest
+                    rec = sanitize(rec)
+                    written = self.store.write_now("verdicts", rec) if paid else True
+                    if not paid:
+                        self.store.append("verdicts", rec)
+                if paid and written and v.error is None and v.teacher in self._paid:
+                    self._paid[v.teacher].settle(cand)
+            except Exception as e:  # noqa: BLE001 - a ledger that failed: stop the run after this
+                self._fail(e)
             self.bus.publish(VerdictReceived(candidate_id=cand_id, verdict=v))
         return hook
 
     async def _recorder(self, results: asyncio.Queue[Any]) -> None:
+        """Write decisions and set-aside records; keeps draining ``results`` after a failure, so the
+        judges finish the calls they started."""
         last_summary = time.monotonic()
         while (item := await results.get()) is not _DONE:
             line, payload = item
-            if isinstance(payload, Invalid):
-                self.counts["invalid"] += 1
-                self.store.append("invalid", payload.record())
-                self.bus.publish(CandidateInvalid(line=line, reason=payload.reason))
-            else:
-                cand, decision = payload
-                self._record_decision(line, cand, decision)
-            self.store.maybe_commit(self.opts.commit_interval_s)
-            if time.monotonic() - last_summary > self.opts.summary_interval_s:
-                self.store.write_summary(self.summary())
-                last_summary = time.monotonic()
-        self.store.commit()
+            if self.store.failure is not None:
+                continue  # nothing more can be written: left pending for the next run
+            try:
+                self._record(line, payload)
+            except Exception as e:  # noqa: BLE001 - one record never ends a run
+                self._set_aside(line, payload, e)
+            try:
+                self.store.maybe_commit(self.opts.commit_interval_s)
+                if time.monotonic() - last_summary > self.opts.summary_interval_s:
+                    self.store.write_summary(self.summary())
+                    last_summary = time.monotonic()
+            except RunStoreError as e:
+                self._fail(e)
+        try:
+            self.store.commit()
+        except RunStoreError as e:
+            self._fail(e)
 
-    def _record_decision(self, line: int, cand: Candidate, d: Decision) -> None:
-        self.bus.publish(CandidateDecided(line=line, decision=d))
-        if d.accepted is None:
-            self.counts["failed"] += 1
-            return
-        rec = cand.sft_record()
+    def _record(self, line: int, payload: Any) -> None:
+        if isinstance(payload, Invalid):
+            self.store.append("invalid", payload.record())
+            self.counts["invalid"] += 1
+            self.bus.publish(CandidateInvalid(line=line, reason=payload.reason))
+        else:
+            cand, decision = payload
+            self._record_decision(line, cand, decision)
+
+    def _set_aside(self, line: int, payload: Any, err: Exception) -> None:
+        """A record that could not be written goes to invalid.jsonl, naming the field at fault."""
+        cid = payload.id if isinstance(payload, Invalid) else payload[0].id
+        try:
+            rec = payload.record() if isinstance(payload, Invalid) else self._decision_row(line, *payload)
+            field, why = unwritable(rec) or (None, f"{type(err).__name__}: {err}")
+        except Exception as e:  # noqa: BLE001
+            field, why = None, f"{type(e).__name__}: {e}"
+        at = f"{self.input}:{line}" + (f": field '{field}'" if field else "")
+        reason = f"{at}: the record could not be written ({why})"
+        self.store.append("invalid", sanitize({"line": line, "id": cid, "field": field, "reason": reason,
+                                               "raw": "", "file": str(self.input)}))
+        self.counts["invalid"] += 1
+        self.bus.publish(CandidateInvalid(line=line, reason=sanitize(reason)))
+
+    def _decision_row(self, line: int, cand: Candidate, d: Decision) -> dict[str, Any]:
+        rec = sft_row(cand)  # tool-call arguments as objects, as TRL renders them
         rec.update(line=line, score=round(d.score, 6), reason=d.reason,
                    decided_by=d.decided_by, saved=list(d.saved))
+        return rec
+
+    def _record_decision(self, line: int, cand: Candidate, d: Decision) -> None:
+        if d.accepted is None:
+            self.bus.publish(CandidateDecided(line=line, decision=d))
+            self.counts["failed"] += 1
+            return
+        rec = self._decision_row(line, cand, d)
         if d.accepted and self.cfg.best_k is not None:
             name = "passed"
         else:
             name = "accepted" if d.accepted else "rejected"
+        self.store.append(name, rec)  # raises before anything is buffered if it cannot be written
         self.counts[name] += 1
-        self.store.append(name, rec)
+        self.bus.publish(CandidateDecided(line=line, decision=d))
 
     def _journal(self, ev: Any) -> None:
         """The journal subscriber: run-level and per-candidate outcome events go to events.jsonl."""
         if isinstance(ev, CandidateLoaded | VerdictReceived):
             return  # implied by decisions / kept in verdicts.jsonl
-        self.store.append("events", ev.to_json())
+        try:
+            self.store.append("events", ev.to_json())
+        except TypeError:  # a reason that cannot be written as it is: the event still goes in
+            self.store.append("events", sanitize(ev.to_json()))
 
     def _finalize_best_k(self) -> None:
         assert self.cfg.best_k is not None
@@ -265,9 +399,11 @@ class CurateRun:
             "best_k": self.cfg.best_k,
             "finalized": self.cfg.best_k is None or self.store.finalized(),
             "stopped": self.stopped,
+            "warnings": list(self.store.warnings),  # what recovery set aside or rebuilt
             "teachers": teachers,
             "calls": sum(st.calls for st in self.panel.stats.values()),
             "calls_saved": sum(st.saved for st in self.panel.stats.values()),
+            "jury": self.panel.jury_report(self.store.path("verdicts")),
             "cost_usd": round(cost, 6),
             "budget_usd": self.services.budget.limit_usd,
             "rate_limited": sum(lim.stats.rate_limited for lim in self.services.limiters.all().values()),

@@ -2,27 +2,42 @@
 
 Files under ``DIR``::
 
-    config.toml      the resolved panel             run.json       input and panel fingerprints
+    config.toml      the resolved panel             run.json       input and panel fingerprints, run id
     events.jsonl     the journal (run + decision events)
     verdicts.jsonl   one line per teacher verdict   accepted.jsonl / rejected.jsonl  decisions
     invalid.jsonl    input lines set aside          summary.json   counts, per-teacher figures
     passed.jsonl     (best_k only) candidates the policy accepted, before the per-task cut
+    .lock            held by the one process that owns the run (tgrs_agents.curate.lock)
+    torn-lines.jsonl damaged lines that recovery took out of the files above (rare)
 
-Crash safety without fsync-per-record: records are buffered and written in *group commits*, always
-in the order verdicts -> decisions -> events, each file opened with O_APPEND. A ``kill -9`` can
-only lose the tail of a commit. On resume every file is cut back to its last whole line; a
-candidate is done iff its decision line survived (it is then skipped, never written twice); the
-verdicts of candidates that were not done are read back and reused, so no teacher is paid twice.
+Crash safety without fsync-per-record. A *paid* verdict (one that made a request) is written to
+``verdicts.jsonl`` the moment it arrives (:meth:`RunStore.write_now`: one ``write`` of a whole line,
+with O_APPEND); everything else is buffered and written in *group commits*, always in the order
+verdicts -> decisions -> events. A ``kill -9`` therefore loses no paid verdict that had arrived, and
+can only cut the tail of a commit. On resume every file is cut back to its last whole line (a
+damaged line in the middle is set aside, see :mod:`tgrs_agents.curate.jsonl`); a candidate is done
+iff its decision line survived (it is then skipped, never written twice); the verdicts of
+candidates that were not done are read back and reused, so no teacher is paid twice.
+
+fsync policy: none per record or per commit (``write`` hands the bytes to the kernel, which keeps
+them across the death of the process); each file is fsynced once, when the run closes. So a power
+cut or an OS crash can lose the last seconds of writes (recovery then cuts what is torn, and the
+verdicts lost are still in the verdict ledger); a killed process loses nothing it wrote.
+
+A write that fails (disk full, read-only, permissions) is undone back to the last whole line, the
+store refuses further writes, and the error names the file and the cause: the run stops, and resumes
+exactly where it stopped once the cause is fixed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,55 +47,35 @@ import orjson
 from ..errors import RunStoreError
 from ..events import TeacherStats
 from ..types import Usage, Verdict
+from .jsonl import atomic_write, cut_partial_line, has_line, iter_jsonl, scan, set_aside, write_all
 from .layout import CurateDir
+from .lock import LOCK_NAME
+
+__all__ = ["OUTPUTS", "DoneLines", "ResumeState", "RunStore", "atomic_write", "cut_partial_line",
+           "input_fingerprint", "io_failure", "iter_jsonl", "verdict_from_record", "verdict_record"]
 
 OUTPUTS = ("verdicts", "passed", "accepted", "rejected", "invalid", "events")
+DECISIONS = ("accepted", "rejected", "invalid", "passed")
 _COMMIT_BYTES = 1 << 20
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def input_fingerprint(path: Path) -> str:
+    if path.is_dir():  # a directory of trajectory files: its file list and their contents
+        from ..formats import dir_fingerprint
+
+        return dir_fingerprint(path)
     with path.open("rb") as f:
         head = f.read(1 << 16)
     return hashlib.sha256(head).hexdigest()[:16]
 
 
-def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    with path.open("rb") as f:
-        for raw in f:
-            if raw.strip():
-                yield orjson.loads(raw)
-
-
-def cut_partial_line(path: Path) -> int:
-    """Truncate ``path`` after its last newline; returns the bytes removed."""
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with path.open("rb+") as f:
-        pos = size
-        while pos > 0:
-            step = min(1 << 16, pos)
-            f.seek(pos - step)
-            chunk = f.read(step)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                keep = pos - step + nl + 1
-                break
-            pos -= step
-        else:
-            keep = 0
-        f.truncate(keep)
-    return size - keep
+def io_failure(e: OSError, path: Path | str, doing: str = "cannot write") -> RunStoreError:
+    """One line for an OS error on a run file: the file, the cause, and that the run resumes."""
+    cause = e.strerror or str(e)
+    if e.errno is not None and e.errno in errno.errorcode:
+        cause += f" [{errno.errorcode[e.errno]}]"
+    return RunStoreError(f"{e.filename or path}: {doing}: {cause}. Nothing decided is lost: fix the "
+                         "cause and run the same command again, the run resumes where it stopped")
 
 
 class DoneLines:
@@ -116,10 +111,15 @@ class ResumeState:
     prior: dict[int, dict[str, Verdict]] = field(default_factory=dict)
     stats: dict[str, TeacherStats] = field(default_factory=dict)
     wall_s: float = 0.0
+    run_id: str = ""  # this run's id, kept across resumes (the verdict ledger's ``owed``)
 
 
 class RunStore:
-    """Buffered, ordered, append-only writers for one run directory."""
+    """Buffered, ordered, append-only writers for one run directory.
+
+    ``failure`` is set by the first write that failed; from then on nothing more is written.
+    ``warnings`` says what recovery set aside.
+    """
 
     def __init__(self, out: str | Path) -> None:
         self.dir = Path(out)
@@ -128,6 +128,8 @@ class RunStore:
         self._pending = 0
         self._last_commit = time.monotonic()
         self._fds: dict[str, int] = {}
+        self.failure: RunStoreError | None = None
+        self.warnings: list[str] = []
 
     def path(self, name: str) -> Path:
         return self.files.jsonl(name)
@@ -136,10 +138,20 @@ class RunStore:
     def open(
         self, *, panel_toml: str, panel_fp: str, input_path: Path, force: bool = False
     ) -> ResumeState:
+        """Recover (or start) the run; an OS error is a :class:`RunStoreError` naming the file."""
+        target = self.dir
+        try:
+            return self._open(panel_toml=panel_toml, panel_fp=panel_fp, input_path=input_path,
+                              force=force)
+        except OSError as e:
+            raise io_failure(e, target, "cannot open the run") from None
+
+    def _open(self, *, panel_toml: str, panel_fp: str, input_path: Path, force: bool) -> ResumeState:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.files.meta
         in_fp = input_fingerprint(input_path)
         state = ResumeState()
+        run_id = None
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             problems = self.mismatch(panel_fp=panel_fp, input_fp=in_fp)
@@ -150,10 +162,13 @@ class RunStore:
             else:
                 state = self._recover()
                 state.wall_s = float(meta.get("wall_s", 0.0))
+                run_id = meta.get("run_id")
+        state.run_id = run_id or uuid.uuid4().hex
         meta = {
             "input": str(input_path),
             "input_fingerprint": in_fp,
             "panel_fingerprint": panel_fp,
+            "run_id": state.run_id,
             "wall_s": state.wall_s,
         }
         atomic_write(meta_path, json.dumps(meta, indent=2))
@@ -192,8 +207,15 @@ class RunStore:
             dest = self.dir / f"archive-{stamp}-{n}"
         dest.mkdir()
         for p in self.dir.iterdir():
-            if p.is_file():
+            if p.is_file() and p.name != LOCK_NAME:  # the lock stays: this process holds it
                 shutil.move(str(p), dest / p.name)
+
+    def _records(self, name: str, check: Any = has_line) -> Any:
+        """The records of an output, damaged lines set aside (once the scan is complete)."""
+        bad: list[tuple[int, bytes]] = []
+        yield from scan(self.path(name), check, bad)
+        if bad:
+            self.warnings.append(set_aside(self.path(name), bad))
 
     def _recover(self) -> ResumeState:
         state = ResumeState(resumed=True)
@@ -201,71 +223,119 @@ class RunStore:
         for name in OUTPUTS:
             cut_partial_line(self.path(name))
         saved: dict[str, int] = {}
-        for name in ("accepted", "rejected", "invalid", "passed"):
-            for rec in iter_jsonl(self.path(name)):
+        for name in DECISIONS:
+            for rec in self._records(name):
                 state.done.add(rec["line"])
                 state.counts[name] += 1
                 for t in rec.get("saved", ()):
                     saved[t] = saved.get(t, 0) + 1
-        for rec in iter_jsonl(self.path("verdicts")):
-            v = verdict_from_record(rec)
+        for rec, v in self._records("verdicts", lambda r: (has_line(r), verdict_from_record(r))):
             state.stats.setdefault(v.teacher, TeacherStats()).add(v)
             if rec["line"] not in state.done:
                 state.prior.setdefault(rec["line"], {})[v.teacher] = v
+        for _ in self._records("events", lambda r: r):
+            pass
         for t, n in saved.items():
             state.stats.setdefault(t, TeacherStats()).saved += n
         return state
 
     def scan_done(self) -> DoneLines:
-        """Lines already decided, read without changing anything (a partial last line is skipped)."""
+        """Lines already decided, read without changing anything (partial or damaged lines skipped)."""
         done = DoneLines()
-        for name in ("accepted", "rejected", "invalid", "passed"):
-            p = self.path(name)
-            if not p.exists():
-                continue
-            with p.open("rb") as f:
-                for raw in f:
-                    if raw.endswith(b"\n"):
-                        done.add(orjson.loads(raw)["line"])
+        for name in DECISIONS:
+            for rec in scan(self.path(name), has_line):
+                done.add(rec["line"])
         return done
 
     # --- writing -------------------------------------------------------------------------------
     def append(self, name: str, record: dict[str, Any]) -> None:
+        """Buffer a record for the next commit. A record that does not serialise raises here
+        (TypeError / orjson.JSONEncodeError), before anything is buffered."""
         data = orjson.dumps(record) + b"\n"
+        if self.failure is not None:
+            return  # the store failed: nothing more is written (the run is stopping)
         self._buf[name].append(data)
         self._pending += len(data)
+
+    def write_now(self, name: str, record: dict[str, Any]) -> bool:
+        """Write one record at once (a paid verdict: see the module docstring). False when it could
+        not be written (then ``failure`` says why); a record that does not serialise raises."""
+        data = orjson.dumps(record) + b"\n"
+        if self.failure is not None:
+            return False
+        try:
+            self._write(name, data)
+        except RunStoreError:
+            return False
+        return True
+
+    def _write(self, name: str, data: bytes) -> None:
+        fd = self._fds[name]
+        size = os.fstat(fd).st_size
+        try:
+            write_all(fd, data)
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)  # undo a partial line, so the file ends on a whole one
+            except OSError:
+                pass  # recovery cuts it
+            self.failure = io_failure(e, self.path(name))
+            raise self.failure from None
 
     def maybe_commit(self, interval_s: float = 0.25) -> None:
         if self._pending >= _COMMIT_BYTES or time.monotonic() - self._last_commit >= interval_s:
             self.commit()
 
     def commit(self) -> None:
-        """Write every buffer, in dependency order (verdicts before the decisions they support)."""
-        for name in OUTPUTS:
-            buf = self._buf[name]
-            if buf:
-                data = b"".join(buf)
+        """Write every buffer, in dependency order (verdicts before the decisions they support).
+
+        Raises :class:`RunStoreError` (and drops what is buffered) if the store has failed."""
+        try:
+            for name in OUTPUTS:
+                buf = self._buf[name]
+                if buf and self.failure is None:
+                    self._write(name, b"".join(buf))
                 buf.clear()
-                view = memoryview(data)
-                while view:
-                    n = os.write(self._fds[name], view)
-                    view = view[n:]
-        self._pending = 0
-        self._last_commit = time.monotonic()
+        finally:
+            if self.failure is not None:
+                for buf in self._buf.values():
+                    buf.clear()
+            self._pending = 0
+            self._last_commit = time.monotonic()
+        if self.failure is not None:
+            raise self.failure
 
     def close(self, wall_s: float | None = None) -> None:
-        self.commit()
-        for fd in self._fds.values():
+        """Commit, fsync and close every file; raises :class:`RunStoreError` if a write failed."""
+        try:
+            self.commit()
+        except RunStoreError:
+            pass
+        for name, fd in self._fds.items():
+            try:
+                if self.failure is None:
+                    os.fsync(fd)
+            except OSError as e:
+                self.failure = io_failure(e, self.path(name))
             os.close(fd)
         self._fds.clear()
-        if wall_s is not None:
+        if wall_s is not None and self.failure is None:
             meta_path = self.files.meta
-            meta = json.loads(meta_path.read_text())
-            meta["wall_s"] = wall_s
-            atomic_write(meta_path, json.dumps(meta, indent=2))
+            try:
+                meta = json.loads(meta_path.read_text())
+                meta["wall_s"] = wall_s
+                atomic_write(meta_path, json.dumps(meta, indent=2))
+            except OSError as e:
+                self.failure = io_failure(e, meta_path)
+        if self.failure is not None:
+            raise self.failure
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write(self.files.summary, json.dumps(summary, indent=2))
+        try:
+            atomic_write(self.files.summary, json.dumps(summary, indent=2))
+        except OSError as e:
+            self.failure = self.failure or io_failure(e, self.files.summary)
+            raise self.failure from None
 
     # --- best_k finalisation (idempotent) ------------------------------------------------------
     def _undo_unfinished_finalize(self) -> None:

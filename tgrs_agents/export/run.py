@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..curate.ingest import Invalid
 from ..curate.store import atomic_write
@@ -32,6 +32,9 @@ from .hygiene import (
 )
 from .source import errored, errored_ids, read, resolve
 from .writers import CONVERTERS, FORMATS, Trace, Unconvertible, Writer
+
+if TYPE_CHECKING:
+    from .pairs import PairSettings
 
 LISTED = 1000  # set-aside, dropped and redaction entries listed in the sidecar (all are counted)
 
@@ -86,19 +89,22 @@ class ExportReport:
 
 
 def export_run(source: str | Path, *, to: str, out: str | Path, round: int | None = None,
-               hygiene: Hygiene = Hygiene(), force: bool = False, name: str = "tgrs") -> ExportReport:
+               hygiene: Hygiene = Hygiene(), force: bool = False, name: str = "tgrs",
+               pairs: PairSettings | None = None) -> ExportReport:
     """Export the kept trajectories of ``source`` (a curate run dir, a ``tgrs run`` dir or a JSONL file)
     to ``out`` in format ``to`` (one of :data:`~.writers.FORMATS`), applying ``hygiene``.
 
-    ``round``: which round of a ``tgrs run`` directory (default: the last with a pool). ``force``:
-    replace a non-empty output directory. ``name``: the dataset's name in ``dataset_info.json``
-    (``llamafactory``)."""
+    ``round``: which round of a ``tgrs run`` directory (default: the last with a pool; for ``dpo``
+    the last judged). ``force``: replace a non-empty output directory. ``name``: the dataset's name
+    in ``dataset_info.json`` (``llamafactory``). ``pairs``: how ``dpo`` pairs are chosen
+    (:class:`~.pairs.PairSettings`; ``dpo`` reads accepted and rejected candidates, see :mod:`.pairs`)."""
     if to not in FORMATS:
         raise ConfigError(f"unknown format {to!r}; expected one of {', '.join(FORMATS)}", field="to")
-    if hygiene.tool_ids not in ("repair", "drop", "off"):
-        raise ConfigError(f"expected 'repair', 'drop' or 'off'; got {hygiene.tool_ids!r}", field="tool_ids")
-    if hygiene.max_tokens is not None and hygiene.max_tokens < 1:
-        raise ConfigError(f"expected a positive number; got {hygiene.max_tokens}", field="max_tokens")
+    check_hygiene(hygiene)
+    if to == "dpo":  # pairs read the rejected candidates too: their own module
+        from .pairs import PairSettings, export_pairs
+
+        return export_pairs(source, out=out, settings=pairs or PairSettings(), round=round, hygiene=hygiene)
     src = resolve(source, round)
     out = Path(out)
     count: TokenCounter = tokenizer_counter(hygiene.tokenizer) if hygiene.tokenizer else estimate_tokens
@@ -140,6 +146,14 @@ def export_run(source: str | Path, *, to: str, out: str | Path, round: int | Non
     writer.close()
     atomic_write(report.sidecar, json.dumps(report.to_json(), indent=1) + "\n")
     return report
+
+
+def check_hygiene(hygiene: Hygiene) -> None:
+    """A :class:`ConfigError` naming the field for a hygiene option out of range."""
+    if hygiene.tool_ids not in ("repair", "drop", "off"):
+        raise ConfigError(f"expected 'repair', 'drop' or 'off'; got {hygiene.tool_ids!r}", field="tool_ids")
+    if hygiene.max_tokens is not None and hygiene.max_tokens < 1:
+        raise ConfigError(f"expected a positive number; got {hygiene.max_tokens}", field="max_tokens")
 
 
 def _set_aside(report: ExportReport, where: str, line: int, cid: str | None, reason: str) -> None:

@@ -4,6 +4,9 @@
 * A ``tgrs run`` / ``tgrs demo`` directory exports ``DIR/round-K/pool.jsonl`` of the last round
   that has one, or of round ``K`` when asked (the pool is what that round's SFT trained on).
 * A JSONL file of canonical records is exported as it is.
+* Preference pairs (``--to dpo``) read a curate run's accepted *and* rejected candidates and its
+  verdicts: a curate run directory, or round ``K`` of a ``tgrs run`` directory (``round-K/curate/``;
+  default the last judged round), see :func:`resolve_judged`.
 
 Kept data does not say how its generation ended (``Candidate.sft_record`` keeps id, task_id,
 messages and tools), so the files the records came from are read alongside, with the reader that
@@ -25,6 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from ..curate.ingest import Invalid, parse_line
+from ..curate.layout import LoopDir
 from ..errors import ConfigError
 from ..formats import resolve as resolve_format
 from ..types import Candidate
@@ -59,7 +63,7 @@ def resolve(src: str | Path, round: int | None = None) -> Source:
         if not acc.exists():
             raise ConfigError("no accepted.jsonl yet (the run has accepted nothing, or a best_k run "
                               "is not finalised: run the same `tgrs curate` command again)", file=acc)
-        return Source(acc, "curate", origins=_curate_input(src))
+        return Source(acc, "curate", origins=curate_origins(src))
     if rounds:
         if round is None:
             round = max(rounds)
@@ -73,6 +77,34 @@ def resolve(src: str | Path, round: int | None = None) -> Source:
                       "directory (no round-K/pool.jsonl)", file=src)
 
 
+def resolve_judged(src: str | Path, round: int | None = None) -> Source:
+    """The curate run whose accepted and rejected candidates are paired (``--to dpo``): ``src`` itself,
+    or round ``round`` (default: the last judged one) of a ``tgrs run`` directory. ``path`` is the
+    curate run directory."""
+    src = Path(src)
+    if src.is_file():
+        raise ConfigError("preference pairs come from a run directory (accepted.jsonl, rejected.jsonl and "
+                          "verdicts.jsonl side by side), not from one file", file=src)
+    if (src / "run.json").exists() or (src / "accepted.jsonl").exists():
+        curated = resolve(src, round)
+        return Source(curated.path.parent, "curate", origins=curated.origins)
+    if not src.is_dir():
+        raise ConfigError("no such file or directory", file=src)
+    loop = LoopDir(src)
+    judged = [k for k in loop.curated_rounds() if loop.round(k).curate.jsonl("accepted").exists()]
+    if not judged:
+        raise ConfigError("neither a curate run directory (no accepted.jsonl) nor a `tgrs run` directory "
+                          "with a judged round (no round-K/curate/accepted.jsonl)", file=src)
+    if round is None:
+        round = max(judged)
+    elif round not in judged:
+        raise ConfigError(f"round {round} was not judged; judged rounds: {', '.join(map(str, judged))}",
+                          file=src / f"round-{round}")
+    rd = loop.round(round)
+    origins = ((rd.candidates, "openai"),) if rd.candidates.exists() else curate_origins(rd.curate.dir)
+    return Source(rd.curate.dir, "loop", round, origins)
+
+
 def _rounds(d: Path) -> dict[int, Path]:
     out = {}
     for p in d.iterdir():
@@ -82,7 +114,8 @@ def _rounds(d: Path) -> dict[int, Path]:
     return out
 
 
-def _curate_input(d: Path) -> tuple[tuple[Path, str], ...]:
+def curate_origins(d: Path) -> tuple[tuple[Path, str], ...]:
+    """The input a curate run read (``run.json``) with the format it read it as (``summary.json``)."""
     try:
         meta = json.loads((d / "run.json").read_text())
     except (OSError, ValueError):

@@ -23,6 +23,9 @@
   arguments to the chat template as strings: Qwen's templates print a string as it is, but a
   template that applies ``tojson`` to them (Llama 3.x) would quote them twice; such users parse them
   first (:func:`tgrs_agents.chat.template_messages`, as ``loop/distill.py`` does).
+* ``dpo``: preference pairs, one JSON object a line, in TRL's conversational preference format
+  (``prompt``, ``chosen``, ``rejected``, ``tools``); the messages are the ``hf`` ones without their
+  empty fields. Built by :mod:`.pairs`, which reads rejected candidates as well.
 
 Message content must be text (a string or text parts); a record with an image or another non-text
 part is set aside with the field path, never silently flattened.
@@ -42,7 +45,7 @@ from typing import Any
 from ..chat import parse_arguments
 from ..errors import ConfigError
 
-FORMATS = ("openai-ft", "sharegpt", "hf", "llamafactory")
+FORMATS = ("openai-ft", "sharegpt", "hf", "llamafactory", "dpo")
 _TEXT_PARTS = {"text", "input_text", "output_text"}
 
 
@@ -219,7 +222,7 @@ class Writer:
         _remove(self.tmp)
         self.rows: list[dict[str, Any]] = []
         self.file = None
-        if fmt in ("openai-ft", "sharegpt", "llamafactory"):
+        if fmt in ("openai-ft", "sharegpt", "llamafactory", "dpo"):
             data = self.tmp / f"{name}.jsonl" if fmt == "llamafactory" else self.tmp
             data.parent.mkdir(parents=True, exist_ok=True)
             self.file = data.open("w", encoding="utf-8")

@@ -56,12 +56,16 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Format:
-    """A registered reader: ``open(path)`` gives the file's :class:`Source`."""
+    """A registered reader: ``open(path)`` gives the file's :class:`Source`.
+
+    ``suffixes``: the file names it reads in a directory input (see :mod:`.dirs`).
+    """
 
     name: str
     summary: str
     open: Callable[[Path], Source]
     require_assistant: bool = True  # a record without an assistant turn is set aside
+    suffixes: tuple[str, ...] = (".jsonl", ".json")
 
 
 # ------------------------------------------------------------------------------------ ids

@@ -4,7 +4,8 @@ fine-tuning JSONL (``messages``, ``tools``, ``parallel_tool_calls``; no id).
 Both also take records whose ``messages`` / ``tools`` are stored as JSON *strings* (as Hub datasets
 often hold them). ``openai`` validates each line straight from its bytes (the fast path the curate
 benchmarks measure); ``openai-ft`` mints an id from the content and undoes double-encoded tool-call
-``arguments`` (a JSON string of a JSON string), noting it under ``metadata.normalized``.
+``arguments`` (a JSON string of a JSON string) and pairs tool results that carry no id with their
+calls, noting each under ``metadata.normalized``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import Source, Unreadable, arguments_json, as_list, as_object, digest, parse_json_field, records_source
+from .base import (
+    Source,
+    Unreadable,
+    arguments_json,
+    as_list,
+    as_object,
+    digest,
+    mint_call_id,
+    parse_json_field,
+    records_source,
+)
 from .stream import container
 
 _STRINGS = ("messages", "tools")
@@ -50,11 +61,19 @@ _FT_KEYS = ("messages", "tools", "id", "task_id", "reference", "tests", "metadat
 
 
 def convert_ft(doc: Any) -> dict[str, Any]:
-    """One fine-tuning record as a candidate: id minted from messages and tools unless one is given."""
+    """One fine-tuning record as a candidate: id minted from messages and tools unless one is given.
+
+    Fine-tuning files in the wild may leave tool-call ids out: a call without one gets an id minted
+    from the content, and a tool result without ``tool_call_id`` answers the oldest call still
+    waiting (results follow their calls in order), each noted under ``metadata.normalized``. A
+    result naming a call nobody announced is left as it is (the ingest gate sets it aside).
+    """
     doc = _openai(doc)
     msgs = as_list(doc.get("messages"), "messages")
     normalized = []
     out_msgs = []
+    seed = digest(msgs)
+    waiting: list[str] = []
     for i, m in enumerate(msgs):
         if isinstance(m, dict) and isinstance(m.get("tool_calls"), list):
             calls = []
@@ -66,8 +85,21 @@ def convert_ft(doc: Any) -> dict[str, Any]:
                         normalized.append(f"messages[{i}].tool_calls[{j}].function.arguments: "
                                           "double-encoded JSON decoded once")
                         tc = {**tc, "function": {**fn, "arguments": text}}
+                if isinstance(tc, dict) and tc.get("id") in (None, ""):
+                    tc = {**tc, "id": mint_call_id(seed, i, j)}
+                    normalized.append(f"messages[{i}].tool_calls[{j}].id: minted (the call had none)")
+                if isinstance(tc, dict) and isinstance(tc.get("id"), str):
+                    waiting.append(tc["id"])
                 calls.append(tc)
             m = {**m, "tool_calls": calls}
+        elif isinstance(m, dict) and m.get("role") == "tool":
+            tid = m.get("tool_call_id")
+            if tid in (None, "") and waiting:
+                m = {**m, "tool_call_id": waiting.pop(0)}
+                normalized.append(f"messages[{i}].tool_call_id: filled in order ({m['tool_call_id']}, "
+                                  "the oldest call without a result)")
+            elif tid in waiting:
+                waiting.remove(tid)
         out_msgs.append(m)
     meta = dict(doc["metadata"]) if isinstance(doc.get("metadata"), dict) else {}
     meta.update({k: v for k, v in doc.items() if k not in _FT_KEYS})

@@ -20,7 +20,7 @@ import orjson
 from ..errors import InputError
 from .openhands import is_event
 from .sharegpt import turns_key
-from .stream import ArrayStream, container, iter_lines
+from .stream import BOM, ArrayStream, container, iter_lines
 
 SAMPLE = 20
 _CLAUDE_TYPES = {"user", "assistant", "summary", "progress", "file-history-snapshot", "system",
@@ -117,7 +117,7 @@ def sniff(path: Path) -> tuple[str, str]:
         if b'"eval"' in head and b'"version"' in head:
             return "inspect", "an object with 'version' and 'eval' (Inspect .json log)"
         try:
-            got = classify(orjson.loads(path.read_bytes()))
+            got = classify(orjson.loads(path.read_bytes().removeprefix(BOM)))
         except orjson.JSONDecodeError:
             return "openai", "the file is not valid JSON; no reader recognised it"
         return got if got else ("openai", "one JSON object no reader recognised")

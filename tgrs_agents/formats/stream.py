@@ -1,6 +1,9 @@
 """Reading a source file record by record without loading it whole.
 
 * :func:`iter_lines`: JSONL, one ``(line number, bytes)`` per non-blank line.
+
+Every reader drops a UTF-8 byte order mark at the top of a file (here for lines and arrays; the
+standard library's ``json.load`` of bytes does it for whole documents and zip members).
 * :class:`ArrayStream`: the elements of a JSON array, one at a time: the top-level array of a file
   (ShareGPT, tau-bench, Dolci exports), or the array under one key of a top-level object (Inspect's
   ``samples``), with the object's other keys seen before it kept in :attr:`ArrayStream.head`.
@@ -32,10 +35,19 @@ _WS = " \t\r\n"
 _DELIMITERS = ",]}:" + _WS
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(line number, raw line)`` for each non-blank line (numbers count blank lines too)."""
+    """``(line number, raw line)`` for each non-blank line (numbers count blank lines too).
+
+    A UTF-8 byte order mark is dropped: Windows tools write one at the top of a file (and ``cat``
+    of such files leaves one at the start of a later line), and JSON parsers refuse it.
+    """
     with path.open("rb") as f:
         for n, raw in enumerate(f, start=1):
+            if raw.startswith(BOM):
+                raw = raw[3:]
             if raw.strip():
                 yield n, raw
 
@@ -59,7 +71,7 @@ class ArrayStream:
     def __iter__(self) -> Iterator[Any]:
         with self.path.open("rb") as f:
             self._f: BinaryIO = f
-            self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+            self._utf8 = codecs.getincrementaldecoder("utf-8-sig")("replace")  # drops a leading BOM
             self._buf, self._pos, self._eof = "", 0, False
             if self.key is None:
                 self._expect("[")

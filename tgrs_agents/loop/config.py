@@ -25,12 +25,17 @@ self-hosted one). A served model cannot be fine-tuned from here, so ``openai`` n
 baseline for the loop's students), and any ``rounds >= 1`` is a ConfigError.
 
 Every mistake is a :class:`~tgrs_agents.errors.ConfigError` naming the file and the field.
+
+A run directory remembers the config that made it (:mod:`tgrs_agents.loop.fingerprint`) and refuses
+another one. Fields named in a section's ``OPERATIONAL`` change how the run goes, not what it
+produces (batch sizes for generation, devices, where keys live, prices, how many rounds to go), so
+they stay out of that fingerprint: changing them resumes the run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -41,9 +46,12 @@ from .distill import LoraSettings, SFTSettings
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset()  # fields that do not change results
 
 
 class StudentConfig(_Frozen):
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({
+        "device", "api_key_env", "price_input_per_mtok", "price_output_per_mtok"})
     model: str = "tiny"  # "tiny" | local path | hub name | (openai) the served model's name
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     device: str | None = None  # None: cuda if available else cpu
@@ -54,15 +62,18 @@ class StudentConfig(_Frozen):
 
 
 class TasksConfig(_Frozen):
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"allow_overlap"})
     source: str = "arithmetic"  # or a JSONL file of tasks (id, messages, tools, reference)
     eval_source: str | None = None
     n_train: int = Field(192, ge=1)
     n_eval: int = Field(128, ge=1)
     n_ops: int = Field(2, ge=1, le=4)
     seed: int = 0
+    allow_overlap: bool = False  # else a held-out task that is also a training task is a ConfigError
 
 
 class GenerateConfig(_Frozen):
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"batch_size"})
     n: int = Field(8, ge=1)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -113,6 +124,8 @@ class FiltersConfig(_Frozen):
 class RefineConfig(_Frozen):
     """Optional refine stage: a teacher rewrites accepted data, the student picks by IFD / r-IFD."""
 
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({
+        "api_key_env", "price_input_per_mtok", "price_output_per_mtok"})
     model: str | None = None  # an OpenAI-compatible chat model; None: no refine stage
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -122,10 +135,13 @@ class RefineConfig(_Frozen):
 
 
 class LoopConfig(_Frozen):
+    # rounds: how far to go (finished rounds stay valid); base_dir, source: where the file was
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"rounds", "base_dir", "source"})
     rounds: int = Field(3, ge=0)  # 0: evaluate the starting student only
     eval_k: int = Field(8, ge=1)
     eval_temperature: float = Field(1.0, ge=0)
     pool_cap_per_task: int = Field(4, ge=1)
+    pool_mode: Literal["agree", "distinct"] = "agree"  # see tgrs_agents.loop.pool
     seed: int = 0
     student: StudentConfig = StudentConfig()
     tasks: TasksConfig = TasksConfig()

@@ -9,7 +9,13 @@ evaluates (:mod:`tgrs_agents.loop.evaluate`).
 
 Each stage returns a typed record (:mod:`tgrs_agents.loop.stages`) and stages meet only through
 files in the run directory (:mod:`tgrs_agents.curate.layout` writes its layout down), so a killed
-run resumes at the last finished stage (and the curate stage resumes inside itself).
+run resumes at the last finished stage (and the curate stage resumes inside itself). Resuming is
+only right for the same config: before any stage runs, :meth:`ExpertIteration.run` checks that the
+student can be loaded, that no held-out task is a training task, and that the directory belongs to
+this config and arm (:mod:`tgrs_agents.loop.fingerprint`; ``force`` archives another one).
+
+A round whose pool is empty (the panel has accepted nothing yet) trains nothing: the student
+carries over to the next round, and the round's entry says ``sft_carried_over``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from ..curate.store import atomic_write, iter_jsonl
 from ..errors import ConfigError
 from ..types import Task
 from .config import LoopConfig
-from .evaluate import evaluate as evaluate_samples
+from .evaluate import count_correct, summarize, task_results
+from .fingerprint import claim, identity
 from .pool import pool_round
-from .sampling import load_tasks, rollouts
+from .sampling import calibration_demonstrations, check_student, load_tasks, rollouts
 from .stages import (
     BaseCheckpoint,
     Evaluated,
@@ -57,6 +64,11 @@ def _jsonl(recs: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r) + "\n" for r in recs)
 
 
+def _pm(value: float, se: float | None) -> str:
+    """``0.941 ± 0.012`` (the value alone when its standard error is unknown)."""
+    return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
+
+
 class ExpertIteration:
     """The loop over one run directory; :meth:`run` does every stage not finished yet.
 
@@ -64,18 +76,21 @@ class ExpertIteration:
     (``backend = "openai"``) samples through them.
     """
 
+    CALIBRATION_TASKS = 128  # held-out demonstrations a student_compat teacher calibrates on
+
     def __init__(self, cfg: LoopConfig, out: str | Path, *, accept_all: bool = False,
-                 log: Log | None = None, live: bool | None = None, services: Services | None = None) -> None:
+                 log: Log | None = None, live: bool | None = None, services: Services | None = None,
+                 force: bool = False) -> None:
         from ..paid.services import Services
 
         self.cfg = cfg
         self.dir = Path(out)
         self.layout = LoopDir(self.dir)
         self.accept_all = accept_all
+        self.force = force
         self.log = log or (lambda s: print(s, flush=True))
         self._live = sys.stdout.isatty() if live is None else live
         self.services = services or Services()
-        self.dir.mkdir(parents=True, exist_ok=True)
         try:  # our own progress lines replace transformers' per-load progress bars
             from transformers.utils import logging as hf_logging
 
@@ -88,14 +103,44 @@ class ExpertIteration:
                          live=self._live, log=self.log)
 
     def model_dir(self, rnd: int) -> Path:
-        """The student after round ``rnd`` (round 0 of a real model is the base model itself)."""
+        """The student after round ``rnd`` (round 0 of a real model is the base model itself; a round
+        that trained nothing carries the previous one over)."""
         if rnd == 0 and self.cfg.student.model != "tiny":
             return Path(self.cfg.student.model)
-        return self.layout.round(rnd).model
+        rd = self.layout.round(rnd)
+        if rnd > 0 and not rd.model.exists() and rd.done("sft").exists():
+            if json.loads(rd.done("sft").read_text()).get("carried_over"):
+                return self.model_dir(rnd - 1)
+        return rd.model
 
     def tasks(self) -> tuple[list[Task], list[Task]]:
         """(training tasks, held-out tasks) as configured."""
-        return load_tasks(self.cfg)
+        return load_tasks(self.cfg, log=self.log)
+
+    @property
+    def arm(self) -> str:
+        return "accept_all" if self.accept_all else "filtered"
+
+    def panel_file(self) -> Path:
+        """The panel file: relative to the run config, else one shipped with the package."""
+        pfile = self.cfg.resolve(self.cfg.panel.file)
+        if not pfile.exists():
+            try:
+                pfile = asset_path(self.cfg.panel.file)
+            except FileNotFoundError:
+                raise ConfigError(f"panel file not found: {pfile}", file=self.cfg.source, field="panel.file") from None
+        return pfile
+
+    def claim(self) -> None:
+        """Make the run directory this config's and arm's, or refuse (see tgrs_agents.loop.fingerprint)."""
+        panel = None
+        if not self.accept_all and self.cfg.rounds > 0:
+            from ..curate.panel_file import load_panel
+
+            panel = load_panel(self.panel_file())
+        archived = claim(self.layout, identity(self.cfg, self.arm, panel), force=self.force)
+        if archived is not None:
+            self.log(f"[tgrs] --force: the earlier run in {self.dir} moved to {archived}")
 
     # --- stages --------------------------------------------------------------------------------
     def warm_start(self, train: list[Task], held: list[Task]) -> WarmStart:
@@ -124,9 +169,14 @@ class ExpertIteration:
         return rollouts(self.cfg, model_path, tasks, n, temperature, id_prefix, self.services)
 
     def evaluate(self, rnd: int, held: list[Task]) -> Evaluated:
+        """pass@1 and pass@k with standard errors; the per-task counts go to ``round-K/eval.jsonl``."""
         k = self.cfg.eval_k
         recs, stats = self._rollouts(self.model_dir(rnd), held, k, self.cfg.eval_temperature, f"r{rnd}-eval-")
-        return evaluate_samples(recs, held, k, tokens_per_s=stats.tokens_per_s)
+        correct = count_correct(recs, held)
+        rd = self.layout.round(rnd)
+        rd.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(rd.eval_results, _jsonl(task_results(correct, k)))
+        return summarize(correct, k, tokens_per_s=stats.tokens_per_s)
 
     def generate(self, rnd: int, train: list[Task]) -> Generated:
         g = self.cfg.generate
@@ -144,13 +194,8 @@ class ExpertIteration:
         from ..curate.panel_file import load_panel
         from ..curate.run import CurateOptions, curate
 
-        pfile = self.cfg.resolve(self.cfg.panel.file)
-        if not pfile.exists():
-            try:
-                pfile = asset_path(self.cfg.panel.file)
-            except FileNotFoundError:
-                raise ConfigError(f"panel file not found: {pfile}", file=self.cfg.source, field="panel.file") from None
-        panel = self.student_panel(load_panel(pfile), self.model_dir(rnd - 1))
+        panel = load_panel(self.panel_file())
+        panel = self.student_panel(panel, self.model_dir(rnd - 1), self.calibration(rnd, panel))
         summary = asyncio.run(curate(rd.candidates, panel, rd.curate.dir, options=CurateOptions(cache=False)))
         return Judged(accepted=summary["accepted"],
                       acceptance_rate=round(summary["accepted"] / max(summary["valid"], 1), 4),
@@ -185,12 +230,31 @@ class ExpertIteration:
         return Refined(counts=dict(out.counts), accepted_file=RoundDir.REFINED)
 
     @staticmethod
-    def student_panel(panel: Any, student: Path) -> Any:
-        """Point teachers whose ``model = "{student}"`` (e.g. student_compat) at this round's student."""
-        teachers = tuple(
-            t.model_copy(update={"model": str(student)}) if getattr(t, "model", None) == "{student}" else t
-            for t in panel.teachers)
-        return panel.model_copy(update={"teachers": teachers})
+    def student_panel(panel: Any, student: Path, calibration: Path | None = None) -> Any:
+        """Point teachers whose ``model = "{student}"`` (e.g. student_compat) at this round's student;
+        those with a ``calibration`` field left unset get ``calibration`` (held-out demonstrations)."""
+        def follow(t: Any) -> Any:
+            if getattr(t, "model", None) != "{student}":
+                return t
+            update: dict[str, Any] = {"model": str(student)}
+            if calibration is not None and "calibration" in type(t).model_fields and t.calibration is None:
+                update["calibration"] = str(calibration)
+            return t.model_copy(update=update)
+
+        return panel.model_copy(update={"teachers": tuple(follow(t) for t in panel.teachers)})
+
+    def calibration(self, rnd: int, panel: Any) -> Path | None:
+        """Held-out demonstrations for the panel's student_compat teachers that follow the student
+        (``round-K/calibration.jsonl``): clean demonstrations of fresh built-in tasks, apart from both
+        splits. None for task files (no demonstrations to draw) or when no teacher needs them."""
+        wants = any(getattr(t, "kind", "") == "student_compat" and getattr(t, "model", None) == "{student}"
+                    and getattr(t, "calibration", "") is None for t in panel.teachers)
+        if not wants or self.cfg.tasks.source != "arithmetic":
+            return None
+        path = self.layout.round(rnd).calibration
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, _jsonl(calibration_demonstrations(self.cfg, self.CALIBRATION_TASKS)))
+        return path
 
     def pool(self, rnd: int, accepted_file: str) -> Pooled:
         """This round's accepted data through the filters, pooled with the previous rounds' pool."""
@@ -200,11 +264,15 @@ class ExpertIteration:
             return AutoTokenizer.from_pretrained(self.model_dir(rnd - 1))
 
         return pool_round(self.layout, rnd, accepted_file, self.cfg.filters, self.cfg.pool_cap_per_task,
-                          tokenizer=tokenizer)
+                          tokenizer=tokenizer, mode=self.cfg.pool_mode)
 
     def sft(self, rnd: int) -> Trained:
+        """Fine-tune round ``rnd - 1``'s student on the pool; an empty pool carries the student over."""
         from .distill import distill
 
+        if not any(True for _ in iter_jsonl(self.layout.round(rnd).pool)):
+            return Trained(sft_tokens_per_s=0.0, sft_backend="none", sft_rows=0, sft_train_s=0.0,
+                           final_loss=None, carried_over=True)
         res = distill(self.model_dir(rnd - 1), self.layout.round(rnd).pool, self.model_dir(rnd),
                       self.cfg.sft.settings(seed=self.cfg.seed + rnd))
         return Trained(sft_tokens_per_s=round(res.tokens_per_s, 1), sft_backend=res.backend, sft_rows=res.rows,
@@ -213,7 +281,9 @@ class ExpertIteration:
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
+        check_student(self.cfg)
         train, held = self.tasks()
+        self.claim()
         start: WarmStart | BaseCheckpoint
         if self.cfg.student.model == "tiny":
             start = self._stage(0, "warm_start", WarmStart, lambda: self.warm_start(train, held))
@@ -239,7 +309,7 @@ class ExpertIteration:
 
     def summary(self, rounds: list[Round], t0: float) -> dict[str, Any]:
         """``summary.json``: the arm, k, one entry per round, the wall time so far."""
-        s = {"arm": "accept_all" if self.accept_all else "filtered", "eval_k": self.cfg.eval_k,
+        s = {"arm": self.arm, "eval_k": self.cfg.eval_k,
              "rounds": [r.to_json() for r in rounds], "wall_s": round(time.perf_counter() - t0, 2)}
         atomic_write(self.layout.summary, json.dumps(s, indent=2))
         return s
@@ -254,5 +324,7 @@ class ExpertIteration:
         if r.generated and r.judged and r.pooled:
             extra = (f", accepted {r.judged.accepted}/{r.generated.samples} ({r.judged.acceptance_rate:.0%})"
                      f", pool {r.pooled.pooled}")
-        self.log(f"[tgrs] round {r.round}: pass@1 {r.eval.pass1:.3f}, pass@{k} {r.eval.passk:.3f}"
-                 f"{extra} ({time.perf_counter() - t0:.0f}s)")
+        if r.trained and r.trained.carried_over:
+            extra += ", nothing to train on: the student carries over"
+        self.log(f"[tgrs] round {r.round}: pass@1 {_pm(r.eval.pass1, r.eval.pass1_se)}, "
+                 f"pass@{k} {_pm(r.eval.passk, r.eval.passk_se)}{extra} ({time.perf_counter() - t0:.0f}s)")

@@ -2,6 +2,10 @@
 
 * :func:`load_tasks`: the built-in arithmetic family, or two JSONL files of tasks (training and
   held-out; every held-out task needs a ``reference``, which evaluation checks answers against).
+  Held-out tasks that are also training tasks are refused (:mod:`tgrs_agents.loop.contamination`)
+  unless ``allow_overlap = true``.
+* :func:`check_student`: a student that cannot be loaded fails at once, in one line, before any
+  stage runs (not after 50 s of hub retries).
 * :func:`student_backend`: ``[student] backend``: ``transformers`` or ``vllm`` load the round's
   checkpoint; ``openai`` samples from the served model through the run's paid-call services
   (:class:`~tgrs_agents.generate.openai_backend.OpenAIChatBackend`: limiter, retries, budget).
@@ -11,8 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
@@ -26,43 +34,136 @@ if TYPE_CHECKING:
     from ..paid.services import Services
 
 
-def load_tasks(cfg: LoopConfig) -> tuple[list[Task], list[Task]]:
-    """(training tasks, held-out tasks)."""
+def load_tasks(cfg: LoopConfig, log: Callable[[str], None] | None = None) -> tuple[list[Task], list[Task]]:
+    """(training tasks, held-out tasks); overlap between them is a ConfigError unless allowed."""
+    from .contamination import overlaps, refuse_overlap
+
     t = cfg.tasks
+    lines: dict[str, dict[str, int]] = {}
     if t.source == "arithmetic":
         from ..tasks.arithmetic import Difficulty, splits
 
-        return splits(t.n_train, t.n_eval, seed=t.seed, d=Difficulty(n_ops=t.n_ops))
-    if t.eval_source is None:
-        raise ConfigError("a task file needs a held-out task file too", file=cfg.source, field="tasks.eval_source")
-    train = read_tasks(cfg, t.source, "tasks.source")[: t.n_train]
-    held = read_tasks(cfg, t.eval_source, "tasks.eval_source")[: t.n_eval]
-    if unchecked := next((h.id for h in held if h.reference is None), None):
-        raise ConfigError(f"held-out task {unchecked!r} has no reference to check answers against",
-                          file=cfg.source, field="tasks.eval_source")
+        train, held = splits(t.n_train, t.n_eval, seed=t.seed, d=Difficulty(n_ops=t.n_ops))
+        names = ("arithmetic (training split)", "arithmetic (held-out split)")
+    else:
+        if t.eval_source is None:
+            raise ConfigError("a task file needs a held-out task file too", file=cfg.source,
+                              field="tasks.eval_source")
+        names = (t.source, t.eval_source)
+        train, lines[names[0]] = read_task_lines(cfg, t.source, "tasks.source")
+        held, lines[names[1]] = read_task_lines(cfg, t.eval_source, "tasks.eval_source")
+        train, held = train[: t.n_train], held[: t.n_eval]
+        if unchecked := next((h.id for h in held if h.reference is None), None):
+            raise ConfigError(f"held-out task {unchecked!r} has no reference to check answers against",
+                              file=cfg.source, field="tasks.eval_source")
+    found = overlaps(train, held)
+    if found and t.allow_overlap:
+        if log is not None:
+            log(f"[tgrs] warning: {len(found)} of {len(held)} held-out tasks are also training tasks "
+                f"(allow_overlap = true)")
+    else:
+        refuse_overlap(found, len(held), train_file=names[0], held_file=names[1], lines=lines, source=cfg.source)
     return train, held
+
+
+def calibration_demonstrations(cfg: LoopConfig, n: int) -> list[dict[str, Any]]:
+    """Clean demonstrations of ``n`` fresh built-in tasks, apart from both splits (canonically): the
+    student's held-out demonstrations a ``student_compat`` teacher calibrates its IFD cut-off on."""
+    from ..tasks.arithmetic import Difficulty, demonstration, make_tasks, splits
+
+    t = cfg.tasks
+    d = Difficulty(n_ops=t.n_ops)
+    train, held = splits(t.n_train, t.n_eval, seed=t.seed, d=d)
+    fresh = make_tasks(n, seed=t.seed + 20_000, d=d, prefix="calib-",
+                       exclude={str(x.metadata["expression"]) for x in [*train, *held]})
+    return [demonstration(x) for x in fresh]
 
 
 def read_tasks(cfg: LoopConfig, name: str, field: str) -> list[Task]:
     """The tasks of a JSONL file named by ``field`` of the config; a bad line is an InputError."""
+    return read_task_lines(cfg, name, field)[0]
+
+
+def read_task_lines(cfg: LoopConfig, name: str, field: str) -> tuple[list[Task], dict[str, int]]:
+    """(tasks, line number of each task id) of a JSONL task file."""
     path = cfg.resolve(name)
     if not path.is_file():
         raise ConfigError(f"task file not found: {path}", file=cfg.source, field=field)
-    tasks = []
+    tasks: list[Task] = []
+    lines: dict[str, int] = {}
     with path.open("rb") as f:
         for line, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
-                tasks.append(Task.model_validate(orjson.loads(raw)))
+                task = Task.model_validate(orjson.loads(raw))
             except orjson.JSONDecodeError as e:
                 raise InputError(f"not valid JSON ({e})", file=path, line=line) from None
             except ValidationError as e:
                 where, what = pydantic_problem(e)
                 raise InputError(what, file=path, line=line, field=where) from None
+            tasks.append(task)
+            lines.setdefault(task.id, line)
     if not tasks:
         raise ConfigError(f"no tasks in {path}", file=cfg.source, field=field)
-    return tasks
+    return tasks, lines
+
+
+# ------------------------------------------------------------------------------ the student
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) takes a TCP connection within ``timeout_s``;
+    False at once in offline mode (``HF_HUB_OFFLINE``), without any traffic."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cached(name: str) -> bool:
+    """Whether a hub model's config is in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def check_student(cfg: LoopConfig, reachable: Callable[[], bool] = hub_reachable) -> None:
+    """Fail in one line, within seconds, when the student cannot be loaded.
+
+    A local directory is loaded as it is. A name with more than one ``/`` (or starting with ``.``,
+    ``/`` or ``~``) is a path, so a missing one is a typo. Anything else is a hub name: from the
+    local cache it loads offline (the hub is then put in offline mode when unreachable, so nothing
+    waits on retries); otherwise the hub must answer a TCP connection within two seconds.
+    """
+    s = cfg.student
+    if s.model == "tiny" or s.backend == "openai":
+        return
+    if Path(s.model).expanduser().exists():
+        return
+    where = {"file": cfg.source, "field": "student.model"}
+    if s.model.startswith((".", "/", "~")) or s.model.count("/") > 1:
+        raise ConfigError(f"cannot load student {s.model!r}: no such directory", **where)
+    if reachable():
+        return
+    if hub_cached(s.model):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # load from the cache without retrying the hub
+        try:
+            from huggingface_hub import constants
+
+            constants.HF_HUB_OFFLINE = True  # read at import time; set the live value too
+        except ImportError:
+            pass
+        return
+    raise ConfigError(f"cannot load student {s.model!r}: not a local path and the hub is unreachable", **where)
 
 
 def student_backend(cfg: LoopConfig, model_path: Path | str, services: Services) -> Any:
@@ -78,13 +179,17 @@ def student_backend(cfg: LoopConfig, model_path: Path | str, services: Services)
                                      price_output_per_mtok=s.price_output_per_mtok)
         except ConfigError as e:
             raise ConfigError(e.detail, file=cfg.source, field="student") from None
-    if s.backend == "vllm":
-        from ..generate.vllm_backend import VLLMBackend
+    try:
+        if s.backend == "vllm":
+            from ..generate.vllm_backend import VLLMBackend
 
-        return VLLMBackend(str(model_path))
-    from ..generate.hf import TransformersBackend
+            return VLLMBackend(str(model_path))
+        from ..generate.hf import TransformersBackend
 
-    return TransformersBackend(str(model_path), device=s.device, batch_size=cfg.generate.batch_size)
+        return TransformersBackend(str(model_path), device=s.device, batch_size=cfg.generate.batch_size)
+    except OSError as e:  # a hub name that is not there, a directory without weights
+        raise ConfigError(f"cannot load student {str(model_path)!r}: {str(e).strip().splitlines()[0]}",
+                          file=cfg.source, field="student.model") from None
 
 
 def rollouts(cfg: LoopConfig, model_path: Path | str, tasks: list[Task], n: int, temperature: float,

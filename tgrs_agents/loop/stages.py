@@ -64,24 +64,34 @@ class BaseCheckpoint(StageResult):
 
 @dataclass(frozen=True, kw_only=True)
 class Evaluated(StageResult):
-    """pass@1 and pass@k on the held-out split; JSON keys ``pass@1`` and ``pass@{k}``."""
+    """pass@1 and pass@k on the held-out split; JSON keys ``pass@1`` and ``pass@{k}``, and their
+    standard errors ``pass@1_se`` and ``pass@{k}_se`` (left out when unknown: one task, or an older marker)."""
 
     pass1: float
     passk: float
     k: int
     eval_tasks: int
     eval_tokens_per_s: float
+    pass1_se: float | None = None
+    passk_se: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"pass@1": self.pass1, f"pass@{self.k}": self.passk, "eval_tasks": self.eval_tasks,
-                "eval_tokens_per_s": self.eval_tokens_per_s, "wall_s": self.wall_s}
+        out: dict[str, Any] = {"pass@1": self.pass1}
+        if self.pass1_se is not None:
+            out["pass@1_se"] = self.pass1_se
+        out[f"pass@{self.k}"] = self.passk
+        if self.passk_se is not None:
+            out[f"pass@{self.k}_se"] = self.passk_se
+        return {**out, "eval_tasks": self.eval_tasks, "eval_tokens_per_s": self.eval_tokens_per_s,
+                "wall_s": self.wall_s}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Self:
         ks = [int(key[5:]) for key in d if key.startswith("pass@") and key[5:].isdigit() and key != "pass@1"]
         k = ks[0] if ks else 1
         return cls(pass1=d["pass@1"], passk=d[f"pass@{k}"], k=k, eval_tasks=d["eval_tasks"],
-                   eval_tokens_per_s=d["eval_tokens_per_s"], wall_s=d.get("wall_s", 0.0))
+                   eval_tokens_per_s=d["eval_tokens_per_s"], wall_s=d.get("wall_s", 0.0),
+                   pass1_se=d.get("pass@1_se"), passk_se=d.get(f"pass@{k}_se"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,13 +138,16 @@ class Pooled(StageResult):
 
 @dataclass(frozen=True, kw_only=True)
 class Trained(StageResult):
-    """The round's SFT step (:func:`tgrs_agents.loop.distill.distill`)."""
+    """The round's SFT step (:func:`tgrs_agents.loop.distill.distill`). ``carried_over``: the pool was
+    empty (the panel accepted nothing yet), so nothing was trained and the round keeps the last student."""
 
     sft_tokens_per_s: float
     sft_backend: str
     sft_rows: int
     sft_train_s: float
     final_loss: float | None
+    carried_over: bool | None = None
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"carried_over"})
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,7 @@ class EndpointLimiter:
         """Sleep ``wait`` seconds; True if a lift of the buckets woke us first."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         sleeper = asyncio.ensure_future(self.clock.sleep(wait))
-        sleeper.add_done_callback(lambda _: fut.done() or fut.set_result(None))
+        sleeper.add_done_callback(lambda _: _wake(fut))
         self._wakers.add(fut)
         try:
             await fut
@@ -331,6 +331,7 @@ class EndpointLimiter:
         bk = getattr(self, name)
         if bk is None:
             bk = self._bucket(name, per_min, now)
+            assert bk is not None  # per_min > 0
             setattr(self, name, bk)
             self._base[name] = bk.rate
             bk.rate *= self.factor
@@ -385,8 +386,12 @@ class EndpointLimiter:
             if name == "requests":
                 self.stats.lifted += rise
             for fut in list(self._wakers):
-                if not fut.done():
-                    fut.set_result(None)
+                _wake(fut)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def endpoint_key(base_url: str, api_key: str | None) -> str:

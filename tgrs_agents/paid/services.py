@@ -5,7 +5,8 @@ One :class:`Services` per run, handed to whatever makes paid calls (the panel's 
 OpenAI-compatible generator, the refiner), so they share one limiter per endpoint, one retry
 policy, one budget and one ledger. The retry policy is injected here (tests shorten its back-off
 with ``Services(retry=RetryPolicy(initial_s=0.01))``); an adapter's own ``max_attempts`` still
-bounds its attempts.
+bounds its attempts. Each endpoint also gets one circuit breaker (:mod:`tgrs_agents.paid.breaker`):
+``breaker_failures`` attempts in a row without an answer, or one 401/403, halt its calls.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from .breaker import Breaker, Halted
 from .call import PaidAdapter, PaidJudge
 from .cost import Budget
 from .ledger import Ledger
@@ -35,9 +37,26 @@ class Services:
     ledger: Ledger | None = None
     limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker_failures: int = 20  # attempts in a row without an answer that halt an endpoint
+    breakers: dict[str, Breaker] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limiters.clock = self.clock
+
+    def breaker(self, endpoint_key: str) -> Breaker:
+        """The circuit breaker of an endpoint, shared by every adapter on it."""
+        if endpoint_key not in self.breakers:
+            self.breakers[endpoint_key] = Breaker(self.breaker_failures)
+        return self.breakers[endpoint_key]
+
+    def halted(self) -> Halted | None:
+        """Why paid calls were halted (an endpoint down, a ledger that failed), if they were."""
+        for b in self.breakers.values():
+            if b.down is not None:
+                return b.down
+        if self.ledger is not None and self.ledger.failure is not None:
+            return Halted(f"{self.ledger.path}: {self.ledger.advice(self.ledger.failure)}")
+        return None
 
     def policy_for(self, adapter: PaidAdapter[Req, T]) -> RetryPolicy:
         """The run's policy, bounded by the adapter's own ``max_attempts`` when it has one."""
@@ -50,8 +69,8 @@ class Services:
         from .wrappers import Costed, PaidStack, RateLimited, Retrying  # tenacity: on first use
 
         limiter = self.limiters.get(adapter.endpoint_key, adapter.limits)
-        outer = Retrying(Costed(RateLimited(adapter, limiter), self.budget, adapter.price,
-                                adapter.estimate),
+        limited = RateLimited(adapter, limiter, self.breaker(adapter.endpoint_key))
+        outer = Retrying(Costed(limited, self.budget, adapter.price, adapter.estimate),
                          self.policy_for(adapter), sleep=self.clock.sleep, name=adapter.name)
         return PaidStack(adapter, limiter, outer)
 
@@ -66,7 +85,7 @@ class Services:
         identity = teacher.cache_identity()
         cache = None
         if self.ledger is not None and identity is not None:
-            cache = Cached(stack, self.ledger, identity)
+            cache = Cached(stack, self.ledger, identity, budget=self.budget, name=teacher.name)
         return PaidTeacher(teacher, stack, cache)
 
     def close(self) -> None:

@@ -14,8 +14,10 @@ and never above the configured ``max_concurrency`` (the ceiling). Waiters are se
 
 More calls in flight help only while the latency is the server's. Once this process is the
 bottleneck (its event loop busy: every call waits in it longer) the latency it observes rises with
-each call added, and more calls only cost CPU (connections past the HTTP client's keep-alive pool,
-longer queues). So the target grows only while the latency stays within ``INFLATION`` times the
+each call added, and more calls only cost CPU -- the HTTP client's connection pool scans every
+connection and every queued request for each request it sends, so at a few hundred in flight the
+client spends more on that than on the call, slows down, sees longer latency, and Little's law
+would ask for more still. So the target grows only while the latency stays within ``INFLATION`` times the
 lowest it has been (a moving minimum that creeps up, so a server that really slows down is
 followed: 2% a second), and Little's law counts at most that much latency.
 
@@ -33,12 +35,12 @@ from collections.abc import Mapping
 
 
 class SlotGate:
-    INITIAL = 16  # before anything is known: a first round trip of this many calls
-    HEADROOM = 2.0
-    ASSUMED_LATENCY_S = 1.0  # until the first call ends
-    ALPHA = 0.1  # weight of a new latency sample
+    INITIAL = 64  # before anything is known: what a fixed cap used to allow
+    HEADROOM = 1.5
+    ASSUMED_LATENCY_S = 0.5  # until the first call ends
+    ALPHA = 0.05  # weight of a new latency sample
     DECREASE = 0.7
-    INFLATION = 2.0  # latency past this many times the floor is our own queue, not the server's
+    INFLATION = 1.5  # latency past this many times the floor is our own queue, not the server's
     FLOOR_AFTER = 10  # samples before the latency floor is trusted
     FLOOR_CREEP_PER_S = 0.02  # the floor rises 2% a second unless the latency pulls it down
 

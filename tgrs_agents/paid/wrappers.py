@@ -6,13 +6,17 @@ Each layer is a :class:`~tgrs_agents.paid.call.PaidCall` (``await layer.call(req
 
 * :class:`RateLimited` takes a concurrency slot, a request token and the estimated tokens from the
   endpoint's shared limiter for *each attempt*, reconciles with the reported usage, and hands the
-  response's headers (a 429's too) and any 429 to the limiter.
+  response's headers (a 429's too) and any 429 to the limiter. With the endpoint's
+  :class:`~tgrs_agents.paid.breaker.Breaker` it sends nothing once the endpoint refused the key or
+  stopped answering (:class:`~tgrs_agents.paid.breaker.Halted`).
 * :class:`Costed` reserves the estimate on the budget before each attempt (a refusal raises
   :class:`~tgrs_agents.errors.BudgetExhausted`) and prices what each attempt used, malformed
   output included.
 * :class:`Retrying` runs the one retry policy and adds up the usage of every attempt.
 * :class:`Cached` answers a judge from the verdict ledger: a hit makes no call, takes no rate
-  token and costs nothing; identical candidates in flight share one call.
+  token and costs nothing (except the run's own verdict that its journal never got: its cost is
+  counted once, see :mod:`~tgrs_agents.paid.ledger`); identical candidates in flight share one
+  call. A ledger that fails halts the calls (a paid verdict it could not store is still returned).
 
 :class:`PaidStack` is an adapter inside the layer (what :meth:`Services.stack` builds), and
 :class:`PaidTeacher` shows a paid judge to the panel as a teacher (``judge(candidate)``).
@@ -22,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ..errors import BudgetExhausted, TeacherError
 from ..types import Candidate, Usage, Verdict
+from .breaker import Breaker, Endpoint, Halted
 from .call import CacheIdentity, Paid, PaidAdapter, PaidCall, PaidJudge
 from .cost import Budget, Price
 from .ledger import Ledger, content_hash, teacher_key
@@ -45,15 +51,22 @@ def _tokens(usage: Usage | None) -> tuple[int | None, int | None]:
 class RateLimited(Generic[Req, T]):
     """The innermost layer: the endpoint's limiter around each attempt of ``adapter``."""
 
-    def __init__(self, adapter: PaidAdapter[Req, T], limiter: EndpointLimiter) -> None:
+    def __init__(self, adapter: PaidAdapter[Req, T], limiter: EndpointLimiter,
+                 breaker: Breaker | None = None) -> None:
         self.adapter = adapter
         self.limiter = limiter
+        self.breaker = breaker
+        self.who = Endpoint.of(adapter)
 
     async def call(self, request: Req) -> Paid[T]:
+        if self.breaker is not None:
+            self.breaker.check()
         est_in, est_out = self.adapter.estimate(request)
         permit = await self.limiter.acquire(est_in, est_out)
         used: Usage | None = None
         try:
+            if self.breaker is not None:
+                self.breaker.check()  # it may have tripped while this attempt waited for a permit
             result = await self.adapter.call(request)
         except TeacherError as e:
             used = e.usage
@@ -61,12 +74,17 @@ class RateLimited(Generic[Req, T]):
                 self.limiter.learn(e.headers)  # a 429 states the limit it enforces
             if e.kind == "rate_limit":
                 self.limiter.on_rate_limited(e.retry_after)
+            halted = self.breaker.failed(e, self.who) if self.breaker is not None else None
+            if halted is not None:
+                raise halted from None
             raise
         else:
             used = result.usage
             if result.headers:
                 self.limiter.learn(result.headers)
             self.limiter.on_success()
+            if self.breaker is not None:
+                self.breaker.ok()
             return result
         finally:
             self.limiter.release(est_in, est_out, *_tokens(used), permit=permit)
@@ -117,8 +135,13 @@ class Retrying(Generic[Req, T]):
         try:
             result = await call_with_retries(lambda n: self.inner.call(request), self.policy,
                                              sleep=self.sleep, on_failure=failed)
-        except (TeacherError, BudgetExhausted) as e:
-            # a budget refusal keeps what the earlier attempts were billed: it goes on the record
+        except BudgetExhausted as e:
+            # a stop keeps what the earlier attempts were billed (and the halting attempt's own
+            # request, a 401 say): it goes on the record
+            e.usage = sum(spent, e.usage or Usage())
+            e.teacher = self.name
+            raise
+        except TeacherError as e:
             e.usage = sum(spent, Usage())
             e.teacher = self.name
             raise
@@ -129,9 +152,11 @@ class Cached:
     """A judge's verdicts from the ledger, keyed by what decides them and the candidate's content."""
 
     def __init__(self, inner: PaidCall[Candidate, Verdict], ledger: Ledger,
-                 identity: CacheIdentity) -> None:
+                 identity: CacheIdentity, *, budget: Budget | None = None, name: str = "") -> None:
         self.inner = inner
         self.ledger = ledger
+        self.budget = budget
+        self.name = name
         self._tkey = teacher_key(identity.identity, identity.prompt_hash)
         self._inflight: dict[str, asyncio.Future[Paid[Verdict]]] = {}
 
@@ -140,6 +165,16 @@ class Cached:
 
     def lookup(self, candidate: Candidate) -> Verdict | None:
         return self.ledger.get(self.key(candidate))
+
+    def settle(self, candidate: Candidate) -> None:
+        """The run's journal holds this candidate's verdict now: the ledger owes nothing for it."""
+        try:
+            self.ledger.settle(self.key(candidate))
+        except sqlite3.Error as e:
+            raise self._halt(e) from None
+
+    def _halt(self, e: BaseException) -> Halted:
+        return Halted(f"{self.ledger.path}: {self.ledger.advice(e)}", teacher=self.name)
 
     async def call(self, candidate: Candidate) -> Paid[Verdict]:
         key = self.key(candidate)
@@ -152,12 +187,25 @@ class Cached:
                 raise TeacherError(str(e), teacher=e.teacher, attempt=e.attempt, status=e.status,
                                    retryable=e.retryable, retry_after=e.retry_after,
                                    kind=e.kind) from None
+            except Halted as e:
+                raise e.again() from None
             except BudgetExhausted as e:
                 raise BudgetExhausted(str(e), teacher=e.teacher) from None
             return Paid(leader.value, Usage(), cached=True)
-        hit = self.ledger.get(key)
+        if self.ledger.failure is not None:  # a put failed earlier: stop before paying for more
+            raise self._halt(self.ledger.failure)
+        try:
+            hit = self.ledger.take(key)
+        except sqlite3.Error as e:  # before any call: nothing was paid, the candidate stays pending
+            raise self._halt(e) from None
         if hit is not None:
-            return Paid(hit, Usage(), cached=True)
+            verdict, owed = hit
+            if not owed:
+                return Paid(verdict, Usage(), cached=True)
+            # this run paid for it and was killed before its journal got it: count it once, now
+            if self.budget is not None:
+                self.budget.spent_usd += verdict.usage.cost_usd
+            return Paid(verdict, verdict.usage)
         fut: asyncio.Future[Paid[Verdict]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
@@ -169,7 +217,10 @@ class Cached:
         finally:
             self._inflight.pop(key, None)
         fut.set_result(result)
-        self.ledger.put(key, result.value.model_copy(update={"usage": result.usage}))
+        try:
+            self.ledger.put(key, result.value.model_copy(update={"usage": result.usage}))
+        except sqlite3.Error as e:  # paid, so kept: the verdict goes on, the next call halts
+            self.ledger.failure = e
         return result
 
 
@@ -227,6 +278,11 @@ class PaidTeacher:
 
     def lookup(self, candidate: Candidate) -> Verdict | None:
         return self.cache.lookup(candidate) if self.cache is not None else None
+
+    def settle(self, candidate: Candidate) -> None:
+        """The run journaled this candidate's paid verdict (see :meth:`Cached.settle`)."""
+        if self.cache is not None:
+            self.cache.settle(candidate)
 
     async def judge(self, candidate: Candidate) -> Verdict:
         t0 = time.perf_counter()

@@ -7,7 +7,8 @@ the candidate's final answer against its ``reference`` (the ``final_answer`` tea
 flips the verdict when a hash of (``seed``, candidate id) falls below ``flip``. The flips are
 independent across candidates and across judges with different seeds, and the same on every run.
 
-Use it from a panel by writing the instances into a file beside the panel::
+:func:`write_noisy_panel` writes such a panel (and its ``judges.py``) in one call; by hand, put the
+instances into a file beside the panel::
 
     # judges.py
     from tgrs_agents.tasks.noisy import NoisyJudge
@@ -27,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..teachers.final_answer import FinalAnswerConfig, FinalAnswerTeacher, extract_answer
 from ..types import Candidate
@@ -70,3 +72,20 @@ class NoisyJudge:
         if self.flipped(candidate):
             return not truth, f"flipped (true verdict {truth})"
         return truth, "true verdict"
+
+
+def write_noisy_panel(directory: str | Path, *, judges: int = 3, flip: float = 0.25, policy: str = "majority",
+                      seed: int = 0) -> Path:
+    """``directory/panel.toml``: ``judges`` noisy judges (seeds ``seed + 1`` ...) under ``policy``, and the
+    ``judges.py`` they live in. Returns the panel file."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    names = [f"judge_{i}" for i in range(judges)]
+    (d / "judges.py").write_text("from tgrs_agents.tasks.noisy import NoisyJudge\n\n" + "".join(
+        f"{n} = NoisyJudge(flip={flip!r}, seed={seed + i + 1})\n" for i, n in enumerate(names)))
+    teachers = "".join(f'\n[[teacher]]\nname = "{n}"\nkind = "python"\nfunction = "judges.py:{n}"\n'
+                       for n in names)
+    panel = d / "panel.toml"
+    panel.write_text(f'# {judges} judges, each flipping the true verdict for a share {flip} of candidates\n'
+                     f'policy = "{policy}"\n{teachers}')
+    return panel

@@ -1,17 +1,18 @@
 """``kind = "anthropic"``: a judge through the official ``anthropic`` SDK (``AsyncAnthropic``).
 
 Structured output by a forced tool call: the judge must call ``record_verdict`` whose input schema
-is the verdict schema. The SDK's own retries are off (``max_retries=0``).
+is the verdict schema (``record_scores`` with the group schema in group mode). The API has no seed
+parameter: ``seed`` only keys the ledger. The SDK's own retries are off (``max_retries=0``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from ..paid.call import Paid
-from ..types import Candidate, Usage, Verdict
+from ..types import Usage
 from .base import BuildContext
-from .llm_judge import VERDICT_SCHEMA, ApiJudge, JudgeConfig
+from .llm_judge import ApiJudge, JudgeConfig
 
 TOOL_NAME = "record_verdict"
 
@@ -33,22 +34,26 @@ class AnthropicJudge(ApiJudge):
 
         self._connect(anthropic, "AsyncAnthropic")
 
-    async def call(self, candidate: Candidate) -> Paid[Verdict]:
+    WHAT: ClassVar[str] = "tool input"
+
+    async def ask(self, prompt: str, schema: dict[str, Any], name: str, *,
+                  max_tokens: int | None = None) -> tuple[Any, Usage, Mapping[str, str]]:
         c = self.config
+        tool = TOOL_NAME if name == "verdict" else f"record_{name}"
         resp, headers = await self._send(
             self._client.messages.with_raw_response.create,
             model=c.model,
-            max_tokens=c.max_tokens,
-            messages=[{"role": "user", "content": self.prompt_for(candidate)}],
-            tools=[{"name": TOOL_NAME, "description": "Record your verdict on the trajectory.",
-                    "input_schema": VERDICT_SCHEMA}],
-            tool_choice={"type": "tool", "name": TOOL_NAME},
+            max_tokens=max_tokens or c.max_tokens,
+            messages=[{"role": "user", "content": prompt}],
+            tools=[{"name": tool, "description": f"Record your {name} on the trajectory.",
+                    "input_schema": schema}],
+            tool_choice={"type": "tool", "name": tool},
             # anthropic>=1.0 dropped the ``temperature`` keyword; the API still takes it, and
-            # extra_body sends the same wire payload on every SDK version
+            # extra_body sends the same wire payload on every SDK version. The API has no seed.
             extra_body={"temperature": c.temperature},
         )
         u = resp.usage
         usage = Usage(requests=1, input_tokens=getattr(u, "input_tokens", 0) or 0,
                       output_tokens=getattr(u, "output_tokens", 0) or 0)
         block = next((b for b in resp.content if getattr(b, "type", None) == "tool_use"), None)
-        return self._paid(getattr(block, "input", None), usage, headers, "tool input")
+        return getattr(block, "input", None), usage, headers

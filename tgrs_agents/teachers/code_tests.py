@@ -26,7 +26,9 @@ read the host's files. Stale sandbox dirs of killed runs are swept when the teac
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -96,7 +98,7 @@ class CodeTestsTeacher(Teacher):
         if tests is None or not tests.strip():
             raise TeacherError("record has no 'tests' to run", teacher=self.name)
         nonce = secrets.token_hex(16).encode()
-        header = _header(tests, code, strict=self.config.strict_types)
+        header = await asyncio.to_thread(_header, tests, code, strict=self.config.strict_types)  # may be long
         fds: list[int] = []
         report = b""
         try:
@@ -148,14 +150,21 @@ def _header(tests: str, code: str, *, strict: bool) -> str:
     """The harness's options. Parsing here, where ``ast`` is loaded already, spares each sandbox
     its import: ``rewrite`` only where the tests call ``unittest.main``, and the modules to import
     before the candidate (and so to snapshot): the tests' imports and the code's top-level ones."""
-    preload: set[str] = set()
-    with contextlib.suppress(SyntaxError, ValueError):  # the harness reports broken tests
-        preload |= _imports(ast.walk(ast.parse(tests)))
-    with contextlib.suppress(SyntaxError, ValueError):  # and the import shows a broken solution
+    preload = set(_test_imports(tests))
+    with contextlib.suppress(SyntaxError, ValueError):  # the import shows a broken solution
         preload |= _imports(_top_level(ast.parse(code).body))
     rewrite = "unittest" in tests and "main" in tests
     names = ",".join(sorted(n for n in preload if re.fullmatch(r"[\w.]+", n)))
     return f"strict={int(strict)} rewrite={int(rewrite)} preload={names}"
+
+
+@functools.lru_cache(maxsize=256)
+def _test_imports(tests: str) -> frozenset[str]:
+    """Cached: the candidates of one task share its tests."""
+    try:
+        return frozenset(_imports(ast.walk(ast.parse(tests))))
+    except (SyntaxError, ValueError):  # the harness reports broken tests
+        return frozenset()
 
 
 def _imports(nodes: Iterable[ast.AST]) -> set[str]:

@@ -3,7 +3,10 @@
 A judge fills a prompt template from ``prompts/`` with ``{task}`` (the first user message),
 ``{trajectory}`` (a readable transcript, tool calls and results included), ``{final}`` (the final
 assistant message), ``{reference}`` and ``{rubric}``, and asks for structured output: ``score``
-(0-10), ``passed`` and ``rationale``. The adapter fulfils the paid-call contract
+(0-10), ``passed`` and ``rationale``. Decoding is deterministic by default: temperature 0 and
+``seed = 0`` (sent where the API takes one: OpenAI-compatible servers; Anthropic has no seed, yet
+the seed still keys the ledger, so ``repeats`` never share a cache entry). ``mode = "group"``
+scores every candidate of a task in one call instead (:mod:`.group_judge`). The adapter fulfils the paid-call contract
 (:class:`~tgrs_agents.paid.call.PaidAdapter`): ``call`` makes one attempt and returns the verdict
 with its usage and the response's headers; the layer around it
 (:meth:`~tgrs_agents.paid.services.Services.wrap`) adds limits, retries, cost and the cache.
@@ -18,9 +21,9 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..assets import asset_path
 from ..errors import ConfigError, TeacherError
@@ -53,8 +56,9 @@ class JudgeOutput(BaseModel):
 class JudgeConfig(TeacherConfig):
     OPERATIONAL: ClassVar[frozenset[str]] = TeacherConfig.OPERATIONAL | {
         "api_key_env", "rpm", "tpm", "input_tpm", "output_tpm", "timeout_s", "max_attempts",
-        "price_input_per_mtok", "price_output_per_mtok",
+        "price_input_per_mtok", "price_output_per_mtok", "group_wait_ms",
     }
+    GROUP_ONLY: ClassVar[tuple[str, ...]] = ("mode", "debias", "max_group")
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -72,6 +76,25 @@ class JudgeConfig(TeacherConfig):
     timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=20)
     cost_rank: int = 10
+    seed: int | None = 0  # sent where the API has one; in the identity, so repeats key apart
+    mode: Literal["pointwise", "group"] = "pointwise"
+    debias: Literal["none", "swap"] = "none"  # group mode: also judge the reversed order
+    max_group: int = Field(16, ge=2, le=64)  # group mode: candidates of one task per call
+    group_wait_ms: float = Field(50.0, ge=0)  # group mode: a group closes after this long quiet
+
+    @model_validator(mode="after")
+    def _group_fields(self) -> JudgeConfig:
+        if self.debias == "swap" and self.mode != "group":
+            raise ValueError("debias = 'swap' needs mode = 'group' (it reorders a group's candidates)")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """As every teacher's; a pointwise judge leaves the group-only fields out."""
+        ident = super().identity()
+        if self.mode == "pointwise":
+            for k in self.GROUP_ONLY:
+                ident.pop(k, None)
+        return ident
 
 
 def load_prompt(name: str, base_dir: Path) -> str:
@@ -129,8 +152,9 @@ class ApiJudge(Teacher):
                  client: Any = None) -> None:
         super().__init__(config, ctx)
         field = f"teacher.{config.name}"
+        prompt = "judge_group" if config.mode == "group" and config.prompt == "judge_default" else config.prompt
         try:
-            self.template = load_prompt(config.prompt, self.ctx.base_dir)
+            self.template = load_prompt(prompt, self.ctx.base_dir)
         except FileNotFoundError as e:
             raise ConfigError(str(e), file=self.ctx.source, field=f"{field}.prompt") from None
         price = price_for(config.model, config.price_input_per_mtok, config.price_output_per_mtok)
@@ -157,9 +181,17 @@ class ApiJudge(Teacher):
                 max_retries=0, timeout=self.config.timeout_s,
             )
 
-    async def call(self, candidate: Candidate) -> Paid[Verdict]:
-        """One attempt: the verdict, its usage and the response's headers (subclasses)."""
+    WHAT: ClassVar[str] = "output"  # where the structured output travels (for error messages)
+
+    async def ask(self, prompt: str, schema: dict[str, Any], name: str, *,
+                  max_tokens: int | None = None) -> tuple[Any, Usage, Mapping[str, str]]:
+        """One request for structured output under ``schema``: (the output, usage, headers)."""
         raise NotImplementedError
+
+    async def call(self, candidate: Candidate) -> Paid[Verdict]:
+        """One attempt: the verdict, its usage and the response's headers."""
+        data, usage, headers = await self.ask(self.prompt_for(candidate), VERDICT_SCHEMA, "verdict")
+        return self._paid(data, usage, headers, self.WHAT)
 
     async def judge(self, candidate: Candidate) -> Verdict:
         return (await self.call(candidate)).value

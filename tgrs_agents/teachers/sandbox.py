@@ -45,6 +45,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 _BOOT = (Path(__file__).with_name("sandbox_boot.py")).read_text(encoding="utf-8")  # runs as ``-c``
 # For this very interpreter, the boot and main.py travel compiled (marshal): compiling them in every
-# sandbox cost more than the mount namespace (the harness: 6 ms of 35).
+# sandbox took longer than the mount namespace does (the harness alone: 6 ms a call).
 _BOOT_COMPILED = "import marshal, binascii\nexec(marshal.loads(binascii.a2b_base64({!r})))"
 _PROBE = "import decimal, json\n"  # loads an extension module: the library dirs are there
 _TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
@@ -161,12 +162,14 @@ async def _run(
     boot_uid = uid if "mntns" in mode and uid is not None else ""
     spec = {"workdir": workdir, "uid": boot_uid, "mntns": int("mntns" in mode), "nosocket": int("nosocket" in mode)}
     spec["tmpfs_mb"] = _FSIZE >> 20  # tmpfs pages escape RLIMIT_AS: keep it small
-    code_fd = memfd(_compiled(source, "main.py")) if python == sys.executable and _compiles(source) else None
-    spec["code_fd"] = "" if code_fd is None else code_fd
+    code = _compiled(source) if python == sys.executable else None
     proc: asyncio.subprocess.Process | None = None
+    code_fd: int | None = None
     timed_out, start = False, time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
+            code_fd = None if code is None else memfd(code)
+            spec["code_fd"] = "" if code_fd is None else code_fd
             for name, text in {"main.py": source, **(files or {})}.items():
                 with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
                     f.write(text)
@@ -227,21 +230,24 @@ def _argv(mode: Mode, python: str, uid: int | None, limits: SandboxLimits) -> li
 
 @functools.lru_cache(maxsize=2)
 def _boot_arg(same_interpreter: bool) -> str:
-    return _BOOT_COMPILED.format(binascii.b2a_base64(_compiled(_BOOT, "<boot>"))) if same_interpreter else _BOOT
+    if not same_interpreter:
+        return _BOOT
+    code = _compiled(_BOOT, "<boot>")
+    assert code is not None, "the boot compiles"
+    return _BOOT_COMPILED.format(binascii.b2a_base64(code))
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(source: str, filename: str) -> bytes:
-    return marshal.dumps(compile(source, filename, "exec"))
-
-
-def _compiles(source: str) -> bool:
-    """Whether ``source`` compiles (a SyntaxError is left to the sandbox, to report it the usual way)."""
-    try:
-        _compiled(source, "main.py")
-    except (SyntaxError, ValueError):
-        return False
-    return True
+def _compiled(source: str, filename: str = "main.py") -> bytes | None:
+    """``source`` compiled and marshalled, or None where it does not compile cleanly: a syntax
+    error or warning is left to the sandbox, to show up on its stderr as it always did."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = compile(source, filename, "exec")
+        except (SyntaxError, ValueError):
+            return None
+    return None if caught else marshal.dumps(code)
 
 
 def memfd(data: bytes) -> int:

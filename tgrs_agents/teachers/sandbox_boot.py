@@ -1,10 +1,10 @@
 """The first stage inside the sandbox: build the private filesystem, drop root, run ``main.py``.
 
 :mod:`tgrs_agents.teachers.sandbox` starts the interpreter under test as ``python -c <this
-file's source> key=value... -- args...``, as PID 1 of fresh PID, network and mount namespaces. This code runs
-before anything untrusted and uses the standard library only (it is never imported by the
-package), and no module it does not need: every millisecond here is paid per candidate. Its
-steps, each one optional as the spec says:
+file's source> key=value... -- args...``, as PID 1 of fresh PID, network and mount namespaces.
+This code runs before anything untrusted and uses the standard library only (it is never
+imported by the package), and no module it does not need: every millisecond here is paid per
+candidate. Its steps, each one optional as the spec says:
 
 1. ``mntns``: a tmpfs (``size`` MiB) becomes the new root. Into it go read-only binds of ``/usr``
    and the other system library dirs (the host's top-level symlinks such as ``/lib -> usr/lib``
@@ -29,6 +29,7 @@ weaker mode.
 """
 
 import os
+import stat  # loaded at start-up already, as are os and sys
 import sys
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -91,7 +92,10 @@ def build_root(spec):
     work = spec["workdir"]
     files = {}
     for name in os.listdir(work):  # the parent's files, read before the tmpfs hides them
-        with open(os.path.join(work, name), "rb") as f:
+        fd = os.open(os.path.join(work, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(fd, "rb") as f:  # regular files only: this runs as root
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{name} in the working dir is not a regular file")
             files[name] = f.read()
     root = work  # the tmpfs is mounted over the host's working dir and becomes "/"
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['tmpfs_mb']}m,nr_inodes=16384,mode=755")

@@ -12,8 +12,9 @@ it can do without (each costs every candidate milliseconds).
    comparisons (:func:`make_strict_eq`).
 2. Import the modules of the header's ``preload`` (what the tests import, and the candidate at
    its top level), then take a snapshot of them, of ``builtins``, ``math``, ``cmath``,
-   ``operator`` and their entries in ``sys.modules``: what each name is bound to (and a
-   function's code and defaults; every method of unittest's classes).
+   ``operator`` and their entries in ``sys.modules``: what each function, class or module name
+   is bound to (every name, in those four), a function's code and defaults, and every
+   attribute of unittest's classes.
 3. Import ``solution.py`` as the module ``solution``. Then run the tests in a copy of its
    namespace with a pristine copy of the builtins, then the ``unittest.TestCase`` classes the
    tests define, judged from the result object's lists, not its methods.
@@ -52,15 +53,24 @@ __unittest = True  # unittest leaves this module's frames out of its tracebacks
 ALWAYS = ("builtins", "math", "cmath", "operator")
 
 
-def make_strict_eq(type=type, len=len, zip=zip, all=all, any=any, list=list, tuple=tuple, dict=dict,
-                   set=set, frozenset=frozenset, str=str, bytes=bytes, bool=bool, int=int, float=float,
+def make_strict_eq(type=type, len=len, zip=zip, all=all, any=any, issubclass=issubclass, list=list, tuple=tuple,
+                   dict=dict, set=set, frozenset=frozenset, str=str, bytes=bytes, bool=bool, int=int, float=float,
                    complex=complex):
-    """``strict_eq(a, b)``: ``a == b`` where both are builtin numbers, else only between values of
-    the same type; lists, tuples, dicts and sets compared element by element the same way. An
-    object whose ``__eq__`` always answers True equals nothing but its own type. (Builtins bound
+    """``strict_eq(a, b)``: numbers (builtin ones, or the builtin value inside a subclass such as
+    numpy's float64) compare by value; anything else only equals a value of its very type, and
+    lists, tuples, dicts and sets compare element by element the same way. So an object whose
+    ``__eq__`` always answers True equals nothing but its own type, and an ``int`` subclass that
+    lies compares by its int value. Other types use their own ``__eq__``. (The builtins are bound
     now: patching ``builtins`` later does not reach this function.)"""
-    numbers = (bool, int, float, complex)
+    to_number = ((bool, bool), (int, int.__int__), (float, float.__float__), (complex, complex.__complex__))
     atoms = (str, bytes, bool, int, float, complex, type(None))
+
+    def number(x):  # type(x), unlike isinstance, cannot be faked with a __class__ property
+        t = type(x)
+        for base, value in to_number:
+            if t is base or issubclass(t, base):
+                return True, value(x)
+        return False, None
 
     def plain(x):  # hashes and compares like a builtin: safe inside a set or as a dict key
         t = type(x)
@@ -69,10 +79,11 @@ def make_strict_eq(type=type, len=len, zip=zip, all=all, any=any, list=list, tup
     def eq(a, b):
         if a is b:
             return True
-        ta, tb = type(a), type(b)
-        if ta in numbers and tb in numbers:
-            return a == b
-        if ta is not tb:
+        (na, va), (nb, vb) = number(a), number(b)
+        if na or nb:
+            return na and nb and va == vb
+        ta = type(a)
+        if ta is not type(b):
             return False
         if ta in (list, tuple):
             return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b))
@@ -141,12 +152,20 @@ def snapshot(names):
         if mod is None or name == "sys":
             continue
         ns = vars(mod)
-        shots.append((name, ns, {k: describe(v) for k, v in ns.items() if not k.startswith("__")}, False))
+        # Python modules set data globals lazily (tempfile.tempdir): there, functions, classes and
+        # modules count; in the builtin ones (ALWAYS), their constants too (math.pi)
+        every = name in ALWAYS
+        kept = {k: describe(v) for k, v in ns.items() if not k.startswith("__") and (every or behaves(v))}
+        shots.append((name, ns, kept, False))
         if name == "unittest" or name.startswith("unittest."):  # their classes: every method
             for k, v in list(ns.items()):
                 if isinstance(v, type) and v.__module__ == name:
                     shots.append((f"{name}.{k}", vars(v), {a: describe(b) for a, b in vars(v).items()}, True))
     return shots
+
+
+def behaves(v, callable=callable, module=type(sys)):
+    return callable(v) or type(v) is module
 
 
 def describe(v, type=type, function=type(snapshot), wrappers=(staticmethod, classmethod)):

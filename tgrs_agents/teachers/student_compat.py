@@ -38,9 +38,30 @@ Exactly what is scored
 
 Verdict
     ``passed`` iff every configured bound holds; lower bounds are inclusive, upper bounds exclusive:
-    ``ifd_min <= ifd < ifd_max`` (``ifd_max`` defaults to 1.0: IFD >= 1 is dropped as misaligned)
-    and ``rifd_min <= rifd < rifd_max``. ``score = 1 - min(ifd, 1)``; the rationale records both
-    ratios (``ifd=0.412 rifd=0.881``). A candidate with no instruction or no assistant turn fails.
+    ``ifd_min <= ifd < ifd_max`` and ``rifd_min <= rifd < rifd_max``. ``score = 1 - min(ifd, 1)``;
+    the rationale records both ratios (``ifd=0.412 rifd=0.881``). A candidate with no instruction
+    or no assistant turn fails.
+
+The IFD cut-off: calibrated on the student, not 1
+    ``ifd_max = 1.0`` (the default) is only a ceiling: IFD >= 1 means the instruction does not help
+    at all. But a student that has learnt the task's *form* finds a response easier after any
+    question of that form, so a response under the wrong question still scores below 1: on the
+    tiny student IFD tells matched from mismatched pairs almost perfectly (AUROC 0.999) yet 1.0
+    keeps 96-100% of the mismatched ones, filtering nothing. The cut-off that means something is
+    relative to the student: with ``calibration`` (a JSONL file of trajectories that do answer their
+    instructions and that the student was not trained on, e.g. held-out demonstrations) the bound
+    becomes ``min(ifd_max, q)``, ``q`` the ``calibration_quantile`` (default 0.95) of their IFD: a
+    candidate is dropped when its instruction explains its response less than it does for 95% of
+    good pairs. In ``tgrs run`` a teacher with ``model = "{student}"`` and no ``calibration`` is
+    calibrated each round on clean demonstrations of fresh built-in tasks (apart from both splits).
+    Measured by ``benchmarks/bench_local_teachers.py`` (tiny student, 128 held-out pairs): see
+    CALIBRATION_FIGURES below.
+
+What r-IFD measures
+    r-IFD asks whether the student can *write the instruction back* from the response. That needs a
+    student that follows a "guess the instruction" request; the tiny student never saw one, and its
+    r-IFD carries no signal about mismatched pairs (AUROC 0.50). Use ``rifd_*`` bounds only with an
+    instruction-tuned student, and check its AUROC first.
 
 Concurrent ``judge`` calls go through a :class:`~tgrs_agents.teachers.batching.MicroBatcher`: one batch of
 candidates = four sequences each, sorted by length and run through the model in chunks, in a
@@ -51,10 +72,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+import orjson
+from pydantic import Field, ValidationError, model_validator
 
 from ..chat import RIFD, content_text, has_generation_markers, render, template_messages
 from ..errors import ConfigError
@@ -251,7 +274,14 @@ class StudentScorer:
                 out[i] = float(per_row[r])
         return out
 
-    def score_batch(self, candidates: list[Candidate]) -> list[CompatScores]:
+    def score_batch(self, candidates: list[Candidate], *, rifd: bool | None = None) -> list[CompatScores]:
+        """Scores of ``candidates`` in order; ``rifd=False`` skips r-IFD for this call."""
+        if rifd is not None and rifd != self.rifd:
+            saved, self.rifd = self.rifd, rifd
+            try:
+                return self.score_batch(candidates)
+            finally:
+                self.rifd = saved
         built = [self.sequences(c) for c in candidates]
         flat = [s for b in built if not isinstance(b, str) for s in b]
         nlls = iter(self.mean_nll(flat)) if flat else iter(())
@@ -271,12 +301,25 @@ class StudentScorer:
         return out
 
 
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of ``values``, linearly interpolated between order statistics (None if empty)."""
+    xs = sorted(values)
+    if not xs:
+        return None
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
 class StudentCompatConfig(TeacherConfig):
     OPERATIONAL: ClassVar[frozenset[str]] = TeacherConfig.OPERATIONAL | {
         "max_batch_size", "max_wait_ms", "device"}
     kind: Literal["student_compat"] = "student_compat"
     model: str = Field(min_length=1)  # the current student: a directory or a Hub name
-    ifd_max: float | None = Field(1.0, gt=0)
+    ifd_max: float | None = Field(1.0, gt=0)  # a ceiling; the calibrated cut-off is usually below it
+    calibration: str | None = None  # JSONL of matched trajectories the student did not train on
+    calibration_quantile: float = Field(0.95, gt=0, le=1)
     ifd_min: float | None = Field(None, ge=0)
     rifd_min: float | None = Field(None, ge=0)
     rifd_max: float | None = Field(None, gt=0)
@@ -321,6 +364,15 @@ class StudentCompatTeacher(Teacher):
                 raise ConfigError(f"cannot load student {config.model!r}: {e}",
                                   file=self.ctx.source, field="model") from None
         self.scorer = scorer
+        self.bounds = config.bounds
+        self.calibrated: tuple[float, int] | None = None  # (cut-off, demonstrations scored)
+        if config.calibration is not None:
+            demos = self._calibration_set(config.calibration)
+            cut = quantile([s.ifd for s in scorer.score_batch(demos, rifd=False) if s.ifd is not None],
+                           config.calibration_quantile)
+            if cut is not None:
+                self.calibrated = (cut, len(demos))
+                self.bounds = replace(self.bounds, ifd_max=cut if config.ifd_max is None else min(cut, config.ifd_max))
         self.batcher: MicroBatcher[Candidate, CompatScores] = MicroBatcher(
             scorer.score_batch, max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
             name=f"compat-{config.name}")
@@ -329,11 +381,29 @@ class StudentCompatTeacher(Teacher):
         """IFD and r-IFD of one candidate (batched with concurrent calls)."""
         return await self.batcher.submit(candidate)
 
+    def _calibration_set(self, name: str) -> list[Candidate]:
+        p = Path(name).expanduser()
+        path = p if p.is_absolute() else self.ctx.base_dir / p
+        field = f"teacher.{self.config.name}.calibration"
+        if not path.is_file():
+            raise ConfigError(f"calibration file not found: {path}", file=self.ctx.source, field=field)
+        out = []
+        for line, raw in enumerate(path.read_bytes().splitlines(), 1):
+            if raw.strip():
+                try:
+                    out.append(Candidate.model_validate(orjson.loads(raw)))
+                except (orjson.JSONDecodeError, ValidationError) as e:
+                    raise ConfigError(f"{path} line {line}: not a trajectory ({str(e).splitlines()[0]})",
+                                      file=self.ctx.source, field=field) from None
+        if not out:
+            raise ConfigError(f"no trajectories in {path}", file=self.ctx.source, field=field)
+        return out
+
     async def judge(self, candidate: Candidate) -> Verdict:
         s = await self.scores(candidate)
         if s.error is not None:
             return self.verdict(False, 0.0, s.error)
-        why = self.config.bounds.violation(s)
+        why = self.bounds.violation(s)
         assert s.ifd is not None
         score = 1.0 - min(s.ifd, 1.0)
         return self.verdict(why is None, score, s.describe() + (f": {why}" if why else ""))

@@ -11,7 +11,8 @@ The real ``openai.AsyncOpenAI`` / ``anthropic.AsyncAnthropic`` clients talk to i
 
 Routes: ``POST /v1/chat/completions`` (ChatCompletion whose message content is the verdict as a JSON
 string), ``POST /v1/messages`` (Message with one ``tool_use`` block whose input is the verdict; the tool
-name is ``tool_choice.name`` from the request, default ``record_verdict``) and ``GET /stats``.
+name is ``tool_choice.name`` from the request, default ``record_verdict``), ``GET /stats`` (the outcome
+counters) and ``GET /arrivals`` (``[time, outcome]`` of each logged request, for timelines).
 
 Each API request resolves to one outcome: ``"401"`` when no key is sent (``Authorization: Bearer`` or
 ``x-api-key``; the Anthropic SDK 2.x sends its key as a Bearer token), else the next scripted outcome
@@ -321,6 +322,8 @@ class StandIn:
     async def _dispatch(self, method: str, path: str, headers: dict[str, str], raw: bytes):
         if method == "GET" and path == "/stats":
             return 200, {}, json.dumps(dict(self.stats)).encode()
+        if method == "GET" and path == "/arrivals":  # when each logged request came, and its outcome
+            return 200, {}, json.dumps([[r["t"], r.get("outcome")] for r in self.requests]).encode()
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
             return 404, {}, json.dumps({"error": {"message": f"no route {method} {path}"}}).encode()
         anth = path == "/v1/messages"
