@@ -203,7 +203,7 @@ def limiter_note(lim: Any) -> str:
     slots = getattr(lim, "slots", None)
     if slots is not None:
         lat = f"{1000 * slots.latency_s:.0f} ms" if slots.latency_s is not None else "-"
-        out += f", in flight <= {slots.target} (latency {lat})"
+        out += f", in flight <= {slots.target} (latency {lat}, loop lag {1000 * slots.lag_s:.0f} ms)"
     bank = getattr(lim.stats, "bank_s", {}).get("requests")
     if bank is not None:
         out += f", bank {bank:.0f} s (lifted {lim.stats.lifted:.0f})"

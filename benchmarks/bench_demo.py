@@ -1,6 +1,6 @@
 """The demo twice, side by side: filtered by the panel vs the accept-all control, over several seeds.
 
-    python benchmarks/bench_demo.py [--out runs/bench-demo] [--rounds 3] [--quick] [--seeds N]
+    python benchmarks/bench_demo.py [--out runs/bench-demo] [--rounds 3] [--quick] [--seeds N] [--reuse]
 
 Prints pass@1 (temperature 1.0, held-out split) per round for both arms, generation and SFT
 tokens/s, and wall time per arm. With ``--seeds N`` each arm runs N times (``tgrs demo --seed s``,
@@ -9,7 +9,9 @@ and every figure is the mean and the standard deviation across the seeds (run-to
 standard error of the mean is SD / sqrt(N)). With one seed, pass@1 carries its standard error over
 held-out tasks instead. Targets (2-core CPU): `tgrs demo` under 3 minutes; pass@1 rises by >= 40
 points from before round 1 to after round 3; the filtered arm ends >= 40 points above accept-all.
-Each run is its own process (`tgrs demo`), one after the other.
+Each run is its own process (`tgrs demo`), one after the other. ``--reuse`` continues the runs
+already in ``--out`` instead of starting afresh (finished stages are read back; a run directory made
+by another config is refused by its fingerprint).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import time
 from pathlib import Path
 
 
-def arm(out: Path, rounds: int, accept_all: bool, quick: bool, seed: int) -> tuple[dict, float]:
-    if out.exists():
+def arm(out: Path, rounds: int, accept_all: bool, quick: bool, seed: int, reuse: bool) -> tuple[dict, float]:
+    if out.exists() and not reuse:
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "tgrs_agents", "demo", "--out", str(out), "--rounds", str(rounds),
            "--seed", str(seed)]
@@ -49,13 +51,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=1, help="runs per arm (seeds 0 .. N-1); figures are mean ± SD")
+    ap.add_argument("--reuse", action="store_true", help="continue the runs in --out instead of starting afresh")
     a = ap.parse_args()
     base = Path(a.out)
     runs: dict[str, list[dict]] = {"filtered": [], "accept-all": []}
     walls: dict[str, list[float]] = {"filtered": [], "accept-all": []}
     for seed in range(a.seeds):
         for name in runs:
-            s, wall = arm(base / name / f"seed-{seed}", a.rounds, name == "accept-all", a.quick, seed)
+            s, wall = arm(base / name / f"seed-{seed}", a.rounds, name == "accept-all", a.quick, seed, a.reuse)
             runs[name].append(s)
             walls[name].append(wall)
             print(f"[bench] {name} seed {seed}: pass@1 " + " -> ".join(f"{r['pass@1']:.3f}" for r in s["rounds"])

@@ -105,6 +105,28 @@ def pm(values: list[float], se_one: float | None = None) -> str:
     return f"{values[0]:.3f}" + (f" ± {se_one:.3f}" if se_one is not None else "")
 
 
+def table(seeds: list[dict[str, Any]], flip: float) -> list[str]:
+    """The printed figures: per panel, precision and pass@1 before / after, and the paired change of
+    pass@1 from the start (per seed, then mean ± standard error: the start varies a lot between seeds)."""
+    one = len(seeds) == 1
+    starts = [s["start"]["pass@1"] for s in seeds]
+    out = [f"noisy panel, flip {flip}: {len(seeds)} seed(s), mean ± standard error"
+           f"{' (over held-out tasks)' if one else ' over seeds'}; before = pool_mode distinct, after = agree",
+           f"pass@1 at the start: {pm(starts, seeds[0]['start'].get('pass@1_se') if one else None)}"]
+    head = ("panel", "precision accepted", "pool before", "pool after", "pass@1 before", "pass@1 after",
+            "change before", "change after")
+    out.append(" | ".join(f"{h:>18}" for h in head))
+    for label, _, _ in PANELS:
+        r = [s["panels"][label] for s in seeds]
+        cells = [label, pm([x["precision_accepted"] for x in r]),
+                 pm([x["distinct"]["precision_pool"] for x in r]), pm([x["agree"]["precision_pool"] for x in r]),
+                 pm([x["distinct"]["pass@1"] for x in r], r[0]["distinct"]["pass@1_se"] if one else None),
+                 pm([x["agree"]["pass@1"] for x in r], r[0]["agree"]["pass@1_se"] if one else None)]
+        cells += [pm([x[mode]["pass@1"] - s0 for x, s0 in zip(r, starts, strict=True)]) for mode in MODES]
+        out.append(" | ".join(f"{c:>18}" for c in cells))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -123,20 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"flip": args.flip, "quick": args.quick, "seeds": seeds, "wall_s": round(wall, 1)}, indent=1))
         return 0
-    one = len(seeds) == 1
-    starts = [s["start"]["pass@1"] for s in seeds]
-    print(f"noisy panel, flip {args.flip}: {args.seeds} seed(s), mean ± standard error"
-          f"{' (over held-out tasks)' if one else ' over seeds'}; before = pool_mode distinct, after = agree")
-    print(f"pass@1 at the start: {pm(starts, seeds[0]['start'].get('pass@1_se') if one else None)}")
-    head = ("panel", "precision accepted", "pool before", "pool after", "pass@1 before", "pass@1 after")
-    print(" | ".join(f"{h:>18}" for h in head))
-    for label, _, _ in PANELS:
-        r = [s["panels"][label] for s in seeds]
-        cells = [label, pm([x["precision_accepted"] for x in r]),
-                 pm([x["distinct"]["precision_pool"] for x in r]), pm([x["agree"]["precision_pool"] for x in r]),
-                 pm([x["distinct"]["pass@1"] for x in r], r[0]["distinct"]["pass@1_se"] if one else None),
-                 pm([x["agree"]["pass@1"] for x in r], r[0]["agree"]["pass@1_se"] if one else None)]
-        print(" | ".join(f"{c:>18}" for c in cells))
+    print("\n".join(table(seeds, args.flip)))
     print(f"wall {wall:.0f} s")
     return 0
 

@@ -7,6 +7,7 @@ random policies, is a property test in test_policy.py.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 
 import pytest
@@ -374,3 +375,126 @@ def test_panel_rejects_mismatched_policy() -> None:
     a = make_teacher("a", 0, True, {})
     with pytest.raises(ConfigError, match="differ"):  # a user mistake (issue 9 item 6; was ValueError)
         Panel([a], make_policy("unanimous", ["a", "b"]))
+
+
+# --- the jury: escalation, reserves, quorum, repeats, calibrated weights (issue 16) ----------------
+def test_escalate_only_seats_come_last_and_only_when_the_others_disagree() -> None:
+    agree, split = cand(1), cand(2)
+    log: list[str] = []
+    a = make_teacher("a", 5, False, {agree.id: (True, 0.9), split.id: (True, 0.9)}, log)
+    b = make_teacher("b", 6, False, {agree.id: (True, 0.8), split.id: (False, 0.1)}, log)
+    strong = make_teacher("strong", 0, False, {split.id: (False, 0.0)}, log)  # rank 0, yet asked last
+    panel = Panel([strong, a, b], make_policy("majority", ["a", "b", "strong"], escalate=["strong"]))
+    assert [t.name for t in panel.teachers] == ["a", "b", "strong"]
+    d_agree, d_split = judge_all(panel, [agree, split])
+    assert log == ["a", "b", "a", "b", "strong"]
+    assert d_agree.accepted is True and d_agree.saved == ("strong",)
+    assert d_split.accepted is False and d_split.decided_by == "strong" and d_split.saved == ()
+    assert panel.stats["strong"].saved == 1 and panel.stats["strong"].calls == 1
+    rep = panel.jury_report()
+    assert (rep["escalated"], rep["not_escalated"]) == (1, 1)
+
+
+def test_a_reserve_takes_the_seat_of_a_judge_that_failed_for_good() -> None:
+    c = cand()
+    log: list[str] = []
+    a = make_teacher("a", 0, False, {c.id: None}, log)
+    b = make_teacher("b", 0, False, {c.id: None}, log)
+    r1 = make_teacher("r1", 9, False, {c.id: (False, 0.0)}, log)
+    r2 = make_teacher("r2", 9, False, {c.id: (True, 1.0)}, log)
+    spare = make_teacher("r3", 9, False, {c.id: (True, 1.0)}, log)
+    panel = Panel([a, b], make_policy("unanimous", ["a", "b"]), reserves=[r1, r2, spare])
+    heard: list[str] = []
+    d, new = asyncio.run(panel.judge(c, on_verdict=lambda cid, x: heard.append(x.teacher)))
+    # both failed in one concurrent rank; reserves go in seat order: r1 to a, r2 to b
+    assert sorted(log[:2]) == ["a", "b"] and log[2:] == ["r1", "r2"]
+    assert d.accepted is False and d.decided_by == "r1" and "failed: r1" in d.reason
+    assert [x.teacher for x in new] == ["a", "b", "r1", "r2"] == sorted(heard)
+    assert spare.calls == {} and panel.stats["r3"].saved == 0  # an unused reserve is not "saved"
+    assert panel.jury_report()["substitutions"] == 2
+
+
+def test_reserves_run_out_and_a_reserve_verdict_from_a_killed_run_is_reused() -> None:
+    c = cand()
+    a = make_teacher("a", 0, True, {c.id: None})
+    b = make_teacher("b", 1, True, {c.id: None})
+    r1 = make_teacher("r1", 9, False, {c.id: (True, 1.0)})
+    panel = Panel([a, b], make_policy("unanimous", ["a", "b"]), reserves=[r1])
+    d, _ = judge_one(panel, c, prior={"r1": v("r1", True)})
+    assert r1.calls == {} and panel.stats["r1"].reused == 1  # paid for once, by the killed run
+    assert d.accepted is None and "errors: b" in d.reason  # a took r1; b has none left: open
+
+
+def test_min_successful_drops_the_failed_judge_instead_of_failing_the_candidate() -> None:
+    ok, few = cand(1), cand(2)
+    a = make_teacher("a", 0, True, {ok.id: None, few.id: None})
+    b = make_teacher("b", 1, True, {ok.id: (True, 1.0), few.id: None})
+    c_ = make_teacher("c", 2, True, {ok.id: (True, 1.0), few.id: (True, 1.0)})
+    panel = Panel([a, b, c_], make_policy("majority", ["a", "b", "c"], quorum=2))
+    d_ok, d_few = judge_all(panel, [ok, few])
+    assert d_ok.accepted is True  # a dropped: 2 of the 2 that answered
+    assert d_few.accepted is None and "min_successful = 2" in d_few.reason
+    without = Panel([make_teacher(t.name, t.cost_rank, True, t.script) for t in (a, b, c_)],
+                    make_policy("majority", ["a", "b", "c"]))
+    assert judge_all(without, [ok])[0].accepted is True  # 2 of 3 passes are a majority anyway
+    assert judge_all(Panel([make_teacher(t.name, t.cost_rank, True, t.script) for t in (a, b, c_)],
+                           make_policy("unanimous", ["a", "b", "c"])), [ok])[0].accepted is None
+
+
+def test_repeats_take_the_majority_of_k_calls_and_stop_at_a_majority() -> None:
+    from tgrs_agents.curate.repeats import Repeated
+
+    c = cand()
+    copies = [FakeTeacher("seat", 0, {c.id: o}) for o in [(True, 0.9), (True, 0.7), (False, 0.1)]]
+    panel = Panel([Repeated(copies, early_stop=True)], make_policy("majority", ["seat"]))
+    [d] = judge_all(panel, [c])
+    assert d.accepted is True and [x.calls.get(c.id, 0) for x in copies] == [1, 1, 0]
+    (v_,) = d.verdicts
+    assert v_.teacher == "seat" and v_.score == pytest.approx(0.8) and v_.rationale.startswith("2 of 2")
+    copies = [FakeTeacher("seat", 0, {c.id: o}) for o in [(True, 0.9), (False, 0.2), None, (False, 0.0)]]
+    panel = Panel([Repeated(copies, early_stop=False)], make_policy("mean_score", ["seat"], threshold=0.5))
+    [d] = judge_all(panel, [c])
+    assert d.accepted is False and all(x.calls == {c.id: 1} for x in copies)
+    assert d.verdicts[0].score == pytest.approx(1.1 / 3) and "1 failed" in d.verdicts[0].rationale
+
+
+def test_auto_weights_are_refit_from_the_verdicts_and_learn_who_to_trust() -> None:
+    from tgrs_agents.curate.reliability import prior_reliability
+
+    rng = random.Random(7)
+    cands = [cand(i) for i in range(800)]
+    truth = {c.id: rng.random() < 0.5 for c in cands}
+    flip = {"good": 0.03, "mid": 0.2, "bad": 0.35}
+    scripts = {t: {c.id: (truth[c.id] != (rng.random() < p), 0.5) for c in cands} for t, p in flip.items()}
+    fakes = [make_teacher(t, i, True, scripts[t]) for i, t in enumerate(flip)]
+    policy = make_policy("weighted_mean", list(flip), threshold=0.5, reliability=prior_reliability(flip))
+    panel = Panel(fakes, policy, auto=True, audit=0.1)
+    decisions = judge_all(panel, cands)
+    assert panel.jury.fits >= 10 and panel.policy is not policy
+    w = panel.policy.reliability.weights()
+    assert w["good"] > w["mid"] > w["bad"]
+    audited = [d for d in decisions if panel.audited(cand(int(d.candidate_id[1:])))]
+    assert 50 < len(audited) < 110 and all(d.saved == () and d.decided_by is None for d in audited)
+    late = decisions[400:]  # once learned, the good judge alone decides most candidates
+    assert sum(d.saved == ("mid", "bad") for d in late) > 180
+    assert sum(d.accepted == truth[d.candidate_id] for d in late) >= 372  # a majority: ~367 (91.8%)
+    early = decisions[:32]  # before the first fit: equal weights, a majority vote
+    assert all(d.saved != ("mid", "bad") for d in early)
+    rep = panel.jury_report()
+    assert rep["weights_source"].startswith("auto: refit") and rep["reliability"]["items"] == 800
+
+
+def test_the_jury_report_reads_earlier_sessions_from_the_verdict_journal(tmp_path) -> None:
+    import json as json_
+
+    journal = tmp_path / "verdicts.jsonl"
+    journal.write_text("".join(json_.dumps({"id": f"old{i}", "teacher": t, "passed": i % 2 == 0, "error": None})
+                               + "\n" for i in range(10) for t in ("a", "b")) + '{"id": "cut')
+    c = cand()
+    panel = Panel([make_teacher("a", 0, True, {c.id: (True, 1.0)}), make_teacher("b", 1, True, {c.id: (True, 1.0)})],
+                  make_policy("unanimous", ["a", "b"]))
+    judge_all(panel, [c])
+    rep = panel.jury_report(journal)
+    assert rep["candidates"] == 11 and rep["reliability"]["items"] == 11  # a partial last line waits
+    again = panel.jury_report(journal)
+    assert again == rep

@@ -343,3 +343,134 @@ def test_one_error_translation_for_config_files_and_input_records() -> None:
     assert problem({"inner": {"wen": 1}}) == ("inner.wen", "unknown field (not one this kind takes)")
     inv = parse_line(b'{"id": "a", "messages": [{"role": "robot", "content": "x"}]}', 3, "in.jsonl")
     assert isinstance(inv, Invalid) and inv.field == "messages[0].role"
+
+
+# --------------------------------------------------------------------------------------------
+# the jury keys (issue 16)
+
+JUDGE = '''
+[[teacher]]
+name = "{name}"
+kind = "openai"
+model = "{model}"
+api_key_env = "TGRS_TEST_NO_KEY"
+price_input_per_mtok = 1.0
+price_output_per_mtok = 1.0
+'''
+
+
+def judges(*pairs: tuple[str, str], extra: str = "") -> str:
+    return extra + "".join(JUDGE.format(name=n, model=m) for n, m in pairs)
+
+
+def test_seat_roles_and_jury_keys_load_and_round_trip(tmp_path: Path) -> None:
+    text = judges(("a", "gpt-4o-mini"), ("b", "claude-haiku-4-5"), ("strong", "o3"), ("spare", "gpt-4o"),
+                  extra='policy = "majority"\nties = "escalate"\nmargin = 0.1\nmin_successful = 2\n'
+                        'reserve = ["spare"]\naudit = 0.05\n')
+    text = text.replace('name = "strong"', 'name = "strong"\nescalate_only = true\nrepeats = 3')
+    cfg = load_panel(write(tmp_path, text))
+    assert cfg.role("strong").escalate_only and cfg.role("strong").repeats == 3 and cfg.role("a").repeats == 1
+    assert cfg.reserve == ("spare",) and cfg.warnings == ()  # three seats: no tie warning
+    policy = cfg.build_policy()
+    assert policy.teachers == ("a", "b", "strong") and policy.escalate == ("strong",)
+    assert (policy.ties, policy.margin, policy.quorum) == ("escalate", 0.1, 2)
+    assert cfg.audit_share() == 0.05
+    assert not hasattr(cfg.teachers[2], "escalate_only")  # a role of the seat, not a teacher field
+    again = panel_from_dict(tomllib.loads(cfg.to_toml()), base_dir=tmp_path)
+    assert again.fingerprint() == cfg.fingerprint() and again.roles == cfg.roles
+    # a role changes the panel (what decides) but never a teacher's cache identity
+    plain = load_panel(write(tmp_path, text.replace("repeats = 3", ""), "plain.toml"))
+    assert plain.fingerprint() != cfg.fingerprint()
+    assert plain.teachers[2].identity() == cfg.teachers[2].identity()
+
+
+def test_panels_without_jury_keys_keep_their_fingerprint(tmp_path: Path) -> None:
+    cfg = load_panel(write(tmp_path, GOOD))
+    assert set(cfg.identity()) == {"policy", "k", "threshold", "weights", "best_k", "teachers"}
+
+
+def test_an_even_majority_without_a_tie_rule_warns_at_load_time(tmp_path: Path) -> None:
+    even = judges(("a", "gpt-4o"), ("b", "claude-haiku-4-5"), extra='policy = "majority"\n')
+    cfg = load_panel(write(tmp_path, even))
+    (w,) = cfg.warnings
+    assert "2 seats can end in a tie (1 against 1)" in w and str(tmp_path / "panel.toml") in w
+    assert load_panel(write(tmp_path, 'ties = "reject"\n' + even)).warnings == ()
+
+
+@pytest.mark.parametrize(("extra", "field", "match"), [
+    ('policy = "majority"\nties = "coin"\n', "ties", "expected one of"),
+    ('policy = "majority"\nties = "escalate"\n', "ties", "escalate_only"),
+    ('policy = "majority"\nmin_successful = 5\n', "min_successful", "between 1 and 2"),
+    ('policy = "majority"\nreserve = ["nobody"]\n', "reserve", "not a teacher"),
+    ('policy = "majority"\nreserve = "b"\n', "reserve", "list of teacher names"),
+    ('policy = "majority"\nweights = "auto"\n', "weights", "needs policy"),
+    ('policy = "weighted_mean"\nthreshold = 0.5\nweights = "cal.json"\n', "weights", "calibration file not found"),
+    ('policy = "majority"\naudit = 2\n', "audit", "between 0 and 1"),
+    ('policy = "majority"\nmargin = 0.9\n', "margin", "margin between"),
+])
+def test_jury_key_errors_name_file_and_field(tmp_path: Path, extra: str, field: str, match: str) -> None:
+    err, msg = load_error(tmp_path, judges(("a", "gpt-4o"), ("b", "claude-haiku-4-5"), extra=extra))
+    assert err.field == field and match in msg
+
+
+def test_role_errors_name_the_teacher_table(tmp_path: Path) -> None:
+    err, msg = load_error(tmp_path, judges(("a", "gpt-4o")).replace('name = "a"', 'name = "a"\nrepeats = 0'))
+    assert err.field == "teacher[0].repeats" and "greater than or equal to 1" in msg
+    err, msg = load_error(tmp_path, REGEX.replace('name = "fmt"', 'name = "fmt"\nrepeats = 3'))
+    assert err.field == "teacher.fmt.repeats" and "needs a judge with a seed" in msg
+
+
+def test_weights_auto_and_a_calibration_file(tmp_path: Path) -> None:
+    base = judges(("a", "gpt-4o"), ("b", "claude-haiku-4-5"), ("c", "o3"))
+    auto = load_panel(write(tmp_path, 'policy = "weighted_mean"\nthreshold = 0.5\nweights = "auto"\n' + base))
+    p = auto.build_policy()
+    assert p.reliability is not None and p.reliability.source == "prior" and auto.audit_share() == 0.1
+    rate = {"value": 0.9, "low": 0.8, "high": 0.95, "n": 100}
+    cal = {"prevalence": 0.4, "teachers": {t: {"sensitivity": rate, "specificity": rate} for t in "abc"}}
+    (tmp_path / "cal.json").write_text(__import__("json").dumps(cal))
+    frozen = load_panel(write(tmp_path, 'policy = "weighted_mean"\nthreshold = 0.5\nweights = "cal.json"\n' + base))
+    p = frozen.build_policy()
+    assert p.reliability is not None and p.reliability.prevalence == 0.4 and frozen.audit_share() == 0.0
+    assert p.reliability.of("a").sensitivity.value == 0.9
+    fp = frozen.fingerprint()  # the calibration's content is part of the panel's identity
+    cal["prevalence"] = 0.5
+    (tmp_path / "cal.json").write_text(__import__("json").dumps(cal))
+    assert load_panel(tmp_path / "panel.toml").fingerprint() != fp
+    (tmp_path / "cal.json").write_text('{"teachers": {"a": {}}, "prevalence": 0.5}')
+    err, _ = load_error(tmp_path, 'policy = "weighted_mean"\nthreshold = 0.5\nweights = "cal.json"\n' + base)
+    assert err.field == "weights"
+
+
+def test_a_judge_of_the_students_family_is_refused_unless_allowed(tmp_path: Path) -> None:
+    text = judges(("grader", "qwen2.5-72b-instruct"), ("other", "gpt-4o-mini"))
+    err, msg = load_error(tmp_path, 'student_model = "Qwen/Qwen2.5-7B-Instruct"\n' + text)
+    assert err.field == "teacher[0].model" and "same model family (qwen)" in msg
+    assert "allow_self_judging = true" in msg and "'grader'" in msg
+    ok = load_panel(write(tmp_path, 'student_model = "Qwen/Qwen2.5-7B-Instruct"\n'
+                          + text.replace('name = "grader"', 'name = "grader"\nallow_self_judging = true')))
+    assert ok.role("grader").allow_self_judging
+    # the same refusal from the command line's --student-model (an override) and for a generator
+    path = write(tmp_path, text, "plain.toml")
+    assert load_panel(path).student_model is None
+    with pytest.raises(ConfigError, match="same model family"):
+        load_panel(path, overrides={"student_model": "qwen3-8b"})
+    with pytest.raises(ConfigError, match=r"same model family \(gpt\)"):
+        load_panel(path, overrides={"student_model": ["llama-3.1-8b", "openai/gpt-4.1-nano"]})
+    load_panel(path, overrides={"student_model": "runs/demo/round-0/model"})  # unknown family: allowed
+
+
+def test_shipped_jury_panel_loads() -> None:
+    cfg = load_panel(Path(__file__).resolve().parents[2] / "teachers" / "panel-jury.toml")
+    p = cfg.build_policy()
+    assert p.reliability is not None and p.escalate == ("strong_judge",) and p.quorum == 2
+    assert cfg.reserve == ("backup_judge",) and "backup_judge" not in p.teachers
+    assert cfg.gold_names() == ["answer"] and cfg.role("gpt_judge").repeats == 3 and cfg.audit_share() == 0.1
+    assert cfg.warnings == ()
+
+
+def test_the_guard_also_runs_when_the_loop_names_the_student_after_loading(tmp_path: Path) -> None:
+    from tgrs_agents.curate.panel import Panel
+
+    cfg = load_panel(write(tmp_path, judges(("grader", "claude-sonnet-4-5"))))
+    with pytest.raises(ConfigError, match=r"same model family \(claude\)"):
+        Panel.from_config(cfg.model_copy(update={"student_model": "claude-haiku-4-5"}))

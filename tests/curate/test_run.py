@@ -292,3 +292,34 @@ def test_summary_counts_equal_the_files(tmp_path: Path) -> None:
         assert t["calls"] + t["calls_saved"] == s["valid"]
     assert s["calls"] == len(ver) and s["calls_saved"] == sum(saved.values())
     assert s["cost_usd"] == 0 and s["cost_per_accepted_usd"] == 0 and s["stopped"] is None
+
+
+# --- a stop drains the calls in flight ---------------------------------------------------------------
+def test_an_internal_error_stops_the_run_after_the_calls_in_flight_end_not_by_cancelling_them(
+        tmp_path: Path) -> None:
+    n, width = 60, 6
+    inp = write_input(tmp_path / "in.jsonl", n)
+    out = tmp_path / "run"
+    a = Scripted("a", 0, rule_a)
+    b = Scripted("b", 1, rule_b, delay=lambda i: 0.02)
+    run = make_run(tmp_path, inp, out, [a, b], max_in_flight=width, commit_interval_s=0.0)
+    real = run.store.maybe_commit
+    calls = []
+
+    def broken(interval_s: float = 0.25) -> None:  # a bug in the recorder, on its third record
+        calls.append(b.in_flight)
+        if len(calls) == 3:
+            raise RuntimeError("a bug in the recorder")
+        real(interval_s)
+
+    run.store.maybe_commit = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug in the recorder"):
+        asyncio.run(run.run())
+    assert calls[2] > 0  # calls were in flight when it broke ...
+    assert b.in_flight == 0 and b.started == len(b.done)  # ... and every one of them ended, none cancelled
+    verdicts = jsonl(out / "verdicts.jsonl")
+    assert {v["id"] for v in verdicts if v["teacher"] == "b"} == set(b.done)  # and was journaled
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stopped"] == "error: RuntimeError: a bug in the recorder" and s["pending"] > 0
+    s2 = asyncio.run(make_run(tmp_path, inp, out, [Scripted("a", 0, rule_a), Scripted("b", 1, rule_b)]).run())
+    assert s2["stopped"] is None and outcomes(out) == expected(reference(n))

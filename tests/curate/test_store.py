@@ -262,3 +262,80 @@ def test_verdict_record_round_trips() -> None:
     assert back == v.model_copy(update={"latency_s": 0.123457})
     err = Verdict.failure("judge", "HTTP 500", usage=Usage(requests=3))
     assert verdict_from_record(verdict_record(1, "c1", err)) == err
+
+
+# --- paid verdicts at once; failed writes; damage; the run id ----------------------------------
+def test_write_now_reaches_the_file_before_any_commit(tmp_path: Path, inp: Path) -> None:
+    store, _ = open_store(tmp_path / "run", inp)
+    paid = verdict("api", usage=Usage(requests=1, cost_usd=0.01))
+    assert store.write_now("verdicts", verdict_record(1, "c1", paid))
+    store.append("verdicts", verdict_record(2, "c2", verdict("free")))
+    assert [r["teacher"] for r in iter_jsonl(store.path("verdicts"))] == ["api"]  # a kill now loses nothing paid
+    store.close()
+    assert [r["teacher"] for r in iter_jsonl(store.path("verdicts"))] == ["api", "free"]
+
+
+def test_a_failed_write_is_taken_back_names_the_file_and_stops_further_commits(
+        tmp_path: Path, inp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    out = tmp_path / "run"
+    store, _ = open_store(out, inp)
+    store.append("accepted", decision(1))
+    store.commit()
+    whole = store.path("accepted").read_bytes()
+    real_write = os.write
+
+    def full(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data)[:7])  # part of a line reaches the disk, then it is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    store.append("accepted", decision(2))
+    with pytest.raises(RunStoreError, match=rf"^{out / 'accepted.jsonl'}: cannot write: No space left on device"):
+        store.commit()
+    monkeypatch.undo()
+    assert store.path("accepted").read_bytes() == whole  # the part was taken back
+    store.append("accepted", decision(3))
+    with pytest.raises(RunStoreError):  # nothing more is committed once a write failed
+        store.commit()
+    with pytest.raises(RunStoreError):
+        store.close()
+    assert store.path("accepted").read_bytes() == whole
+    _, state = open_store(out, inp)  # and the directory resumes as it was
+    assert state.done.count == 1 and 1 in state.done
+
+
+def test_damaged_lines_in_the_middle_are_set_aside_and_the_rest_is_read(tmp_path: Path, inp: Path) -> None:
+    out = tmp_path / "run"
+    store, _ = open_store(out, inp)
+    for line in (1, 2, 3):
+        store.append("verdicts", verdict_record(line, f"c{line}", verdict("a")))
+        store.append("rejected", decision(line))
+    store.close()
+    for name in ("rejected", "verdicts"):
+        rows = store.path(name).read_bytes().splitlines(keepends=True)
+        rows[1] = b'{"id": "c2", "li\n'
+        rows.insert(2, b'["not", "a record"]\n')
+        store.path(name).write_bytes(b"".join(rows))
+    store, state = open_store(out, inp)
+    assert [n for n in (1, 2, 3) if n in state.done] == [1, 3] and state.counts["rejected"] == 2
+    assert set(state.prior) == set() and state.stats["a"].calls == 2
+    assert len(store.warnings) == 2 and all("2 damaged line(s)" in w for w in store.warnings)
+    assert [r["line"] for r in iter_jsonl(store.path("rejected"))] == [1, 3]  # clean JSONL again
+    torn = list(iter_jsonl(out / "torn-lines.jsonl"))
+    assert [(t["file"], t["line_no"]) for t in torn] == [("rejected.jsonl", 2), ("rejected.jsonl", 3),
+                                                        ("verdicts.jsonl", 2), ("verdicts.jsonl", 3)]
+    store.close()
+
+
+def test_the_run_id_is_kept_across_resumes_and_new_after_force(tmp_path: Path, inp: Path) -> None:
+    out = tmp_path / "run"
+    store, first = open_store(out, inp)
+    store.close()
+    store, again = open_store(out, inp)
+    store.close()
+    assert first.run_id and again.run_id == first.run_id
+    store, forced = open_store(out, inp, fp="panel-2", force=True)
+    store.close()
+    assert forced.run_id != first.run_id

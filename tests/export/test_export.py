@@ -15,6 +15,7 @@ import pytest
 from export_data import AWS_KEY, BEARER, HANDMADE, OPENAI_KEY, ROOT, Curated
 
 from tgrs_agents import Hygiene, export_run
+from tgrs_agents.chat import parse_arguments
 from tgrs_agents.cli import main as cli_main
 from tgrs_agents.curate.panel_file import load_panel
 from tgrs_agents.curate.run import CurateOptions, curate
@@ -31,7 +32,8 @@ def kept_ids(c: Curated) -> list[str]:
 
 
 def calls(messages: list[dict[str, Any]]) -> list[tuple[Any, str, Any]]:
-    return [(tc.get("id"), tc["function"]["name"], json.loads(tc["function"]["arguments"]))
+    # accepted.jsonl holds arguments as objects (what SFT renders); the OpenAI formats hold JSON strings
+    return [(tc.get("id"), tc["function"]["name"], parse_arguments(tc["function"]["arguments"]))
             for m in messages for tc in m.get("tool_calls") or []]
 
 
@@ -85,7 +87,7 @@ def check_report(c: Curated, out: Path, fmt: str) -> dict[str, Any]:
     assert aside["reason"].startswith(f"{acc}:{line}: {fmt}: messages[0].content[1]: a 'image_url' part")
     assert side["redacted"]["by_kind"] == {"aws": 1, "bearer": 1, "openai": 1}
     assert {(w["id"], w["path"]) for w in side["redacted"]["where"]} == {
-        ("secret", "messages[0].content"), ("secret", "messages[1].tool_calls[0].function.arguments")}
+        ("secret", "messages[0].content"), ("secret", "messages[1].tool_calls[0].function.arguments.header")}
     assert OPENAI_KEY not in json.dumps(side)
     return side
 

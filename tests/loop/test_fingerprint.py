@@ -106,3 +106,12 @@ def test_run_refuses_before_any_stage_and_the_cli_says_it_in_one_line(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("tgrs: error: refusing to continue the run in") and "\n" not in err
     assert not (out / "round-0").exists()  # nothing ran
+
+
+def test_run_and_demo_take_force_and_demo_takes_a_seed():
+    from tgrs_agents.cli import build_parser
+
+    d = build_parser().parse_args(["demo", "--seed", "2", "--force"])
+    assert (d.seed, d.force) == (2, True)
+    r = build_parser().parse_args(["run", "x.toml", "--out", "o", "--force"])
+    assert r.force and not build_parser().parse_args(["run", "x.toml", "--out", "o"]).force

@@ -183,3 +183,25 @@ def test_noisy_panel_pool_is_no_less_precise_than_what_the_panel_accepted(tmp_pa
     if policy != "unanimous":  # the rule it replaces lost a fifth of the precision or more
         old = pool_accepted([], accepted, 4, mode="distinct")
         assert precision(old, truth) < precision(accepted, truth) - 0.1
+
+
+def test_the_control_pools_every_row_blind_to_content():
+    rows = [scored(1, "t1", 3), scored(2, "t1", 3), scored(3, "t1", 4), scored(4, "t1", 5), scored(5, "t1", 6),
+            scored(6, "t1", 7, 0.0)]
+    assert [r["id"] for r in pool_accepted([], rows, cap=4, mode="all")] == ["c1", "c2", "c3", "c4", "c5", "c6"]
+    later = pool_accepted(rows, [scored(9, "t1", 1), scored(8, "t1", 2)], cap=4, mode="all")
+    assert [r["id"] for r in later] == ["c9", "c8", "c1", "c2"]  # newest first, then input order, up to the cap
+
+
+def test_the_accept_all_arm_pools_with_the_blind_rule(tmp_path):
+    from tgrs_agents.loop.config import LoopConfig
+    from tgrs_agents.loop.rounds import ExpertIteration
+
+    run = tmp_path / "run"
+    recs = [rec(i, "t1", "1+2", 3 if i < 6 else i) for i in range(8)]  # six agree on 3
+    _write(run / "round-1" / "accepted.jsonl", recs)
+    loop = ExpertIteration(LoopConfig(base_dir=str(tmp_path)), run, accept_all=True, log=lambda s: None)
+    assert loop.pool(1, "accepted.jsonl").pooled == 8  # "agree" would keep the six
+    filtered = ExpertIteration(LoopConfig(base_dir=str(tmp_path)), tmp_path / "f", log=lambda s: None)
+    _write(tmp_path / "f" / "round-1" / "curate" / "accepted.jsonl", recs)
+    assert filtered.pool(1, "curate/accepted.jsonl").pooled == 6

@@ -1,7 +1,9 @@
 """Limiter tests on virtual time: they run in milliseconds and are deterministic."""
 
 import asyncio
+import contextvars
 import math
+import time
 
 import pytest
 
@@ -219,19 +221,32 @@ def test_a_minutes_bank_learned_from_openai_headers_is_spent():
     assert t == pytest.approx((1000 - 25) / 50, abs=0.05)  # half its second spent, then the rate
 
 
-def test_bank_counts_the_calls_started_since_the_oldest_in_flight():
-    async def main():
-        lim = EndpointLimiter("e", EndpointLimits(rpm=3000, burst_s=60), FakeClock())
-        permits = [await lim.acquire() for _ in range(60)]  # in flight, maybe not counted yet
+def test_bank_counts_what_started_since_the_call_the_headers_answer():
+    async def main(which):
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=3000, burst_s=60), clock)
+        permits = []
+        for _ in range(60):  # in flight, maybe not counted in the server's ``remaining`` yet
+            permits.append(await lim.acquire())
+            clock.t += 0.01
         lim.requests.tokens = 0.0
         lim._window["requests"] = 60.0
-        lim.learn({**PER_MINUTE, "x-ratelimit-remaining-requests": "1000"})
+        headers = {**PER_MINUTE, "x-ratelimit-remaining-requests": "1000"}
+        if which is None:  # no permit (another task): any call since the oldest in flight may be uncounted
+            contextvars.Context().run(lim.learn, headers)
+        elif which == "task":  # by default, the call this task has under way (its last acquire)
+            lim.learn(headers)
+        else:
+            lim.learn(headers, permit=permits[which])
         level = lim.requests.tokens
         for p in permits:
             lim.release(permit=p)
         return level
 
-    assert run(main()) == pytest.approx(1000 - 60 - 25)
+    assert run(main(None)) == pytest.approx(1000 - 60 - 25, abs=0.01)  # less the 0.5 s reserve
+    # the 51st call (begun at 0.5 s, answered at 0.6 s): the 10 calls since it, and 0.1 s of refill
+    assert run(main(50)) == pytest.approx(1000 + 0.1 * 50 - 10 - 25, abs=0.01)
+    assert run(main("task")) == pytest.approx(1000 + 0.01 * 50 - 1 - 25, abs=0.01)  # the 60th call
 
 
 def test_anthropic_reset_times_are_read_against_the_servers_date():
@@ -348,6 +363,60 @@ def test_calls_in_flight_stop_growing_once_the_latency_is_our_own_queue():
     assert run(main(2.0)) == 64  # twenty times the floor: the calls queue here, not at the server
 
 
+def test_a_saturated_event_loop_sets_littles_law_aside():
+    async def main():
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=12000), clock)  # 200/s
+        for latency in [0.4] * 20 + [0.8] * 8:  # a floor of 0.4 s; the average rises past it
+            p = await lim.acquire()
+            clock.t += latency
+            lim.release(permit=p)
+        calm = lim.slots.target
+        lim.slots.lag_s = 0.05  # callbacks run 50 ms late: this process is the bottleneck
+        return calm, lim.slots.latency_s, lim.slots.floor_s, lim.slots.target
+
+    calm, latency, floor, saturated = run(main())
+    assert 0.4 < latency < 1.5 * floor
+    assert calm == math.ceil(200 * latency * 1.5)
+    assert saturated == 64  # more in flight would only queue here: what a fixed cap allowed
+
+
+def test_event_loop_lag_is_measured_on_real_time_only():
+    async def main(clock):
+        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=8), clock)
+        for _ in range(6):
+            p = await lim.acquire()  # schedules a probe callback...
+            time.sleep(0.06)  # ...which this busy loop runs 60 ms late
+            await asyncio.sleep(0)
+            lim.release(permit=p)
+        return lim.slots
+
+    slots = run(main(None))  # the system clock
+    assert slots.lag_s > slots.LAG_LIMIT_S and slots.saturated
+    assert run(main(FakeClock())).lag_s == 0.0  # virtual time: no probe
+
+
+@pytest.mark.parametrize("order", ["cancel, then release", "release, then cancel"])
+def test_a_cancelled_waiter_neither_leaks_nor_keeps_a_slot(order):
+    async def main():
+        lim = EndpointLimiter("e", EndpointLimits(max_concurrency=1), FakeClock())
+        p = await lim.acquire()
+        waiter = asyncio.create_task(lim.acquire())
+        await asyncio.sleep(0)
+        if order == "cancel, then release":
+            waiter.cancel()
+            lim.release(permit=p)  # drops the cancelled waiter before it has run again
+        else:
+            lim.release(permit=p)  # hands the waiter the slot...
+            waiter.cancel()  # ...which it gives back
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert lim.slots.active == 0 and lim.slots.waiting == 0
+        lim.release(permit=await asyncio.wait_for(lim.acquire(), 1))
+
+    run(main())
+
+
 def test_release_without_a_permit_still_frees_the_slot():
     async def main():
         clock = FakeClock()
@@ -357,9 +426,9 @@ def test_release_without_a_permit_still_frees_the_slot():
         clock.t += 0.2
         lim.release()  # an older caller: no permit, so no latency; the oldest call is taken as ended
         assert lim.slots.active == 1 and lim.slots.latency_s is None
-        assert lim.slots.since_oldest("requests") == 1
+        assert lim.slots.since("requests") == 1
         lim.release(permit=12345.0)  # a permit this limiter never gave: the same
-        assert lim.slots.active == 0 and lim.slots.since_oldest("requests") == 0
+        assert lim.slots.active == 0 and lim.slots.since("requests") == 0
         p3 = await asyncio.wait_for(lim.acquire(), 1)
         clock.t += 0.3
         lim.release(permit=p3)

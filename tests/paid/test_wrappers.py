@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_judge_kit import KINDS, build, cand, judge1, limiter, price, prompt_of, run, set_keys, table
+from api_judge_kit import KEYS, KINDS, build, cand, judge1, limiter, price, prompt_of, run, set_keys, table
 
 from tgrs_agents.errors import BudgetExhausted, TeacherError
+from tgrs_agents.paid.breaker import Halted
 from tgrs_agents.paid.call import CacheIdentity, Paid, PaidAdapter, PaidJudge
 from tgrs_agents.paid.cost import Budget, Price
 from tgrs_agents.paid.ledger import Ledger
@@ -398,3 +399,134 @@ def test_limits_are_learned_from_a_429s_headers(tmp_path):
     assert lim.stats.learned["requests"] == 6000 and lim.requests.rate == pytest.approx(100)
     assert lim.factor == 1.0  # within the limit the 429 itself stated: no cut
 
+
+
+# --- fail fast: the endpoint's circuit breaker ----------------------------------------------------
+def auth_error() -> TeacherError:
+    return TeacherError("HTTP 401 AuthenticationError: Invalid API key.", status=401, kind="auth")
+
+
+def test_a_401_halts_every_teacher_on_the_endpoint_after_one_request():
+    first, second = Scripted(auth_error(), ok()), Scripted(ok())
+    second.name = "other"  # another teacher on the same endpoint (same base URL and key)
+    svc = services()
+    a, b = svc.stack(first), svc.stack(second)
+    with pytest.raises(TeacherError) as ei:  # the 401 itself is this call's answer: not retried
+        run(a.call("x"))
+    assert ei.value.kind == "auth" and first.calls == 1
+    for stack in (a, b):
+        with pytest.raises(Halted) as halted:
+            run(stack.call("y"))
+        assert "'scripted'" in str(halted.value) and "HTTP 401" in str(halted.value)
+        assert isinstance(halted.value, BudgetExhausted)  # the one stop signal the panel knows
+    assert first.calls == 1 and second.calls == 0  # nothing more was sent
+    assert a.limiter.stats.acquired == 1
+    assert svc.halted() is not None
+
+
+def test_n_attempts_in_a_row_without_an_answer_halt_the_endpoint_an_answer_resets_the_count():
+    conn = lambda: err("connection")  # noqa: E731
+    adapter = Scripted(conn(), conn(), err("server"), conn(), conn(), conn(), ok())
+    svc = services(breaker_failures=3)
+    stack = svc.stack(adapter)
+    with pytest.raises(TeacherError):  # conn, conn, 5xx (an answer: the count restarts), conn, conn
+        run(stack.call("x"))
+    assert adapter.calls == 5 and svc.halted() is None
+    with pytest.raises(Halted) as ei:  # the third in a row trips it; the retry is refused unsent
+        run(stack.call("y"))
+    assert adapter.calls == 6 and "3 attempts in a row got no answer" in str(ei.value)
+    assert ei.value.usage is not None and ei.value.usage.requests == 1  # the attempt that was sent
+    assert svc.breaker(adapter.endpoint_key).down is not None
+
+
+def test_another_endpoint_is_not_halted():
+    down, up = Scripted(auth_error()), Scripted(ok())
+    up.endpoint_key = "http://elsewhere#1"
+    svc = services()
+    with pytest.raises(TeacherError):
+        run(svc.stack(down).call("x"))
+    assert run(svc.stack(up).call("x")).value.passed
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_refused_key_names_the_teacher_status_base_url_and_key_variable_never_the_key(kind, srv, tmp_path):
+    srv.script.extend(["401"] * 10)
+
+    async def main():
+        panel, _ = build(tmp_path, table(kind, srv))
+        try:
+            first = await judge1(panel, cand(1))
+            with pytest.raises(Halted) as ei:
+                await panel.judge(cand(2))
+            return first, ei.value
+        finally:
+            await panel.aclose()
+
+    first, halted = run(main())
+    t = table(kind, srv)
+    assert first.error is not None and "HTTP 401" in first.error
+    msg = str(halted)
+    assert f"teacher {t['name']!r}: HTTP 401 from {t['base_url']}" in msg
+    assert f"${t['api_key_env']}" in msg and "\n" not in msg
+    assert not any(k in msg for k in KEYS)
+    assert srv.stats["requests"] == 1  # the second candidate never reached the server
+
+
+# --- the ledger: a verdict the run paid for but never journaled is counted once ------------------
+def test_a_resumed_run_counts_its_own_unjournaled_verdict_once_and_nothing_else(tmp_path: Path):
+    path, c = tmp_path / "l.sqlite", cand(1)
+    paying = services(ledger=Ledger(path, owner="run-1"))
+    first = run(paying.wrap(Scripted(ok())).judge(c))
+    assert not first.cached and first.usage.cost_usd == pytest.approx(EST_COST)
+    paying.close()  # killed before the verdict reached the journal: nothing settled it
+
+    other = services(ledger=Ledger(path, owner="run-2"))  # another run: free, as ever
+    v = run(other.wrap(Scripted()).judge(c))
+    assert v.cached and v.usage == Usage() and other.budget.spent_usd == 0
+    other.close()
+
+    resumed = services(ledger=Ledger(path, owner="run-1"))
+    adapter = Scripted()
+    teacher = resumed.wrap(adapter)
+    again = run(teacher.judge(c))
+    assert adapter.calls == 0  # from the ledger, not paid twice
+    assert not again.cached and again.usage == first.usage  # ... and not free: its cost, once
+    assert resumed.budget.spent_usd == pytest.approx(EST_COST)
+    twin = run(teacher.judge(c.model_copy(update={"id": "twin"})))
+    assert twin.cached and twin.usage == Usage()  # a second hit is free
+    resumed.close()
+
+
+def test_a_settled_verdict_is_free_for_its_own_run_too(tmp_path: Path):
+    path, c = tmp_path / "l.sqlite", cand(1)
+    svc = services(ledger=Ledger(path, owner="run-1"))
+    teacher = svc.wrap(Scripted(ok()))
+    run(teacher.judge(c))
+    teacher.settle(c)  # the journal holds it
+    svc.close()
+    again = services(ledger=Ledger(path, owner="run-1"))
+    v = run(again.wrap(Scripted()).judge(c))
+    assert v.cached and v.usage == Usage()
+    again.close()
+
+
+def test_a_ledger_that_fails_mid_run_halts_the_calls_naming_the_file(tmp_path: Path):
+    import sqlite3
+
+    svc = services(ledger=Ledger(tmp_path / "l.sqlite", owner="run-1"))
+    adapter = Scripted(ok(), ok())
+    teacher = svc.wrap(adapter)
+    assert isinstance(teacher, PaidTeacher) and teacher.cache is not None
+    led = teacher.cache.ledger
+
+    def broken_put(key: str, verdict: Verdict) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    led.put = broken_put  # type: ignore[method-assign]
+    paid = run(teacher.judge(cand(1)))
+    assert paid.error is None and not paid.cached  # paid for: kept, never turned into an error
+    with pytest.raises(Halted) as ei:
+        run(teacher.judge(cand(2)))
+    assert adapter.calls == 1 and str(tmp_path / "l.sqlite") in str(ei.value)
+    assert "--no-cache" in str(ei.value) and svc.halted() is not None
+    svc.close()

@@ -27,7 +27,7 @@ from api_judge_kit import (
     table,
 )
 
-from tgrs_agents.errors import ConfigError, TeacherError
+from tgrs_agents.errors import BudgetExhausted, ConfigError, TeacherError
 from tgrs_agents.paid.call import CacheIdentity, Paid, PaidJudge
 from tgrs_agents.paid.ledger import Ledger
 from tgrs_agents.tasks.arithmetic_data import write_synthetic
@@ -211,23 +211,28 @@ def test_api_keys_never_leak(tmp_path, caplog, capsys):
                                table("anthropic", s, timeout_s=0.3, max_attempts=2), ledger=led)
             errors, verdicts = [], []
             try:
-                for i, script in enumerate([[], ["401"], ["400"], ["500", "500"], ["malformed"] * 2,
-                                            ["slow", "drop"], ["429", "ok"]]):
+                # the refused key last: a 401 halts its endpoint (no call is sent after it)
+                for i, script in enumerate([[], ["400"], ["500", "500"], ["malformed"] * 2,
+                                            ["slow", "drop"], ["429", "ok"], ["401"]]):
                     for t in panel.teachers:
                         s.script.extend(script)
                         try:
                             verdicts.append(await t.judge(cand(10 * i + len(verdicts))))
-                        except TeacherError as e:
+                        except (TeacherError, BudgetExhausted) as e:
                             errors.append(e)
-                        verdicts.append(await panel._call(t, cand(1000 + len(verdicts))))
+                        try:
+                            verdicts.append(await panel._call(t, cand(1000 + len(verdicts))))
+                        except BudgetExhausted as e:  # the halt that follows the 401
+                            errors.append(e)
                 return errors, verdicts, panel
             finally:
                 await panel.aclose()
                 led.close()
 
         errors, verdicts, panel = run(main())
-    assert len(errors) >= 10 and {e.kind for e in errors} >= {"auth", "bad_request", "server",
-                                                               "malformed", "connection"}
+    kinds = {e.kind for e in errors if isinstance(e, TeacherError)}
+    assert len(errors) >= 10 and kinds >= {"auth", "bad_request", "server", "malformed", "connection"}
+    assert any(isinstance(e, BudgetExhausted) and "401" in str(e) for e in errors)  # the halt names the status
     texts = [str(e) for e in errors] + [repr(e) for e in errors] + [repr(vars(e)) for e in errors]
     texts += [v.model_dump_json() for v in verdicts]
     texts += [json.dumps(panel.stats[n].to_json()) for n in panel.stats]

@@ -10,6 +10,7 @@ for the free stages and the cache. Candidates already done in ``--out`` are not 
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,8 @@ async def dry_run(input_path: Path, cfg: PanelConfig, out: Path | None, services
             teachers.append(_Predict(t, report.teachers[t.name]))
         else:
             teachers.append(t)
-    predict = Panel(teachers, panel.policy)
+    # an unknown verdict must stay open, not be dropped as min_successful drops a failed judge
+    predict = Panel(teachers, dataclasses.replace(panel.policy, quorum=None))
     done = DoneLines()
     if out is not None and (out / "run.json").exists():
         store = RunStore(out)

@@ -13,9 +13,11 @@ the run's size). Before the first fit every teacher counts as right 4 times in 5
 Each candidate is judged with the policy of the moment it started (the short-circuit stays exact
 for it). Why adaptive rather than fixed: the first run of a new panel has no labels, and the run's
 own verdicts are the only evidence of which judge to trust. Its costs, stated plainly: decisions
-depend on the order candidates were judged, a resumed run starts learning afresh, and a judge the
-short-circuit often skips is estimated from the candidates it did see, which are the harder ones.
-For a reproducible run, freeze the weights: ``tgrs calibrate PANEL LABELLED.jsonl --out
+depend on the order candidates were judged; a resumed run relearns from the journal (merged at its
+first summary); and the verdicts a cascade leaves behind do not identify every rate (a judge asked
+only when the others disagree is seen only on hard cases), so a share of the candidates
+(``audit``, 0.1 by default with "auto") is judged by every seat (see :mod:`.panel`). For a
+reproducible run, freeze the weights: ``tgrs calibrate PANEL LABELLED.jsonl --out
 calibration.json`` and ``weights = "calibration.json"``.
 """
 
@@ -64,19 +66,21 @@ class JuryLog:
     def follow(self, path: Path) -> None:
         """Read the verdict records appended to ``path`` since the last call (whole lines only)."""
         try:
-            with path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
+            f = path.open("rb")
         except OSError:
             return
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        for raw in data[:end].splitlines():
-            try:
-                rec = json.loads(raw)
-                self.observe(str(rec["id"]), [(rec["teacher"], None if rec.get("error") else bool(rec["passed"]))])
-            except (ValueError, KeyError, TypeError):
-                continue  # a damaged line: the store sets those aside
+        with f:
+            f.seek(self._offset)
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break  # being written: read it next time
+                self._offset += len(raw)
+                try:
+                    rec = json.loads(raw)
+                    passed = None if rec.get("error") else bool(rec["passed"])
+                    self.observe(str(rec["id"]), [(rec["teacher"], passed)])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a damaged line: the store sets those aside
 
     def _votes(self) -> list[dict[str, bool]]:
         return [{t: p for t, p in r.items() if p is not None} for r in self.rows.values()]

@@ -8,6 +8,7 @@ Top-level keys (beside ``policy``, ``k``, ``threshold``, ``weights``, ``best_k``
     min_successful = 2               # quorum; failed judges are dropped instead of failing the candidate
     reserve = ["backup_judge"]       # judges (defined as [[teacher]] tables) that fill failed seats
     student_model = "Qwen/Qwen2.5-7B-Instruct"   # or a list: the student and the generator
+    audit = 0.1                      # share of candidates every seat judges (default 0.1 with "auto")
 
 Per-teacher keys (in a ``[[teacher]]`` table, any kind; they are roles of the seat, not settings of
 the teacher, so they never enter a teacher's cache key)::
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
 
-JURY_KEYS = frozenset({"margin", "ties", "min_successful", "reserve", "student_model"})
+JURY_KEYS = frozenset({"margin", "ties", "min_successful", "reserve", "student_model", "audit"})
 ROLE_KEYS = frozenset({"escalate_only", "repeats", "gold", "allow_self_judging"})
 
 
@@ -38,7 +39,7 @@ class SeatRole(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     escalate_only: bool = False
-    repeats: int = Field(1, ge=1, le=15)
+    repeats: int = Field(default=1, ge=1, le=15)
     gold: bool = False
     allow_self_judging: bool = False
 
@@ -69,9 +70,13 @@ def load_calibration(value: str, *, source: str, base_dir: Path) -> dict[str, An
                           file=source, field="weights") from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read the calibration file {p}: {e}", file=source, field="weights") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("teachers"), dict) or "prevalence" not in doc:
-        raise ConfigError(f"{p} is not a calibration file (expected \"teachers\" and \"prevalence\")",
-                          file=source, field="weights")
+    from .reliability import Reliability
+
+    try:
+        Reliability.from_json(doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{p} is not a calibration file (expected \"prevalence\" and, per teacher, "
+                          f"\"sensitivity\" and \"specificity\"; missing {e})", file=source, field="weights") from None
     return doc
 
 
@@ -108,6 +113,9 @@ def check_jury(doc: Mapping[str, Any], teachers: list[Any], roles: Mapping[str, 
     if student is not None and not (isinstance(student, str) or (
             isinstance(student, list) and all(isinstance(s, str) for s in student))):
         raise ConfigError("expected a model name or a list of them", file=source, field="student_model")
+    audit = doc.get("audit")
+    if audit is not None and (isinstance(audit, bool) or not isinstance(audit, int | float) or not 0 <= audit <= 1):
+        raise ConfigError(f"expected a share between 0 and 1; got {audit!r}", file=source, field="audit")
     warnings = []
     seats = len(names) - len(reserve)
     if doc.get("policy") == "majority" and seats % 2 == 0 and "ties" not in doc:

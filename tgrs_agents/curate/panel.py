@@ -13,13 +13,18 @@ seats, in seat order), so which reserve fills which seat never depends on timing
 verdict then counts in that seat. The whole decision rule is in :mod:`.policy`.
 
 Each candidate is judged with the policy of the moment it started: ``weights = "auto"`` refits the
-policy between candidates (:mod:`.jury`), never in the middle of one.
+policy between candidates (:mod:`.jury`), never in the middle of one. A share ``audit`` of the
+candidates (chosen by a hash of their id, so a resumed run audits the same ones) is judged by every
+seat, short-circuit or not: without such complete rows the verdicts a cascade leaves behind do not
+identify each judge's rates (a judge asked only when the others disagree is seen only on hard
+cases). Their decision is the same; only the saving is given up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import groupby
@@ -50,6 +55,7 @@ class _Case:
         self.used: set[str] = set()
         self.new: list[Verdict] = []
         self.decided_by: str | None = None
+        self.audit = panel.audited(cand)  # every seat is heard: the reliability estimates need some
         self.stop: list[BudgetExhausted] = []  # a refusal: raised once the calls in flight end
         for name, v in prior.items():
             if v.error is not None or name not in panel.stats:
@@ -62,7 +68,7 @@ class _Case:
         self.outcome = self.policy.decide(self.seats) if self.seats else None
 
     def done(self) -> bool:
-        return self.panel.stop_rule(self.policy, self.outcome, self.seats)
+        return not self.audit and self.panel.stop_rule(self.policy, self.outcome, self.seats)
 
     def record(self, v: Verdict, seat: str | None, told: bool = False) -> bool:
         """Hear ``v`` (a seat's own verdict, or a reserve's for ``seat``); True once decided."""
@@ -82,7 +88,9 @@ class _Case:
         panel = self.panel
         while seat not in self.seats and not self.stop:
             r = panel.next_reserve(self.used)
-            if r is None:
+            if r is None:  # another seat took the last one meanwhile: this failure is final
+                self.seats[seat] = self.trail[seat]
+                self.outcome = self.policy.decide(self.seats)
                 return
             self.used.add(r.name)
             if r.name in self.spare:
@@ -102,7 +110,7 @@ class Panel:
     """A policy and its teachers, ready to judge candidates."""
 
     def __init__(self, teachers: Sequence[Any], policy: Policy, *, reserves: Sequence[Any] = (),
-                 gold: Sequence[str] = (), auto: bool = False) -> None:
+                 gold: Sequence[str] = (), auto: bool = False, audit: float = 0.0) -> None:
         names = [t.name for t in teachers]
         if sorted(names) != sorted(policy.teachers):
             raise ConfigError(f"policy teachers {policy.teachers} differ from panel {names}")
@@ -111,6 +119,7 @@ class Panel:
         self.reserves = list(reserves)
         self.reserve_names = {r.name for r in self.reserves}
         self.policy = policy
+        self.audit = audit
         self.stats = {t.name: TeacherStats() for t in [*self.teachers, *self.reserves]}
         self.jury = JuryLog([*names, *self.reserve_names], gold=set(gold), auto=auto)
         self._groups = [list(g) for _, g in groupby(self.teachers, key=lambda t: (t.name in esc, t.cost_rank))]
@@ -141,7 +150,7 @@ class Panel:
             if getattr(tc, "mode", "pointwise") == "group":
                 from ..teachers.group_judge import GroupTeacher
 
-                return GroupTeacher.build(teacher_class(tc.kind)(tc, ctx), services)
+                return GroupTeacher.build(teacher_class(tc.kind)(tc, ctx), services)  # type: ignore[arg-type]
             k = cfg.role(tc.name).repeats
             if k == 1:
                 return services.wrap(teacher_class(tc.kind)(tc, ctx))
@@ -152,7 +161,8 @@ class Panel:
         seats = [build(t) for t in cfg.teachers if t.name not in cfg.reserve]
         by_name = {t.name: t for t in cfg.teachers}
         reserves = [build(by_name[n]) for n in cfg.reserve]
-        return cls(seats, policy, reserves=reserves, gold=cfg.gold_names(), auto=cfg.weights == "auto")
+        return cls(seats, policy, reserves=reserves, gold=cfg.gold_names(), auto=cfg.weights == "auto",
+                   audit=cfg.audit_share())
 
     async def aclose(self) -> None:
         for t in [*self.teachers, *self.reserves]:
@@ -194,6 +204,13 @@ class Panel:
             v = Verdict.failure(teacher.name, f"{why}: {e}", usage=e.usage)
             self.stats[teacher.name].add(v)
             return v
+
+    def audited(self, cand: Candidate) -> bool:
+        """Whether every seat judges ``cand`` (a share ``audit`` of candidates, chosen by id)."""
+        if self.audit <= 0:
+            return False
+        h = int.from_bytes(hashlib.sha256(cand.id.encode()).digest()[:8], "big")
+        return h / 2**64 < self.audit
 
     def next_reserve(self, used: set[str]) -> Any | None:
         return next((r for r in self.reserves if r.name not in used), None)

@@ -94,12 +94,18 @@ class PanelConfig(BaseModel):
     min_successful: int | None = None
     reserve: tuple[str, ...] = ()
     student_model: str | tuple[str, ...] | None = None
+    audit: float | None = None  # share of candidates judged by every seat (None: 0.1 with "auto", else 0)
     roles: dict[str, SeatRole] = {}
     calibration: dict[str, Any] | None = None  # the file named by weights, as read at load time
     warnings: tuple[str, ...] = ()  # said once at load time (an even majority without a tie rule)
 
     def role(self, name: str) -> SeatRole:
         return self.roles.get(name, SeatRole())
+
+    def audit_share(self) -> float:
+        if self.audit is not None:
+            return float(self.audit)
+        return 0.1 if self.weights == "auto" else 0.0
 
     def gold_names(self) -> list[str]:
         return [n for n, r in self.roles.items() if r.gold]
@@ -151,6 +157,7 @@ class PanelConfig(BaseModel):
             "teachers": sorted((t.identity() for t in self.teachers), key=lambda d: d["name"]),
         }
         jury = {"margin": self.margin or None, "ties": self.ties, "min_successful": self.min_successful,
+                "audit": self.audit,
                 "reserve": list(self.reserve) or None,
                 "roles": {n: r.non_default() for n, r in sorted(self.roles.items()) if r.non_default()} or None,
                 "calibration": self.calibration}
@@ -165,7 +172,7 @@ class PanelConfig(BaseModel):
         import tomli_w
 
         doc: dict[str, Any] = {"policy": self.policy}
-        for key in ("k", "threshold", "best_k", "ties", "min_successful", "student_model"):
+        for key in ("k", "threshold", "best_k", "ties", "min_successful", "student_model", "audit"):
             if getattr(self, key) is not None:
                 doc[key] = getattr(self, key)
         if self.weights:
@@ -294,6 +301,7 @@ def panel_from_dict(doc: Mapping[str, Any], *, source: str = "<panel>", base_dir
             min_successful=doc.get("min_successful"),
             reserve=tuple(doc.get("reserve", ())),
             student_model=tuple(student) if isinstance(student, list) else student,
+            audit=doc.get("audit"),
             roles=roles,
             calibration=(load_calibration(weights, source=source, base_dir=base_dir)
                          if isinstance(weights, str) and weights != "auto" else None),

@@ -6,8 +6,10 @@ candidate) and *specificity* c (it fails a bad one), and weigh its vote by what 
 
 The model (Dawid & Skene, 1979, two classes): a candidate is good (y = 1) with probability pi; given
 y, each teacher's verdict is an independent coin, P(pass | good) = s_j, P(fail | bad) = c_j. EM
-alternates the posterior q_i = P(y_i = 1 | verdicts) and the rates (with add-one smoothing, a
-Beta(2, 2) prior, so no rate is ever exactly 0 or 1). It starts from the vote share of each
+alternates the posterior q_i = P(y_i = 1 | verdicts) and the rates. Each rate has a Beta(8, 2)
+prior: every judge starts as right 4 times in 5, worth 10 candidates of evidence, so a judge seen on
+a handful of candidates (an escalate_only one, early in a run) is not declared useless or perfect
+from them, and no rate is ever exactly 0 or 1; a few dozen candidates outweigh it. It starts from the vote share of each
 candidate, so it settles on the solution where judges are better than chance; if it still lands on
 the flipped one (mean balanced accuracy below 1/2) the labels are flipped back.
 
@@ -46,6 +48,8 @@ Z95 = 1.959963984540054
 EPS = 1e-3  # no estimated rate is used closer to 0 or 1 than this in a decision
 GOLD_EPS = 1e-6
 PRIOR_RATE = 0.8  # before any data: every teacher right 4 times in 5 (equal weights: a majority vote)
+PRIOR_WEIGHT = 10.0  # ... worth this many candidates of evidence in EM (a Beta(8, 2) prior)
+EM_PRIOR = (PRIOR_RATE * PRIOR_WEIGHT, (1 - PRIOR_RATE) * PRIOR_WEIGHT)
 
 
 def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
@@ -74,9 +78,10 @@ class Rate:
     n: float
 
     @classmethod
-    def of(cls, successes: float, n: float) -> Rate:
+    def of(cls, successes: float, n: float, prior: tuple[float, float] = (1.0, 1.0)) -> Rate:
+        """The posterior mean under a Beta(``prior``) prior; the Wilson interval of the data alone."""
         low, high = wilson(successes, n)
-        return cls((successes + 1) / (n + 2), low, high, n)
+        return cls((successes + prior[0]) / (n + prior[0] + prior[1]), low, high, n)
 
     def to_json(self) -> dict[str, float]:
         return {"value": round(self.value, 4), "low": round(self.low, 4), "high": round(self.high, 4),
@@ -184,7 +189,7 @@ def _patterns(rows: Iterable[Row], teachers: Sequence[str]) -> Counter[tuple[int
 
 
 def _rates(pats: Mapping[tuple[int, ...], tuple[int, float]], teachers: Sequence[str],
-           gold: set[str]) -> tuple[dict[str, TeacherReliability], float, float]:
+           gold: set[str], prior: tuple[float, float] = EM_PRIOR) -> tuple[dict[str, TeacherReliability], float, float]:
     """The M step: rates from patterns -> (count, q); also pi and the number of items."""
     out: dict[str, TeacherReliability] = {}
     n_items = sum(n for n, _ in pats.values())
@@ -205,12 +210,12 @@ def _rates(pats: Mapping[tuple[int, ...], tuple[int, float]], teachers: Sequence
             sure = Rate(1.0, 1.0, 1.0, pq)
             out[t] = TeacherReliability(sure, Rate(1.0, 1.0, 1.0, nq), judged, gold=True)
         else:
-            out[t] = TeacherReliability(Rate.of(tp, pq), Rate.of(tn, nq), judged)
+            out[t] = TeacherReliability(Rate.of(tp, pq, prior), Rate.of(tn, nq, prior), judged)
     return out, (pos + 1) / (n_items + 2), n_items
 
 
 def dawid_skene(rows: Iterable[Row], teachers: Sequence[str], *, gold: Iterable[str] = (),
-                max_iter: int = 200, tol: float = 1e-7) -> Reliability:
+                max_iter: int = 2000, tol: float = 1e-7) -> Reliability:
     """Estimate every teacher's sensitivity and specificity from unlabelled verdicts (see the module)."""
     teachers = list(teachers)
     gold = set(gold) & set(teachers)
@@ -264,7 +269,7 @@ def dawid_skene(rows: Iterable[Row], teachers: Sequence[str], *, gold: Iterable[
 
 
 def from_labels(rows: Iterable[tuple[Row, bool]], teachers: Sequence[str]) -> Reliability:
-    """Rates against known labels: exact counts, Wilson intervals (``tgrs calibrate``)."""
+    """Rates against known labels: exact counts (add-one smoothed), Wilson intervals (``tgrs calibrate``)."""
     teachers = list(teachers)
     pats: dict[tuple[int, ...], tuple[int, float]] = {}
     for row, label in rows:
@@ -272,6 +277,6 @@ def from_labels(rows: Iterable[tuple[Row, bool]], teachers: Sequence[str]) -> Re
         n, _ = pats.get(key, (0, 0.0))
         pats[key] = (n + 1, float(label))
     # the label rides along as a last column (so equal verdicts with other labels stay apart)
-    rel, pi, n_items = _rates(pats, [*teachers, "\x00label"], set())
+    rel, pi, n_items = _rates(pats, [*teachers, "\x00label"], set(), prior=(1.0, 1.0))
     rel.pop("\x00label", None)
     return Reliability(rel, prevalence=pi, items=int(n_items), source="labels")

@@ -113,19 +113,17 @@ class CurateRun:
             raise ConfigError("--out is inside the input directory (the run's own files would be read as "
                               "input): put it elsewhere", file=self.store.dir)
         if self.panel is None:  # build first: a bad teacher or missing key fails before DIR is touched
-            ledger = Ledger(self.opts.cache_path) if self.opts.cache else None
-            if ledger is not None:
-                ledger.check()  # one that cannot be used stops the run here, before any call
-            self.services = Services(budget=Budget(self.opts.budget_usd), ledger=ledger,
+            self.services = Services(budget=Budget(self.opts.budget_usd),
+                                     ledger=Ledger(self.opts.cache_path) if self.opts.cache else None,
                                      breaker_failures=self.opts.breaker_failures)
             self.panel = Panel.from_config(self.cfg, self.services)
-        elif self.services.ledger is not None:
-            self.services.ledger.check()
         try:
+            if self.services.ledger is not None:
+                self.services.ledger.check()  # one that cannot be used stops the run before any call
             with run_lock(self.store.dir):  # one owner: taken before anything in DIR is read
                 summary = await self._locked()
         except OSError as e:
-            raise io_failure(e, self.store.dir) from None
+            raise io_failure(e, self.store.dir, "cannot use it") from None
         finally:
             await self.panel.aclose()
             self.services.close()
@@ -162,7 +160,7 @@ class CurateRun:
         remember_format(self.store.dir, self.format, input_unit(self.input, self.format))
         if self.services.ledger is not None:
             self.services.ledger.owner = state.run_id  # what it pays for is owed until journaled
-        self._paid = {t.name: t for t in self.panel.teachers if hasattr(t, "settle")}
+        self._paid = {t.name: t for t in [*self.panel.teachers, *self.panel.reserves] if hasattr(t, "settle")}
         index = open_index(self.store, state.resumed)  # rebuilt from the outputs if damaged
         try:
             await self._stages(state, index)
@@ -184,18 +182,30 @@ class CurateRun:
         of these stops the run like any other (it is raised after)."""
         if (halted := self.services.halted()) is not None:
             self._fail(halted)  # an endpoint or the ledger halted after the last candidate started
+        if self.store.failure is not None:
+            self._count_on_disk()
         summary = self.summary()
         self.bus.publish(RunStopped(reason=self.stopped) if self.stopped else RunFinished(summary=summary))
         try:
             self.store.close(wall_s=summary["wall_s"])
         except RunStoreError as e:
             self._fail(e)
+            self._count_on_disk()
             summary = self.summary()
         try:
             self.store.write_summary(summary)
         except RunStoreError as e:
             self._fail(e)
         return summary
+
+    def _count_on_disk(self) -> None:
+        """After a failed write: the summary counts what the files hold, not what was buffered."""
+        try:
+            self.counts.update(self.store.on_disk())
+        except OSError:
+            pass
+        if self.store.finalized():
+            self.counts["passed"] = 0
 
     def _fail(self, e: BaseException) -> None:
         """Stop the run for ``e``: no new candidate starts, the calls in flight end and are
@@ -262,6 +272,8 @@ class CurateRun:
                 continue
             if self.store.failure is not None:  # a verdict could not be journaled
                 self._fail(self.store.failure)
+            if (halted := self.services.halted()) is not None:  # a 401 (say) tripped a breaker
+                self._fail(halted)
             await results.put((line, (cand, decision)))
 
     def _verdict_hook(self, line: int, cand: Candidate) -> Callable[[str, Verdict], None]:
@@ -304,11 +316,11 @@ class CurateRun:
                 if time.monotonic() - last_summary > self.opts.summary_interval_s:
                     self.store.write_summary(self.summary())
                     last_summary = time.monotonic()
-            except RunStoreError as e:
+            except Exception as e:  # noqa: BLE001 - a full disk (say): stop, keep draining
                 self._fail(e)
         try:
             self.store.commit()
-        except RunStoreError as e:
+        except Exception as e:  # noqa: BLE001
             self._fail(e)
 
     def _record(self, line: int, payload: Any) -> None:
@@ -333,6 +345,8 @@ class CurateRun:
         self.store.append("invalid", sanitize({"line": line, "id": cid, "field": field, "reason": reason,
                                                "raw": "", "file": str(self.input)}))
         self.counts["invalid"] += 1
+        if not isinstance(payload, Invalid):
+            self.counts["valid"] -= 1  # read as a candidate; it is counted where a resume counts it
         self.bus.publish(CandidateInvalid(line=line, reason=sanitize(reason)))
 
     def _decision_row(self, line: int, cand: Candidate, d: Decision) -> dict[str, Any]:

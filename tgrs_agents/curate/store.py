@@ -117,7 +117,8 @@ class ResumeState:
 class RunStore:
     """Buffered, ordered, append-only writers for one run directory.
 
-    ``failure`` is set by the first write that failed; from then on nothing more is written.
+    ``failure`` is set by the first write that failed; from then on nothing more is buffered or
+    committed (only paid verdicts are still tried, see :meth:`write_now`).
     ``warnings`` says what recovery set aside.
     """
 
@@ -239,6 +240,11 @@ class RunStore:
             state.stats.setdefault(t, TeacherStats()).saved += n
         return state
 
+    def on_disk(self) -> dict[str, int]:
+        """Decision records per file as they are on disk (after a failed commit, the counts kept
+        in memory include records that were never written)."""
+        return {name: sum(1 for _ in scan(self.path(name), has_line)) for name in DECISIONS}
+
     def scan_done(self) -> DoneLines:
         """Lines already decided, read without changing anything (partial or damaged lines skipped)."""
         done = DoneLines()
@@ -259,10 +265,11 @@ class RunStore:
 
     def write_now(self, name: str, record: dict[str, Any]) -> bool:
         """Write one record at once (a paid verdict: see the module docstring). False when it could
-        not be written (then ``failure`` says why); a record that does not serialise raises."""
+        not be written (then ``failure`` says why); a record that does not serialise raises.
+
+        Tried even after another write failed: a run that is stopping still journals the verdicts
+        of the calls it drains (a whole line, or nothing)."""
         data = orjson.dumps(record) + b"\n"
-        if self.failure is not None:
-            return False
         try:
             self._write(name, data)
         except RunStoreError:
@@ -279,8 +286,9 @@ class RunStore:
                 os.ftruncate(fd, size)  # undo a partial line, so the file ends on a whole one
             except OSError:
                 pass  # recovery cuts it
-            self.failure = io_failure(e, self.path(name))
-            raise self.failure from None
+            failure = io_failure(e, self.path(name))
+            self.failure = self.failure or failure
+            raise failure from None
 
     def maybe_commit(self, interval_s: float = 0.25) -> None:
         if self._pending >= _COMMIT_BYTES or time.monotonic() - self._last_commit >= interval_s:

@@ -142,7 +142,7 @@ class OpenAIChatBackend:
         services: Services | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
-        max_concurrency: int = 512,  # a ceiling: the endpoint's limiter sets the pace
+        max_concurrency: int = 256,  # a ceiling: the endpoint's limiter sets the pace
         timeout_s: float = 120.0,
         max_attempts: int = 5,
         price_input_per_mtok: float | None = None,

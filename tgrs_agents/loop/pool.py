@@ -36,6 +36,13 @@ The rule (``pool_mode = "agree"``, the default)
 ``pool_mode = "distinct"`` keeps the old rule (one row per :func:`dedupe_key`, first come, newest
 round first): diverse paths help when the panel is exact (verifiers), and it is the "before" of
 the benchmark.
+
+The accept-all control pools with ``"all"``, whatever the config says: every row of the round
+(``max(cap, rows)`` per task, newest first, input order), looking at nothing in them. Agreement
+is a quality signal of its own (majority voting over the student's samples): used on the control,
+it would turn "SFT on every candidate" into self-consistency training (in the demo it lifted the
+control from about 0.3 to 0.79 after three rounds). Deduplication is not neutral either: it keeps
+scattered wrong answers and collapses repeated right ones.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from .filters import FilterResult, difficulty_band, length_bounds, near_duplicat
 from .stages import Pooled
 
 Record = dict[str, Any]
-PoolMode = Literal["agree", "distinct"]
+PoolMode = Literal["agree", "distinct", "all"]
 
 
 def dedupe_key(rec: Record) -> tuple[str, str, str]:
@@ -81,7 +88,8 @@ def sft_row(rec: Record) -> Record:
 def pool_accepted(previous: list[Record], new: list[Record], cap: int,
                   mode: PoolMode = "agree") -> list[Record]:
     """This round's rows (``new``) and the previous pool, at most ``max(cap, s)`` per task (see the module
-    docstring); ``mode="distinct"``: one row per dedupe key, first come, at most ``cap`` per task."""
+    docstring); ``mode="distinct"``: one row per dedupe key, first come, at most ``cap`` per task;
+    ``mode="all"``: every row, blind to content (the control's), ``max(cap, this round's rows)`` per task."""
     if mode == "distinct":
         return _distinct(previous, new, cap)
     tasks: dict[str, list[tuple[int, Record]]] = defaultdict(list)  # task -> (age, row), input order
@@ -90,6 +98,9 @@ def pool_accepted(previous: list[Record], new: list[Record], cap: int,
             tasks[rec["task_id"]].append((age, rec))
     out: list[Record] = []
     for rows in tasks.values():
+        if mode == "all":
+            out += [sft_row(r) for _, r in rows[:max(cap, sum(age == 0 for age, _ in rows))]]
+            continue
         support = Counter(a for _, r in rows if (a := answer_key(r)))
 
         def rank(i: int, rows: list[tuple[int, Record]] = rows, support: Counter[str] = support) -> tuple[Any, ...]:

@@ -133,11 +133,15 @@ class ExpertIteration:
 
     def claim(self) -> None:
         """Make the run directory this config's and arm's, or refuse (see tgrs_agents.loop.fingerprint)."""
-        panel = None
-        if not self.accept_all and self.cfg.rounds > 0:
-            from ..curate.panel_file import load_panel
+        from ..curate.panel_file import load_panel
 
-            panel = load_panel(self.panel_file())
+        panel = None
+        if not self.accept_all:
+            try:
+                panel = load_panel(self.panel_file())
+            except ConfigError:
+                if self.cfg.rounds > 0:
+                    raise  # an evaluation-only run never reads its panel
         archived = claim(self.layout, identity(self.cfg, self.arm, panel), force=self.force)
         if archived is not None:
             self.log(f"[tgrs] --force: the earlier run in {self.dir} moved to {archived}")
@@ -257,14 +261,15 @@ class ExpertIteration:
         return path
 
     def pool(self, rnd: int, accepted_file: str) -> Pooled:
-        """This round's accepted data through the filters, pooled with the previous rounds' pool."""
+        """This round's accepted data through the filters, pooled with the previous rounds' pool (the
+        accept-all control pools every row, blind to content: see tgrs_agents.loop.pool)."""
         def tokenizer() -> Any:  # length bounds count the student's own tokens
             from transformers import AutoTokenizer
 
             return AutoTokenizer.from_pretrained(self.model_dir(rnd - 1))
 
         return pool_round(self.layout, rnd, accepted_file, self.cfg.filters, self.cfg.pool_cap_per_task,
-                          tokenizer=tokenizer, mode=self.cfg.pool_mode)
+                          tokenizer=tokenizer, mode="all" if self.accept_all else self.cfg.pool_mode)
 
     def sft(self, rnd: int) -> Trained:
         """Fine-tune round ``rnd - 1``'s student on the pool; an empty pool carries the student over."""

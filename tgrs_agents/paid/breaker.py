@@ -9,12 +9,15 @@ each attempt:
 * ``failures`` consecutive attempts that got no answer at all (connection refused or reset, DNS,
   timeouts) trip it; any answer from the server (a 200, a 429, a 5xx) resets the count.
 
-Once tripped, no new attempt is sent to the endpoint: each raises :class:`Halted` before it takes
-a rate token. :class:`Halted` is a :class:`~tgrs_agents.errors.BudgetExhausted` on purpose: that is
-the one signal every layer and the panel already treat as "stop starting calls" (calls in flight
-finish, their usage is kept, the candidate stays pending and the directory resumes). Unlike the
-budget, the run then ends with an error: one line naming the teacher, the status, the base URL and
-the environment variable the key was read from (never the key).
+The attempt that trips it ends as it would have (its error is journaled as that verdict's error);
+from then on no attempt is sent to the endpoint: each raises :class:`Halted` before it takes a rate
+token (and again after, if it was waiting for one).
+
+:class:`Halted` is a :class:`~tgrs_agents.errors.BudgetExhausted` on purpose: that is the one signal
+every layer and the panel already treat as "stop starting calls" (calls in flight finish, their
+usage is kept, the candidate stays pending and the directory resumes). Unlike the budget, the run
+then ends with an error: one line naming the teacher, the status, the base URL and the environment
+variable the key was read from (never the key).
 """
 
 from __future__ import annotations
@@ -77,28 +80,25 @@ class Breaker:
     def ok(self) -> None:
         self.consecutive = 0
 
-    def failed(self, e: TeacherError, who: Endpoint) -> Halted | None:
-        """After a failed attempt: the :class:`Halted` to raise instead of ``e`` if this trips (or
-        tripped) the breaker, else None (``e`` goes on to the retry policy)."""
-        used = e.usage if e.usage is not None else Usage(requests=1)
+    def failed(self, e: TeacherError, who: Endpoint) -> None:
+        """After a failed attempt: trip on a 401/403 or on the ``failures``-th attempt in a row
+        without an answer. The attempt's own error goes on as it is (it is a real answer, journaled
+        as the verdict's error); every attempt after it is refused by :meth:`check`."""
         if self.down is not None:
-            return self.down.again(used)
+            return
         if e.kind == "auth":
             key = f"the API key in ${who.key_env}" if who.key_env else "its API key"
             self.down = Halted(
                 f"teacher {who.teacher!r}: HTTP {e.status or 401} from {who.where()}: {key} was refused "
-                f"({e}); no more calls were sent to this endpoint. Fix the key (or base_url) and run "
-                "the same command again: the run resumes where it stopped", teacher=who.teacher)
+                f"({str(e)[:160]}); no more calls were sent to this endpoint. Fix the key (or base_url) "
+                "and run the same command again: the run resumes where it stopped", teacher=who.teacher)
         elif e.kind in NO_ANSWER:
             self.consecutive += 1
-            if self.consecutive < self.failures:
-                return None
-            self.down = Halted(
-                f"teacher {who.teacher!r}: {self.consecutive} attempts in a row got no answer from "
-                f"{who.where()} (last: {e}); no more calls were sent to this endpoint. Check that it "
-                "is up and that base_url is right, then run the same command again: the run resumes "
-                "where it stopped", teacher=who.teacher)
+            if self.consecutive >= self.failures:
+                self.down = Halted(
+                    f"teacher {who.teacher!r}: {self.consecutive} attempts in a row got no answer from "
+                    f"{who.where()} (last: {e}); no more calls were sent to this endpoint. Check that it "
+                    "is up and that base_url is right, then run the same command again: the run resumes "
+                    "where it stopped", teacher=who.teacher)
         else:
             self.consecutive = 0  # the server answered (a 5xx or a 429 is an answer)
-            return None
-        return self.down.again(used)

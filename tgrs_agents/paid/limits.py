@@ -5,9 +5,9 @@ every paid call on that account, because that is the unit the provider limits. I
 no tuning:
 
 * **Pacing.** Before a call it takes one request token and the *estimated* tokens; after the call
-  it reconciles the estimate with the usage the API reported. Buckets run on *debt*: a caller
-  reserves at once (the bucket may go negative) and sleeps for the debt, so waiting callers are
-  served in order and pacing is exact. Until the provider has said how much may be banked, the
+  it reconciles the estimate with the usage the API reported. Buckets run on *debt*
+  (:mod:`.buckets`): waiting callers are served in order and pacing is exact. Until the provider
+  has said how much may be banked, the
   request bucket starts with one token: the first second is paced, not a herd that outruns a bank
   already spent by another client and, on a busy event loop, bunches what follows.
 * **Banks.** The ``x-ratelimit-*`` / ``anthropic-ratelimit-*`` headers (of errors too: a 429
@@ -24,105 +24,25 @@ no tuning:
   does not repeat -- unless the server stated a limit we keep within and the 429s are an isolated
   burst. Several callers on one endpoint share the lowest rate any of them states.
 
-Time comes from an injectable :class:`Clock`, so tests run in milliseconds.
+Time comes from an injectable :class:`~.buckets.Clock`, so tests run in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import ratelimit_headers
+from .buckets import Clock, FakeClock, SystemClock, TokenBucket
 from .ratelimit_headers import parse_reset
 from .slots import SlotGate
 
 __all__ = ["Clock", "EndpointLimiter", "EndpointLimits", "FakeClock", "LimiterRegistry", "LimiterStats",
            "SystemClock", "TokenBucket", "endpoint_key", "parse_reset"]
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class FakeClock:
-    """Virtual time: ``sleep`` advances the clock instead of waiting (for deterministic tests)."""
-
-    EPOCH = 1_750_000_000.0  # what ``wall`` reads at t = 0 (rate-limit headers give POSIX times)
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.t = start
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return self.EPOCH + self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += max(seconds, 0.0)
-        await asyncio.sleep(0)
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``capacity`` banked; reservations may run into debt."""
-
-    def __init__(self, rate: float, capacity: float, now: float, tokens: float | None = None) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity if tokens is None else min(capacity, tokens)
-        self.t = now
-        self.pending = 0.0  # reserved by callers still waiting for their turn
-        self.raised = 0.0  # added by what the server said was banked (waiters re-time by it)
-
-    def _refill(self, now: float) -> None:
-        if now > self.t:
-            self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
-            self.t = now
-
-    def reserve(self, n: float, now: float) -> float:
-        """Take ``n`` tokens; returns how long the caller must wait before using them."""
-        self._refill(now)
-        self.tokens -= n
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-    def credit(self, n: float, now: float) -> None:
-        """Give back tokens that were reserved but not used (or take more, if ``n < 0``)."""
-        self._refill(now)
-        self.tokens = min(self.capacity, self.tokens + n)
-
-    def clamp(self, remaining: float, now: float) -> None:
-        """The server says only ``remaining`` are left: never believe we have more."""
-        self._refill(now)
-        self.tokens = min(self.tokens, remaining)
-
-    def lift(self, level: float, now: float) -> float:
-        """The server holds more for us than we believed: raise the bank to ``level``; the rise."""
-        self._refill(now)
-        rise = min(level, self.capacity) - self.tokens
-        if rise <= 0:
-            return 0.0
-        self.tokens += rise
-        self.raised += rise
-        return rise
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +51,7 @@ class EndpointLimits:
     tpm: float | None = None  # input + output tokens (OpenAI style)
     input_tpm: float | None = None  # Anthropic style
     output_tpm: float | None = None
-    max_concurrency: int = 512  # a ceiling: calls in flight follow rate x latency below it
+    max_concurrency: int = 256  # a ceiling: calls in flight follow rate x latency below it
     burst_s: float | None = None  # the provider's bank in seconds of rate; None: learn it from headers
 
 
@@ -142,7 +62,7 @@ class LimiterStats:
     rate_limited: int = 0
     learned: dict[str, float] = field(default_factory=dict)
     bank_s: dict[str, float] = field(default_factory=dict)  # the bank window the headers showed
-    lifted: float = 0.0  # requests the server's bank let through ahead of the rate
+    lifted: float = 0.0  # requests the server's headers added to the bucket (a bank spent early)
 
 
 DEFAULT_BURST_S = 1.0  # bucket capacity, in seconds of rate, until the provider says otherwise
@@ -172,8 +92,13 @@ class EndpointLimiter:
         self._stated: dict[str, float] = {}  # per-minute limits the server stated in headers
         self._window: dict[str, float] = {}  # bank windows (s) the headers showed, per bucket
         self._synced: set[str] = set()
-        self._wakers: set[asyncio.Future[None]] = set()  # callers sleeping on debt
-        self.slots = SlotGate(limits.max_concurrency)
+        # callers sleeping on debt, in the order they reserved, with what they reserved
+        self._wakers: dict[asyncio.Future[None], list[tuple[TokenBucket, float, float, float]]] = {}
+        # the permit of the call this task has under way: the headers ``learn`` gets answer it
+        self._permit: contextvars.ContextVar[float | None] = contextvars.ContextVar(f"permit {key}",
+                                                                                    default=None)
+        # the event loop's lag is real time: measured only when the limiter runs on it
+        self.slots = SlotGate(limits.max_concurrency, probe_lag=isinstance(self.clock, SystemClock))
         now = self.clock.now()
         self.requests = self._bucket("requests", limits.rpm, now)
         self.tokens = self._bucket("tokens", limits.tpm, now)
@@ -224,6 +149,7 @@ class EndpointLimiter:
             start = self.clock.now()
             self.stats.waited_s += start - t0
             self.slots.started(start, amounts)
+            self._permit.set(start)
             return start
         except BaseException:
             self.slots.exit()
@@ -236,7 +162,7 @@ class EndpointLimiter:
             bk.pending += n
         try:
             while wait > 0:
-                if not await self._sleep_unless_lifted(wait):
+                if not await self._sleep_unless_lifted(wait, held):
                     return
                 now = self.clock.now()  # where each reservation stands now, with the lift
                 wait = max((-(pos + bk.raised - raised0 + (now - t_res) * bk.rate) / bk.rate
@@ -245,16 +171,17 @@ class EndpointLimiter:
             for bk, n, _, _ in held:
                 bk.pending -= n
 
-    async def _sleep_unless_lifted(self, wait: float) -> bool:
+    async def _sleep_unless_lifted(self, wait: float,
+                                   held: list[tuple[TokenBucket, float, float, float]]) -> bool:
         """Sleep ``wait`` seconds; True if a lift of the buckets woke us first."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         sleeper = asyncio.ensure_future(self.clock.sleep(wait))
         sleeper.add_done_callback(lambda _: _wake(fut))
-        self._wakers.add(fut)
+        self._wakers[fut] = held
         try:
             await fut
         finally:
-            self._wakers.discard(fut)
+            self._wakers.pop(fut, None)
             lifted = not sleeper.done()
             sleeper.cancel()
         return lifted
@@ -266,6 +193,8 @@ class EndpointLimiter:
         ``permit`` is what :meth:`acquire` returned (the call's start), so the limiter sees the
         latency; without it the call still ends, only unmeasured."""
         now = self.clock.now()
+        if self._permit.get() == permit:
+            self._permit.set(None)
         self.slots.ended(permit, now)
         in_debt = any(bk.tokens < 0 for bk in self._buckets().values())
         self.slots.exit(grow=not in_debt)
@@ -350,10 +279,16 @@ class EndpointLimiter:
             if per_min:
                 self._lower(name, per_min, now)
 
-    def learn(self, headers: Mapping[str, str]) -> None:
+    def learn(self, headers: Mapping[str, str], *, permit: float | None = None) -> None:
         """Take the server's word for its limits and its bank (``x-ratelimit-*`` /
-        ``anthropic-ratelimit-*``; see :mod:`.ratelimit_headers`)."""
+        ``anthropic-ratelimit-*``; see :mod:`.ratelimit_headers`). ``permit``: the call the
+        headers answer (before its release), so its ``remaining`` is read as of that call; by
+        default the call this task acquired and has not yet released."""
         now = self.clock.now()
+        if permit is None:
+            permit = self._permit.get()
+        if permit is not None and not self.slots.in_flight(permit):
+            permit = None
         wall = getattr(self.clock, "wall", time.time)()
         for r in ratelimit_headers.read(headers, wall):
             name = r.bucket
@@ -374,19 +309,33 @@ class EndpointLimiter:
                 bk.capacity = self._capacity(name)
                 bk.tokens = min(bk.tokens, bk.capacity)
             if name in self._window and now >= self._distrust_until:
-                self._spend_bank(name, bk, r.remaining, now)
+                per_s = (r.limit or 60 * self._base[name]) / 60  # the server's refill rate
+                self._spend_bank(name, bk, r.remaining, per_s, now, permit)
 
-    def _spend_bank(self, name: str, bk: TokenBucket, remaining: float, now: float) -> None:
-        """Lift the bucket to what the server holds for us, less what may have started since this
-        response was counted and less a reserve; wake the callers whose turn that brings forward."""
-        bank = remaining * self._window[name] / 60  # ``remaining`` is scaled to the minute
-        level = bank - self.slots.since_oldest(name) - self.RESERVE_S * self._base[name] - bk.pending
+    def _spend_bank(self, name: str, bk: TokenBucket, remaining: float, per_s: float, now: float,
+                    permit: float | None) -> None:
+        """Lift the bucket to what the server holds for us: what it had when it counted this call
+        (plus what it refilled since the call began, if we know when), less what may have started
+        since and a reserve; wake the callers whose turn that brings forward."""
+        window = self._window[name]
+        bank = remaining * window / 60  # ``remaining`` is scaled to the minute
+        if permit is not None:
+            bank = min(per_s * window, bank + per_s * max(0.0, now - permit))
+        level = bank - self.slots.since(name, permit) - self.RESERVE_S * self._base[name] - bk.pending
         rise = bk.lift(level, now)
-        if rise > 0:
-            if name == "requests":
-                self.stats.lifted += rise
-            for fut in list(self._wakers):
-                _wake(fut)
+        if rise <= 0:
+            return
+        if name == "requests":
+            self.stats.lifted += rise
+        # the first in line, as many as the rise pays for, may now go sooner: wake them to re-time
+        for fut, held in list(self._wakers.items()):
+            n = next((n for b, n, _, _ in held if b is bk), 0.0)
+            if not n:
+                continue  # not waiting on this bucket
+            if n > rise:
+                break
+            rise -= n
+            _wake(fut)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

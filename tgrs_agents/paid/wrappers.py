@@ -74,9 +74,8 @@ class RateLimited(Generic[Req, T]):
                 self.limiter.learn(e.headers)  # a 429 states the limit it enforces
             if e.kind == "rate_limit":
                 self.limiter.on_rate_limited(e.retry_after)
-            halted = self.breaker.failed(e, self.who) if self.breaker is not None else None
-            if halted is not None:
-                raise halted from None
+            if self.breaker is not None:
+                self.breaker.failed(e, self.who)  # a 401, or too many attempts without an answer
             raise
         else:
             used = result.usage

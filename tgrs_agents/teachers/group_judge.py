@@ -61,10 +61,21 @@ class GroupOutput(BaseModel):
     scores: list[_Entry] = Field(min_length=1)
 
 
+def _transcript(c: Candidate) -> str:
+    """A candidate's trajectory without its task message (the group prompt states the task once)."""
+    from ..chat import JUDGE, render
+
+    msgs = list(c.messages)
+    first_user = next((i for i, m in enumerate(msgs) if m.role == "user"), None)
+    if first_user is None:
+        return render_transcript(c)
+    return render(msgs[:first_user] + msgs[first_user + 1:], JUDGE)
+
+
 def render_group(template: str, cands: Sequence[Candidate], rubric: str) -> str:
     """The group prompt: the task and reference once, each candidate as ``<candidate id="i">``."""
     ref = cands[0].reference
-    blocks = [f'<candidate id="{i}">\n<trajectory>\n{render_transcript(c)}\n</trajectory>\n'
+    blocks = [f'<candidate id="{i}">\n<trajectory>\n{_transcript(c)}\n</trajectory>\n'
               f"<final>\n{c.final_text}\n</final>\n</candidate>" for i, c in enumerate(cands, start=1)]
     values = {"task": cands[0].task_text, "rubric": rubric or "(none)", "n": str(len(cands)),
               "reference": "(none)" if ref is None else (ref if isinstance(ref, str) else json.dumps(ref)),

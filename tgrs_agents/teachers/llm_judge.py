@@ -70,7 +70,7 @@ class JudgeConfig(TeacherConfig):
     tpm: float | None = Field(None, gt=0)
     input_tpm: float | None = Field(None, gt=0)
     output_tpm: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(512, ge=1)  # a ceiling: the endpoint's limiter sets the pace
+    max_concurrency: int = Field(256, ge=1)  # a ceiling: the endpoint's limiter sets the pace
     price_input_per_mtok: float | None = Field(None, ge=0)
     price_output_per_mtok: float | None = Field(None, ge=0)
     timeout_s: float = Field(60.0, gt=0)
