@@ -10,7 +10,9 @@ from .curate.policy import Policy, make_policy, select_best_k
 from .curate.run import CurateOptions, CurateRun, curate
 from .errors import (
     BudgetExhausted,
+    CallsStopped,
     ConfigError,
+    Halted,
     InputError,
     RunStoreError,
     TeacherError,
@@ -45,6 +47,7 @@ __all__ = [
     "Budget",
     "BudgetExhausted",
     "BuildContext",
+    "CallsStopped",
     "Candidate",
     "CandidateDecided",
     "CandidateInvalid",
@@ -61,6 +64,7 @@ __all__ = [
     "ExpertIteration",
     "ExportReport",
     "FakeClock",
+    "Halted",
     "Hygiene",
     "InputError",
     "Ledger",

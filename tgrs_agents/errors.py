@@ -7,7 +7,9 @@
     ├── InputError           an input record is wrong (names file, line, field); set aside, never fatal
     ├── RunStoreError        the run directory cannot be used as asked (other panel, other input)
     ├── TeacherError         a paid call or a teacher failed (carries teacher, attempt, status, kind)
-    └── BudgetExhausted      the next call would pass the run's budget: the one signal that stops a run
+    └── CallsStopped         no further paid call may start: the one signal that stops a run
+        ├── BudgetExhausted  the next call would pass the run's budget
+        └── Halted           an endpoint refused the key or stopped answering, or the ledger failed
 
 Errors never carry secrets: API keys are read from the environment at the last moment and are
 never formatted into a message.
@@ -122,7 +124,23 @@ class TeacherError(TgrsError):
         super().__init__(message)
 
 
-class BudgetExhausted(TgrsError):
+class CallsStopped(TgrsError):
+    """No further paid call may start: the one signal that stops a run.
+
+    Raised before an attempt and never turned into anything else on its way up: every layer and the
+    panel stop starting calls, let the calls in flight finish, and the candidate without a verdict
+    stays pending. ``usage`` is what the call's earlier attempts were already billed (nothing, when
+    the first attempt was refused), so their cost is kept on the record.
+    """
+
+    def __init__(self, message: str, *, teacher: str | None = None,
+                 usage: Usage | None = None) -> None:
+        self.teacher = teacher
+        self.usage = usage
+        super().__init__(message)
+
+
+class BudgetExhausted(CallsStopped):
     """Starting the next call would take spending past the run's budget.
 
     The one budget-stop signal: raised by :meth:`~tgrs_agents.paid.cost.Budget.reserve` before an
@@ -131,8 +149,18 @@ class BudgetExhausted(TgrsError):
     kept on the record while the run stops cleanly and the candidate stays pending.
     """
 
-    def __init__(self, message: str, *, teacher: str | None = None,
-                 usage: Usage | None = None) -> None:
-        self.teacher = teacher
-        self.usage = usage
-        super().__init__(message)
+
+class Halted(CallsStopped):
+    """A paid call may not start: its endpoint refused the key or stopped answering (the circuit
+    breaker, :mod:`tgrs_agents.paid.breaker`), or the verdict ledger cannot be used.
+
+    The run stops starting calls, drains those in flight, and ends with this error (exit non-zero).
+    """
+
+    def __init__(self, message: str, *, teacher: str | None = None, usage: Usage | None = None) -> None:
+        super().__init__(message, teacher=teacher, usage=usage)
+        self.message = message
+
+    def again(self, usage: Usage | None = None) -> Halted:
+        """The same stop, raised anew for another call (each carries its own usage)."""
+        return Halted(self.message, teacher=self.teacher, usage=usage)

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from api_judge_kit import KEYS, KINDS, build, cand, judge1, limiter, price, prompt_of, run, set_keys, table
 
-from tgrs_agents.errors import BudgetExhausted, TeacherError
-from tgrs_agents.paid.breaker import Halted
+from tgrs_agents.errors import BudgetExhausted, CallsStopped, Halted, TeacherError
 from tgrs_agents.paid.call import CacheIdentity, Paid, PaidAdapter, PaidJudge
 from tgrs_agents.paid.cost import Budget, Price
 from tgrs_agents.paid.ledger import Ledger
@@ -418,7 +417,7 @@ def test_a_401_halts_every_teacher_on_the_endpoint_after_one_request():
         with pytest.raises(Halted) as halted:
             run(stack.call("y"))
         assert "'scripted'" in str(halted.value) and "HTTP 401" in str(halted.value)
-        assert isinstance(halted.value, BudgetExhausted)  # the one stop signal the panel knows
+        assert isinstance(halted.value, CallsStopped)  # the one stop signal the panel knows
     assert first.calls == 1 and second.calls == 0  # nothing more was sent
     assert a.limiter.stats.acquired == 1
     assert svc.halted() is not None

@@ -27,7 +27,7 @@ from api_judge_kit import (
     table,
 )
 
-from tgrs_agents.errors import BudgetExhausted, ConfigError, TeacherError
+from tgrs_agents.errors import CallsStopped, ConfigError, TeacherError
 from tgrs_agents.paid.call import CacheIdentity, Paid, PaidJudge
 from tgrs_agents.paid.ledger import Ledger
 from tgrs_agents.tasks.arithmetic_data import write_synthetic
@@ -218,11 +218,11 @@ def test_api_keys_never_leak(tmp_path, caplog, capsys):
                         s.script.extend(script)
                         try:
                             verdicts.append(await t.judge(cand(10 * i + len(verdicts))))
-                        except (TeacherError, BudgetExhausted) as e:
+                        except (TeacherError, CallsStopped) as e:
                             errors.append(e)
                         try:
                             verdicts.append(await panel._call(t, cand(1000 + len(verdicts))))
-                        except BudgetExhausted as e:  # the halt that follows the 401
+                        except CallsStopped as e:  # the halt that follows the 401
                             errors.append(e)
                 return errors, verdicts, panel
             finally:
@@ -232,7 +232,7 @@ def test_api_keys_never_leak(tmp_path, caplog, capsys):
         errors, verdicts, panel = run(main())
     kinds = {e.kind for e in errors if isinstance(e, TeacherError)}
     assert len(errors) >= 10 and kinds >= {"auth", "bad_request", "server", "malformed", "connection"}
-    assert any(isinstance(e, BudgetExhausted) and "401" in str(e) for e in errors)  # the halt names the status
+    assert any(isinstance(e, CallsStopped) and "401" in str(e) for e in errors)  # the halt names the status
     texts = [str(e) for e in errors] + [repr(e) for e in errors] + [repr(vars(e)) for e in errors]
     texts += [v.model_dump_json() for v in verdicts]
     texts += [json.dumps(panel.stats[n].to_json()) for n in panel.stats]

@@ -31,9 +31,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from ..errors import BudgetExhausted, ConfigError, TeacherError
+from ..errors import CallsStopped, ConfigError, Halted, TeacherError
 from ..events import TeacherStats
-from ..paid.breaker import Halted
 from ..types import Candidate, Decision, Usage, Verdict
 from .jury import JuryLog
 from .policy import Policy
@@ -56,7 +55,7 @@ class _Case:
         self.new: list[Verdict] = []
         self.decided_by: str | None = None
         self.audit = panel.audited(cand)  # every seat is heard: the reliability estimates need some
-        self.stop: list[BudgetExhausted] = []  # a refusal: raised once the calls in flight end
+        self.stop: list[CallsStopped] = []  # a refusal: raised once the calls in flight end
         for name, v in prior.items():
             if v.error is not None or name not in panel.stats:
                 continue
@@ -180,7 +179,7 @@ class Panel:
             usage = e.usage if isinstance(e.usage, Usage) else None
             v = Verdict.failure(teacher.name, str(e), latency_s=time.perf_counter() - t0,
                                 usage=usage)
-        except BudgetExhausted:
+        except CallsStopped:
             raise  # not this teacher's failure: the run must stop starting calls (see judge)
         except Exception as e:  # noqa: BLE001 - a teacher bug must not crash the run
             msg = f"{type(e).__name__}: {e}"
@@ -190,13 +189,13 @@ class Panel:
         self.stats[teacher.name].add(v)
         return v
 
-    async def _consult(self, teacher: Any, cand: Candidate, stop: list[BudgetExhausted]) -> Verdict | None:
+    async def _consult(self, teacher: Any, cand: Candidate, stop: list[CallsStopped]) -> Verdict | None:
         """``_call``, with a budget refusal kept in ``stop`` (so sibling calls in flight finish
         first) and the error verdict that keeps what the refused call's earlier attempts were
         billed (None when they were billed nothing: the candidate stays pending)."""
         try:
             return await self._call(teacher, cand)
-        except BudgetExhausted as e:
+        except CallsStopped as e:
             stop.append(e)
             if e.usage is None or not e.usage.requests:
                 return None

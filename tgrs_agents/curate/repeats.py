@@ -26,7 +26,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import BudgetExhausted, TeacherError
+from ..errors import CallsStopped, TeacherError
 from ..types import Candidate, Usage, Verdict
 
 
@@ -71,17 +71,17 @@ class Repeated:
     def lookup(self, candidate: Candidate) -> Verdict | None:
         return None  # a dry run counts every repeat as a call
 
-    async def _one(self, copy: Any, cand: Candidate) -> Verdict | TeacherError | BudgetExhausted:
+    async def _one(self, copy: Any, cand: Candidate) -> Verdict | TeacherError | CallsStopped:
         """One repeat; a failure or a budget stop comes back as a value, so siblings finish."""
         try:
             return await copy.judge(cand)  # type: ignore[no-any-return]
-        except (TeacherError, BudgetExhausted) as e:
+        except (TeacherError, CallsStopped) as e:
             return e
 
     async def judge(self, candidate: Candidate) -> Verdict:
         got: list[Verdict] = []
         failed: list[TeacherError] = []
-        stops: list[BudgetExhausted] = []
+        stops: list[CallsStopped] = []
         i = 0
         while i < self.k and not stops:
             n_pass = sum(v.passed for v in got)
@@ -95,7 +95,7 @@ class Repeated:
             self.calls += batch
             for t in tasks:
                 r = t.result()
-                if isinstance(r, BudgetExhausted):
+                if isinstance(r, CallsStopped):
                     stops.append(r)
                 elif isinstance(r, TeacherError):
                     failed.append(r)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BudgetExhausted, RunStoreError, TgrsError
+from ..errors import BudgetExhausted, Halted, RunStoreError, TgrsError
 from ..events import (
     CandidateDecided,
     CandidateInvalid,
@@ -38,7 +38,6 @@ from ..events import (
     RunStopped,
     VerdictReceived,
 )
-from ..paid.breaker import Halted
 from ..paid.cost import Budget
 from ..paid.ledger import Ledger
 from ..paid.services import Services

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BudgetExhausted, ConfigError, TeacherError
+from ..errors import CallsStopped, ConfigError, TeacherError
 from ..paid.call import CacheIdentity, Paid
 from ..paid.cost import Price, price_for
 from ..paid.limits import EndpointLimits, endpoint_key
@@ -202,9 +202,9 @@ class OpenAIChatBackend:
         est_in = len(json.dumps(messages)) // 4 + len(json.dumps(tools or [])) // 4 + 16
         try:
             paid = await self._paid.call(ChatRequest(body, est_in, cap))
-        except (TeacherError, BudgetExhausted) as e:
+        except (TeacherError, CallsStopped) as e:
             self.usage = self.usage + (e.usage or Usage())
-            if isinstance(e, BudgetExhausted) or e.kind == "auth":
+            if isinstance(e, CallsStopped) or e.kind == "auth":
                 raise
             return Turn("", None, f"error: {e}", 0)
         self.usage = self.usage + paid.usage

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from ..errors import BudgetExhausted, TeacherError
+from ..errors import CallsStopped, TeacherError
 from ..teachers.batching import MicroBatcher
 from ..teachers.student_compat import Bounds, CompatScores, instruction_text, split_instruction, transcript
 from ..types import Candidate, Usage
@@ -233,7 +233,7 @@ class OpenAIRefiner(PromptRefiner):
         self.calls += 1
         try:
             paid = await self._paid.call(ChatRequest(body, len(prompt) // 4 + 16, self.max_tokens))
-        except (TeacherError, BudgetExhausted) as e:
+        except (TeacherError, CallsStopped) as e:
             self.usage = self.usage + (e.usage or Usage())
             raise
         self.usage = self.usage + paid.usage

@@ -13,7 +13,7 @@ The attempt that trips it ends as it would have (its error is journaled as that 
 from then on no attempt is sent to the endpoint: each raises :class:`Halted` before it takes a rate
 token (and again after, if it was waiting for one).
 
-:class:`Halted` is a :class:`~tgrs_agents.errors.BudgetExhausted` on purpose: that is the one signal
+:class:`~tgrs_agents.errors.Halted` is a :class:`~tgrs_agents.errors.CallsStopped` on purpose: that is the one signal
 every layer and the panel already treat as "stop starting calls" (calls in flight finish, their
 usage is kept, the candidate stays pending and the directory resumes). Unlike the budget, the run
 then ends with an error: one line naming the teacher, the status, the base URL and the environment
@@ -24,25 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import BudgetExhausted, TeacherError
-from ..types import Usage
+from ..errors import Halted, TeacherError
 
 NO_ANSWER = frozenset({"connection", "timeout"})  # the attempt got no response from the server
-
-
-class Halted(BudgetExhausted):
-    """A paid call may not start: its endpoint is down, or the verdict ledger cannot be used.
-
-    The run stops starting calls, drains those in flight, and ends with this error (exit non-zero).
-    """
-
-    def __init__(self, message: str, *, teacher: str | None = None, usage: Usage | None = None) -> None:
-        super().__init__(message, teacher=teacher, usage=usage)
-        self.message = message
-
-    def again(self, usage: Usage | None = None) -> Halted:
-        """The same stop, raised anew for another call (each carries its own usage)."""
-        return Halted(self.message, teacher=self.teacher, usage=usage)
 
 
 @dataclass(frozen=True, slots=True)

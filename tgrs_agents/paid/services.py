@@ -15,7 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from .breaker import Breaker, Halted
+from ..errors import Halted
+from .breaker import Breaker
 from .call import PaidAdapter, PaidJudge
 from .cost import Budget
 from .ledger import Ledger

@@ -8,7 +8,7 @@ Each layer is a :class:`~tgrs_agents.paid.call.PaidCall` (``await layer.call(req
   endpoint's shared limiter for *each attempt*, reconciles with the reported usage, and hands the
   response's headers (a 429's too) and any 429 to the limiter. With the endpoint's
   :class:`~tgrs_agents.paid.breaker.Breaker` it sends nothing once the endpoint refused the key or
-  stopped answering (:class:`~tgrs_agents.paid.breaker.Halted`).
+  stopped answering (:class:`~tgrs_agents.errors.Halted`).
 * :class:`Costed` reserves the estimate on the budget before each attempt (a refusal raises
   :class:`~tgrs_agents.errors.BudgetExhausted`) and prices what each attempt used, malformed
   output included.
@@ -31,9 +31,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ..errors import BudgetExhausted, TeacherError
+from ..errors import BudgetExhausted, CallsStopped, Halted, TeacherError
 from ..types import Candidate, Usage, Verdict
-from .breaker import Breaker, Endpoint, Halted
+from .breaker import Breaker, Endpoint
 from .call import CacheIdentity, Paid, PaidAdapter, PaidCall, PaidJudge
 from .cost import Budget, Price
 from .ledger import Ledger, content_hash, teacher_key
@@ -134,7 +134,7 @@ class Retrying(Generic[Req, T]):
         try:
             result = await call_with_retries(lambda n: self.inner.call(request), self.policy,
                                              sleep=self.sleep, on_failure=failed)
-        except BudgetExhausted as e:
+        except CallsStopped as e:
             # a stop keeps what the earlier attempts were billed (and the halting attempt's own
             # request, a 401 say): it goes on the record
             e.usage = sum(spent, e.usage or Usage())

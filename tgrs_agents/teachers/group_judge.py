@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ..errors import BudgetExhausted, TeacherError
+from ..errors import CallsStopped, TeacherError
 from ..paid.call import Paid
 from ..paid.ledger import content_hash, teacher_key
 from ..types import Candidate, Usage, Verdict
@@ -282,8 +282,8 @@ class GroupTeacher:
 
     def _again(self, e: BaseException) -> Exception:
         """The leader's failure, as a follower sees it (without the usage the leader carries)."""
-        if isinstance(e, BudgetExhausted):
-            return BudgetExhausted(str(e), teacher=self.name)  # the candidate stays pending
+        if isinstance(e, CallsStopped):
+            return type(e)(str(e), teacher=self.name)  # the candidate stays pending
         if isinstance(e, TeacherError):
             return TeacherError(str(e), teacher=self.name, kind=e.kind)
         return TeacherError(f"the group call failed: {e!r}", teacher=self.name)
