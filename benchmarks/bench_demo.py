@@ -38,11 +38,11 @@ def arm(out: Path, rounds: int, accept_all: bool, quick: bool, seed: int, reuse:
     return json.loads((out / "summary.json").read_text()), time.perf_counter() - t0
 
 
-def ms(values: list[float], se: float | None = None) -> str:
+def ms(values: list[float], se: float | None = None, fmt: str = ".3f") -> str:
     """``mean ± SD`` over seeds; one value: ``value ± its standard error`` (when known)."""
     if len(values) > 1:
-        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-    return f"{values[0]:.3f}" + (f" ± {se:.3f}" if se is not None else "")
+        return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt.lstrip('+')}}"
+    return f"{values[0]:{fmt}}" + (f" ± {se:{fmt}}" if se is not None else "")
 
 
 def main() -> None:
@@ -82,14 +82,16 @@ def main() -> None:
         rs = [r for s in runs[name] for r in s["rounds"][1:]]
         gen = statistics.mean(r["gen_tokens_per_s"] for r in rs)
         sft = statistics.mean(r["sft_tokens_per_s"] for r in rs)
-        print(f"{name}: wall {ms(walls[name]).replace('.000', '')} s per tgrs demo process, generation "
+        print(f"{name}: wall {ms(walls[name], fmt='.0f')} s per tgrs demo process, generation "
               f"{gen:,.0f} tok/s, SFT {sft:,.0f} tok/s")
     rise = [s["rounds"][-1]["pass@1"] - s["rounds"][0]["pass@1"] for s in runs["filtered"]]
     gap = [f["rounds"][-1]["pass@1"] - c["rounds"][-1]["pass@1"]
            for f, c in zip(runs["filtered"], runs["accept-all"], strict=True)]
-    print(f"pass@1 rise (filtered, start -> last round): {ms([100 * x for x in rise])} points (target >= +40)")
-    print(f"filtered minus accept-all after the last round: {ms([100 * x for x in gap])} points (target >= +40)")
-    print(f"filtered demo wall time: {ms(walls['filtered'])} s (target < 180 s)")
+    points = {"rise": ms([100 * x for x in rise], fmt="+.1f"), "gap": ms([100 * x for x in gap], fmt="+.1f")}
+    print(f"pass@1 rise (filtered, start -> last round): {points['rise']} points (target >= +40)")
+    print(f"filtered minus accept-all after the last round: {points['gap']} points (target >= +40)")
+    print(f"filtered demo wall time: {ms(walls['filtered'], fmt='.0f')} s (target < 180 s; with --reuse, the "
+          f"resumed part only)")
 
 
 if __name__ == "__main__":

@@ -421,3 +421,18 @@ def test_real_tasks_references_pass_and_wrong_answers_fail() -> None:
     results = asyncio.run(main())
     assert len(results) == 52
     assert [r for r in results if r[1:] != (True, True, False)] == []
+
+
+def test_the_curate_summary_names_the_sandbox_layers_in_force(tmp_path: Path) -> None:
+    from tgrs_agents import curate, load_panel
+
+    panel_file = tmp_path / "panel.toml"
+    panel_file.write_text('policy = "unanimous"\n[[teacher]]\nname = "tests"\nkind = "code_tests"\n')
+    rows = [candidate(fence(GOOD)).model_dump(mode="json") | {"id": "good"},
+            candidate(fence(BAD)).model_dump(mode="json") | {"id": "bad"}]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = asyncio.run(curate(data, load_panel(panel_file), tmp_path / "run"))
+    assert summary["accepted"] == 1 and summary["rejected"] == 1
+    layers = summary["sandbox"]["tests"]
+    assert layers == sandbox.isolation_level() and "pidns" in layers.split("+")

@@ -417,6 +417,7 @@ class CurateRun:
             "calls": sum(st.calls for st in self.panel.stats.values()),
             "calls_saved": sum(st.saved for st in self.panel.stats.values()),
             "jury": self.panel.jury_report(self.store.path("verdicts")),
+            "sandbox": {t.name: t.isolation() for t in self.panel.teachers if hasattr(t, "isolation")},
             "cost_usd": round(cost, 6),
             "budget_usd": self.services.budget.limit_usd,
             "rate_limited": sum(lim.stats.rate_limited for lim in self.services.limiters.all().values()),

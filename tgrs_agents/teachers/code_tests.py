@@ -44,7 +44,7 @@ from pydantic import Field
 from ..errors import TeacherError
 from ..types import Candidate, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
-from .sandbox import SandboxLimits, SandboxResult, memfd, run_python, sweep_stale
+from .sandbox import SandboxLimits, SandboxResult, isolation_level, memfd, run_python, sweep_stale
 
 # An opening fence at the start of a line with an optional info string; the block ends at the
 # next ``` (usually on a line of its own).
@@ -89,6 +89,11 @@ class CodeTestsTeacher(Teacher):
         )
         # what killed runs left behind; never a live run's (its uid still has processes)
         sweep_stale(older_than_s=config.timeout_s + 10.0)
+
+    def isolation(self) -> str | None:
+        """The sandbox layers in force for this teacher's interpreter (None before its first run);
+        without ``mntns`` the host's files were readable: the run summary says so."""
+        return isolation_level(self._python)
 
     async def judge(self, candidate: Candidate) -> Verdict:
         code = last_code_block(candidate.final_text)
