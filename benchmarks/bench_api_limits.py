@@ -47,8 +47,8 @@ from typing import Any
 
 import openai
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.policy import make_policy
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.policy import make_policy
 from tgrs_agents.paid.ledger import Ledger
 from tgrs_agents.paid.services import Services
 from tgrs_agents.tasks.arithmetic_data import synthetic_lines

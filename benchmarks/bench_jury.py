@@ -40,8 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tgrs_agents.curate.panel_file import load_panel  # noqa: E402
-from tgrs_agents.curate.run import CurateOptions, curate  # noqa: E402
+from tgrs_agents.curation.panel_file import load_panel  # noqa: E402
+from tgrs_agents.curation.run import CurateOptions, curate  # noqa: E402
 from tgrs_agents.tasks.arithmetic_data import write_synthetic  # noqa: E402
 from tgrs_agents.testing.standin import StandIn  # noqa: E402
 
@@ -161,7 +161,7 @@ def write_panel(path: Path, cfg: dict[str, Any]) -> Path:
 # --- one measurement ----------------------------------------------------------------------------
 def calibrate_judges(root: Path, url: str, n: int) -> tuple[Path, dict[str, Any]]:
     """``tgrs calibrate`` of all four judges on a separate labelled set (generated with another seed)."""
-    from tgrs_agents.curate.calibrate import calibrate
+    from tgrs_agents.curation.calibrate import calibrate
     from tgrs_agents.paid.services import Services
 
     src = root / "calibration-candidates.jsonl"

@@ -190,8 +190,8 @@ def calls_saved(out: Path, rm_dir: Path, student: Path, n: int, calibrated_ifd_m
     """Curate the demo's candidates with: the judge alone (plain), + local stages with the documented
     IFD bound (ifd_max = 1), + local stages with ifd_max calibrated on the student's own held-out
     demonstrations (their 95th percentile IFD; no curate candidate is looked at)."""
-    from tgrs_agents.curate.panel_file import load_panel
-    from tgrs_agents.curate.run import CurateOptions, curate
+    from tgrs_agents.curation.panel_file import load_panel
+    from tgrs_agents.curation.run import CurateOptions, curate
     from tgrs_agents.tasks.arithmetic_data import write_synthetic
     from tgrs_agents.testing.standin import StandIn
 

@@ -51,7 +51,7 @@ def config(work: Path, seed: int, quick: bool, panel: Path | None = None, mode: 
 
 
 def one_seed(work: Path, seed: int, quick: bool, flip: float) -> dict[str, Any]:
-    from tgrs_agents.curate.store import iter_jsonl
+    from tgrs_agents.curation.store import iter_jsonl
     from tgrs_agents.loop.rounds import ExpertIteration
     from tgrs_agents.loop.stages import Evaluated, Generated, Judged, Pooled, Trained, WarmStart
     from tgrs_agents.tasks.noisy import answer_correct, write_noisy_panel

@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tgrs_agents.curate.ingest import IdIndex, Invalid, read_chunks
-from tgrs_agents.curate.store import DoneLines
+from tgrs_agents.curation.ingest import IdIndex, Invalid, read_chunks
+from tgrs_agents.curation.store import DoneLines
 from tgrs_agents.formats import resolve
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "formats"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.panel_file import panel_from_dict
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.panel_file import panel_from_dict
 from tgrs_agents.paid.ledger import Ledger
 from tgrs_agents.paid.retry import RetryPolicy
 from tgrs_agents.paid.services import Services

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"teachers"},
     {"tasks"},
     {"formats"},  # readers of the agent frameworks' trajectory files
-    {"curate"},  # `tgrs curate`
+    {"curation"},  # `tgrs curate`
     {"export"},  # `tgrs export`: a run's kept data in the trainers' formats
     {"student"},
     {"generate"},
@@ -85,4 +85,24 @@ def test_every_unit_is_placed_and_the_top_level_is_small() -> None:
 def test_the_graph_is_measured() -> None:
     # the check above would pass vacuously on an empty graph
     edges = import_edges()
-    assert len(edges) > 100 and ("tgrs_agents/loop/rounds", "loop", "curate") in edges
+    assert len(edges) > 100 and ("tgrs_agents/loop/rounds", "loop", "curation") in edges
+
+
+def test_every_module_imports_by_its_dotted_path() -> None:
+    """``import tgrs_agents.x.y as m`` works for every module: no public name shadows a folder."""
+    import importlib
+
+    import tgrs_agents
+
+    folders = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert not folders & set(tgrs_agents.__all__), "a public name shadows a folder"
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        if rel.name == "__main__" or "vllm" in rel.name:
+            continue
+        dotted = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        mod = importlib.import_module(dotted)
+        obj = tgrs_agents
+        for part in dotted.split(".")[1:]:
+            obj = getattr(obj, part)  # what `import a.b.c as m` does
+        assert obj is mod, dotted

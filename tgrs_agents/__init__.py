@@ -4,10 +4,10 @@ Public names are re-exported here; everything else is private. Importing this pa
 none of torch, transformers, openai or anthropic.
 """
 
-from .curate.panel import Panel
-from .curate.panel_file import PanelConfig, load_panel
-from .curate.policy import Policy, make_policy, select_best_k
-from .curate.run import CurateOptions, CurateRun, curate
+from .curation.panel import Panel
+from .curation.panel_file import PanelConfig, load_panel
+from .curation.policy import Policy, make_policy, select_best_k
+from .curation.run import CurateOptions, CurateRun, curate
 from .errors import (
     BudgetExhausted,
     CallsStopped,

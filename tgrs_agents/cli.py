@@ -39,9 +39,9 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def _curate(args: argparse.Namespace) -> int:
-    from .curate.panel_file import load_panel
-    from .curate.progress import Progress, count_lines
-    from .curate.run import CurateOptions, CurateRun
+    from .curation.panel_file import load_panel
+    from .curation.progress import Progress, count_lines
+    from .curation.run import CurateOptions, CurateRun
     from .events import EventBus
 
     overrides = {"policy": args.policy, "k": args.k, "threshold": args.threshold,
@@ -82,8 +82,8 @@ def _curate(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     """Score every teacher of a panel against a labelled file; write the calibration file."""
-    from .curate.calibrate import calibrate
-    from .curate.panel_file import load_panel
+    from .curation.calibrate import calibrate
+    from .curation.panel_file import load_panel
     from .paid.cost import Budget
     from .paid.ledger import Ledger
     from .paid.services import Services
@@ -129,7 +129,7 @@ def _input_format(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def _dry_run(args: argparse.Namespace, panel: Any) -> int:
-    from .curate.dryrun import dry_run
+    from .curation.dryrun import dry_run
     from .paid.ledger import Ledger
     from .paid.services import Services
 
@@ -189,7 +189,7 @@ def _print_rounds(summary: dict[str, Any]) -> None:
 
 
 def _loop(cfg: Any, out: str, accept_all: bool, force: bool = False) -> int:
-    from .curate.lock import run_lock
+    from .curation.lock import run_lock
     from .loop.rounds import ExpertIteration
 
     with run_lock(out):  # one process per run directory (each round's curate run takes its own)

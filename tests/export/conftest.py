@@ -9,8 +9,8 @@ import json
 import pytest
 from export_data import HANDMADE, ROOT, Curated
 
-from tgrs_agents.curate.panel_file import load_panel
-from tgrs_agents.curate.run import CurateOptions, curate
+from tgrs_agents.curation.panel_file import load_panel
+from tgrs_agents.curation.run import CurateOptions, curate
 from tgrs_agents.tasks.arithmetic_data import write_synthetic
 from tgrs_agents.types import Candidate
 

@@ -17,8 +17,8 @@ from export_data import AWS_KEY, BEARER, HANDMADE, OPENAI_KEY, ROOT, Curated
 from tgrs_agents import Hygiene, export_run
 from tgrs_agents.chat import parse_arguments
 from tgrs_agents.cli import main as cli_main
-from tgrs_agents.curate.panel_file import load_panel
-from tgrs_agents.curate.run import CurateOptions, curate
+from tgrs_agents.curation.panel_file import load_panel
+from tgrs_agents.curation.run import CurateOptions, curate
 
 datasets = pytest.importorskip("datasets")
 

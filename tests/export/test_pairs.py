@@ -18,9 +18,9 @@ import pytest
 from export_data import ROOT, call, result, user
 
 from tgrs_agents.cli import main as cli_main
-from tgrs_agents.curate.panel_file import load_panel
-from tgrs_agents.curate.run import CurateOptions, curate
-from tgrs_agents.curate.store import verdict_record
+from tgrs_agents.curation.panel_file import load_panel
+from tgrs_agents.curation.run import CurateOptions, curate
+from tgrs_agents.curation.store import verdict_record
 from tgrs_agents.errors import ConfigError
 from tgrs_agents.export import ExportReport, Hygiene, PairSettings, export_pairs, export_run, pair_candidates
 from tgrs_agents.tasks.arithmetic_data import CALCULATOR_TOOL, trajectory

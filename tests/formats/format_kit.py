@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tgrs_agents.curate.ingest import IdIndex, Invalid, read_chunks
-from tgrs_agents.curate.store import DoneLines
+from tgrs_agents.curation.ingest import IdIndex, Invalid, read_chunks
+from tgrs_agents.curation.store import DoneLines
 from tgrs_agents.types import Candidate
 
 FIXTURES = Path(__file__).parent / "fixtures"

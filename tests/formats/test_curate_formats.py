@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from format_kit import cmd, count, decided, panel
 
-from tgrs_agents.curate.panel_file import load_panel
-from tgrs_agents.curate.run import CurateOptions, curate
+from tgrs_agents.curation.panel_file import load_panel
+from tgrs_agents.curation.run import CurateOptions, curate
 
 N = 1200
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from format_kit import FIXTURES, cmd, count, decided, panel, read
 
-from tgrs_agents.curate.panel_file import load_panel
-from tgrs_agents.curate.run import curate
-from tgrs_agents.curate.store import input_fingerprint
+from tgrs_agents.curation.panel_file import load_panel
+from tgrs_agents.curation.run import curate
+from tgrs_agents.curation.store import input_fingerprint
 from tgrs_agents.errors import ConfigError
 from tgrs_agents.formats import FORMATS, dir_fingerprint, input_files, resolve
 from tgrs_agents.formats.dirs import TRAJECTORY_SUFFIXES, list_files

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tgrs_agents.curate.panel_file import load_panel
+from tgrs_agents.curation.panel_file import load_panel
 from tgrs_agents.errors import ConfigError, InputError
 from tgrs_agents.loop.config import LoopConfig, SFTSection, load_run_config
 from tgrs_agents.loop.distill import LoraSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tgrs_agents.cli import main
-from tgrs_agents.curate.layout import LoopDir
+from tgrs_agents.curation.layout import LoopDir
 from tgrs_agents.errors import RunStoreError
 from tgrs_agents.loop.config import LoopConfig, load_run_config
 from tgrs_agents.loop.fingerprint import claim, differences, identity

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tgrs_agents.curate.layout import LoopDir
+from tgrs_agents.curation.layout import LoopDir
 from tgrs_agents.loop.config import FiltersConfig
 from tgrs_agents.loop.pool import apply_filters, dedupe_key, pool_accepted, pool_round
 
@@ -163,8 +163,8 @@ def precision(rows, truth):
 def test_noisy_panel_pool_is_no_less_precise_than_what_the_panel_accepted(tmp_path, judges, policy):
     import asyncio
 
-    from tgrs_agents.curate.panel_file import load_panel
-    from tgrs_agents.curate.run import CurateOptions, curate
+    from tgrs_agents.curation.panel_file import load_panel
+    from tgrs_agents.curation.run import CurateOptions, curate
     from tgrs_agents.tasks.noisy import answer_correct, write_noisy_panel
     from tgrs_agents.types import Candidate
 

@@ -43,7 +43,7 @@ def test_a_round_judged_by_a_noisy_majority_ends_above_its_start(tmp_path):
     """Three judges that each flip 25% of verdicts: the pool keeps the panel's precision, the student improves.
 
     (With the pool rule before, pool_mode = "distinct", the same round fell from 0.40 to 0.25.)"""
-    from tgrs_agents.curate.store import iter_jsonl
+    from tgrs_agents.curation.store import iter_jsonl
     from tgrs_agents.tasks.noisy import answer_correct, write_noisy_panel
     from tgrs_agents.types import Candidate
 
@@ -70,7 +70,7 @@ def _write(path, recs):
 
 
 def test_student_placeholder_points_at_the_rounds_checkpoint(tmp_path):
-    from tgrs_agents.curate.panel_file import panel_from_dict
+    from tgrs_agents.curation.panel_file import panel_from_dict
 
     panel = panel_from_dict({"teacher": [
         {"name": "a", "kind": "final_answer"},

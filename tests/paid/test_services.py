@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from api_judge_kit import FAST, KEYS, OA_ENV, OA_KEY, OTHER_ENV, build, cand, limiter, run, set_keys, table
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.policy import make_policy
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.policy import make_policy
 from tgrs_agents.errors import BudgetExhausted, TeacherError
 from tgrs_agents.generate.base import SamplingParams
 from tgrs_agents.generate.openai_backend import OpenAIChatBackend

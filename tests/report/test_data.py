@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tgrs_agents.curate.panel_file import load_panel
-from tgrs_agents.curate.run import CurateOptions, curate
+from tgrs_agents.curation.panel_file import load_panel
+from tgrs_agents.curation.run import CurateOptions, curate
 from tgrs_agents.errors import RunStoreError
 from tgrs_agents.report.agreement import MISSING
 from tgrs_agents.report.data import STATUS, load_run, payloads

@@ -68,8 +68,8 @@ def test_report_is_written_and_self_contained(run_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def loop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An expert-iteration directory: summary.json with rounds, and round-K/curate run directories."""
-    from tgrs_agents.curate.panel_file import load_panel
-    from tgrs_agents.curate.run import CurateOptions, curate
+    from tgrs_agents.curation.panel_file import load_panel
+    from tgrs_agents.curation.run import CurateOptions, curate
     from tgrs_agents.tasks.arithmetic_data import write_synthetic
 
     top = tmp_path_factory.mktemp("loop")

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from api_judge_kit import FAST, KINDS, build, run, set_keys, table
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.panel_file import panel_from_dict
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.panel_file import panel_from_dict
 from tgrs_agents.paid.ledger import Ledger
 from tgrs_agents.paid.services import Services
 from tgrs_agents.tasks.arithmetic_data import make_problem, trajectory

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.panel_file import load_panel
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.panel_file import load_panel
 from tgrs_agents.errors import ConfigError, TeacherError
 from tgrs_agents.teachers.base import teacher_class
 from tgrs_agents.teachers.metadata import MetadataConfig, MetadataTeacher, lookup

@@ -13,8 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tgrs_agents.curate.panel import Panel  # noqa: E402
-from tgrs_agents.curate.panel_file import load_panel, panel_from_dict  # noqa: E402
+from tgrs_agents.curation.panel import Panel  # noqa: E402
+from tgrs_agents.curation.panel_file import load_panel, panel_from_dict  # noqa: E402
 from tgrs_agents.errors import ConfigError  # noqa: E402
 from tgrs_agents.student.tiny import train_tokenizer  # noqa: E402
 from tgrs_agents.student.train_reward import (  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tgrs_agents.curate.panel_file import panel_from_dict  # noqa: E402
+from tgrs_agents.curation.panel_file import panel_from_dict  # noqa: E402
 from tgrs_agents.errors import ConfigError  # noqa: E402
 from tgrs_agents.loop.distill import SFTSettings, distill  # noqa: E402
 from tgrs_agents.student.tiny import build_model, save, train_tokenizer  # noqa: E402

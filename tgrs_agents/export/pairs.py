@@ -24,7 +24,7 @@ Pairs form only between candidates with the same ``task_id``, prompt messages an
 * ``best-worst``: the same over every judged candidate, accepted or not, ranked by panel score.
 * ``all``: every accepted x rejected pair, the widest margin first (a candidate may recur).
 
-The panel score is the record's ``score``: :meth:`~tgrs_agents.curate.policy.Policy.rank_score`,
+The panel score is the record's ``score``: :meth:`~tgrs_agents.curation.policy.Policy.rank_score`,
 the mean of the heard teachers' scores, so a rejection a cheap teacher cut short is scored by the
 teachers heard. A pair needs ``chosen - rejected >= min_margin`` and a margin above zero. Ties never
 pair, and neither does a pair that the scores, or the panel's decisions, rank the other way round (a
@@ -57,9 +57,9 @@ from typing import Any
 
 import orjson
 
-from ..curate.ingest import Invalid, parse_line
-from ..curate.layout import CurateDir
-from ..curate.store import atomic_write
+from ..curation.ingest import Invalid, parse_line
+from ..curation.layout import CurateDir
+from ..curation.store import atomic_write
 from ..errors import ConfigError
 from ..types import Candidate
 from .hygiene import Dropped, Hygiene, TokenCounter, estimate_tokens, tokenizer_counter

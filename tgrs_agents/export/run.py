@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..curate.ingest import Invalid
-from ..curate.store import atomic_write
+from ..curation.ingest import Invalid
+from ..curation.store import atomic_write
 from ..errors import ConfigError
 from ..types import Candidate
 from .hygiene import (

@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import orjson
 
-from ..curate.ingest import Invalid, parse_line
-from ..curate.layout import LoopDir
+from ..curation.ingest import Invalid, parse_line
+from ..curation.layout import LoopDir
 from ..errors import ConfigError
 from ..formats import resolve as resolve_format
 from ..types import Candidate

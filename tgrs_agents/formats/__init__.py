@@ -2,7 +2,7 @@
 
 One module per source (``openai``, ``anthropic``, ``sharegpt``, ...); each gives a :class:`Format`
 whose ``open(path)`` walks the file and converts one record at a time (see :mod:`.base`).
-:func:`resolve` picks a reader by name, or with ``auto`` sniffs the file (:mod:`.sniff`) and says
+:func:`resolve` picks a reader by name, or with ``auto`` sniffs the file (:mod:`.detect`) and says
 why; a directory of trajectory files is one input (:mod:`.dirs`). :func:`check_openai`
 (:mod:`.validate`) holds the OpenAI rules the ingest gate applies to every reader's output. The
 layer sits below ``curate``: it knows files and records, not runs.
@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .anthropic import open_anthropic, open_claude_code
 from .base import Format, Source, Unreadable, check_readable
+from .detect import sniff
 from .dirs import dir_fingerprint, files_for, sniff_dir
 from .dolci import open_dolci
 from .inspect_ai import open_inspect
@@ -22,7 +23,6 @@ from .llamafactory import open_llamafactory
 from .openai import open_openai, open_openai_ft
 from .openhands import open_openhands
 from .sharegpt import open_sharegpt
-from .sniff import sniff
 from .swe_agent import open_mini, open_swe_agent
 from .tau_bench import open_tau_bench
 from .validate import check_openai

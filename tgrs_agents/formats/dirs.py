@@ -56,7 +56,7 @@ def files_for(root: Path, name: str, suffixes: tuple[str, ...]) -> list[Path]:
 
 def sniff_dir(root: Path) -> tuple[str, str]:
     """(format name, why) for a directory: the vote of the first few files' sniffs."""
-    from .sniff import sniff
+    from .detect import sniff
 
     files = list_files(root)
     if not files:

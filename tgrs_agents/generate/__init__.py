@@ -14,7 +14,7 @@ from .base import (
 )
 from .hf import TransformersBackend, load_student
 from .openai_backend import OpenAIChatBackend
-from .rollout import RolloutStats, rollout
+from .rollouts import RolloutStats, rollout
 from .tools import Tool, ToolBox, calculator_tool
 from .vllm_backend import VLLMBackend
 

@@ -1,7 +1,7 @@
 """What every generation backend shares: sampling parameters, a turn, the protocol, chat-template text.
 
 A backend answers one question: given conversations (OpenAI-format messages) and the tools each
-one may call, what is the next assistant turn of each? :func:`~tgrs_agents.generate.rollout.rollout`
+one may call, what is the next assistant turn of each? :func:`~tgrs_agents.generate.rollouts.rollout`
 drives the agent loop on top of that. Backends that render prompts themselves (transformers, vLLM)
 share :func:`render_prompt`, :func:`fit_prompt`, :func:`decode_turn` and :func:`parse_tool_calls`,
 so a model's tool calls are read the same way whichever engine sampled them.

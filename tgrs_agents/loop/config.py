@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..curate.panel_file import pydantic_problem, read_toml
+from ..curation.panel_file import pydantic_problem, read_toml
 from ..errors import ConfigError
 from .distill import LoraSettings, SFTSettings
 

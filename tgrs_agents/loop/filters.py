@@ -92,8 +92,8 @@ def pass_rates_from_run(run_dir: Any) -> dict[str, float]:
     """Pass rates from a curate run directory: accepted / (accepted + rejected) per task."""
     from pathlib import Path
 
-    from ..curate.layout import CurateDir
-    from ..curate.store import iter_jsonl
+    from ..curation.layout import CurateDir
+    from ..curation.store import iter_jsonl
 
     run = CurateDir(Path(run_dir))
     pairs = [(_task(r), ok) for name, ok in (("accepted", True), ("rejected", False))

@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..curate.layout import LoopDir
-from ..curate.store import atomic_write
+from ..curation.layout import LoopDir
+from ..curation.store import atomic_write
 from ..errors import RunStoreError
 from .config import LoopConfig
 

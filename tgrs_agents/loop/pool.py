@@ -53,8 +53,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..chat import CALLS, final_answer_text, render, template_messages
-from ..curate.layout import CurateDir, LoopDir
-from ..curate.store import atomic_write, iter_jsonl
+from ..curation.layout import CurateDir, LoopDir
+from ..curation.store import atomic_write, iter_jsonl
 from .config import FiltersConfig
 from .filters import FilterResult, difficulty_band, length_bounds, near_duplicates, pass_rates_from_run
 from .stages import Pooled

@@ -390,7 +390,7 @@ async def refine_file(input_path: str | Path, out_dir: str | Path, refiner: Refi
                       **kw: Any) -> RefineOutcome:
     """``accepted.jsonl`` in; ``out_dir/refine.jsonl`` (every decision) and ``out_dir/refined.jsonl``
     (the kept versions, ready for :func:`~tgrs_agents.loop.distill.distill`) out."""
-    from ..curate.store import iter_jsonl
+    from ..curation.store import iter_jsonl
 
     out_dir = Path(out_dir)
     out = await refine_and_select(list(iter_jsonl(Path(input_path))), refiner, scorer,

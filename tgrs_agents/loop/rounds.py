@@ -3,12 +3,12 @@
 Round 0 is the starting student: the tiny default, warm-started on seed data, or the model named in
 ``[student]`` (a local path, a hub name, or a served model), evaluated on the held-out split. Each
 round K samples from round K-1's student, lets the panel judge the samples
-(:func:`tgrs_agents.curate.run.curate`), optionally has a teacher refine what it accepted, pools it
+(:func:`tgrs_agents.curation.run.curate`), optionally has a teacher refine what it accepted, pools it
 with earlier rounds (:mod:`tgrs_agents.loop.pool`), fine-tunes (:mod:`tgrs_agents.loop.distill`) and
 evaluates (:mod:`tgrs_agents.loop.evaluate`).
 
 Each stage returns a typed record (:mod:`tgrs_agents.loop.stages`) and stages meet only through
-files in the run directory (:mod:`tgrs_agents.curate.layout` writes its layout down), so a killed
+files in the run directory (:mod:`tgrs_agents.curation.layout` writes its layout down), so a killed
 run resumes at the last finished stage (and the curate stage resumes inside itself). Resuming is
 only right for the same config: before any stage runs, :meth:`ExpertIteration.run` checks that the
 student can be loaded, that no held-out task is a training task, and that the directory belongs to
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..assets import asset_path
-from ..curate.layout import LoopDir, RoundDir
-from ..curate.store import atomic_write, iter_jsonl
+from ..curation.layout import LoopDir, RoundDir
+from ..curation.store import atomic_write, iter_jsonl
 from ..errors import ConfigError
 from ..types import Task
 from .config import LoopConfig
@@ -133,7 +133,7 @@ class ExpertIteration:
 
     def claim(self) -> None:
         """Make the run directory this config's and arm's, or refuse (see tgrs_agents.loop.fingerprint)."""
-        from ..curate.panel_file import load_panel
+        from ..curation.panel_file import load_panel
 
         panel = None
         if not self.accept_all:
@@ -195,8 +195,8 @@ class ExpertIteration:
             recs = list(iter_jsonl(rd.candidates))
             atomic_write(rd.file(RoundDir.ALL_ACCEPTED), _jsonl(recs))
             return Judged(accepted=len(recs), acceptance_rate=1.0, accepted_file=RoundDir.ALL_ACCEPTED)
-        from ..curate.panel_file import load_panel
-        from ..curate.run import CurateOptions, curate
+        from ..curation.panel_file import load_panel
+        from ..curation.run import CurateOptions, curate
 
         panel = load_panel(self.panel_file())
         panel = self.student_panel(panel, self.model_dir(rnd - 1), self.calibration(rnd, panel))

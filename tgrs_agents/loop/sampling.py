@@ -9,7 +9,7 @@
 * :func:`student_backend`: ``[student] backend``: ``transformers`` or ``vllm`` load the round's
   checkpoint; ``openai`` samples from the served model through the run's paid-call services
   (:class:`~tgrs_agents.generate.openai_backend.OpenAIChatBackend`: limiter, retries, budget).
-* :func:`rollouts`: ``n`` agent rollouts per task (:func:`tgrs_agents.generate.rollout.rollout`).
+* :func:`rollouts`: ``n`` agent rollouts per task (:func:`tgrs_agents.generate.rollouts.rollout`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import ValidationError
 
-from ..curate.panel_file import pydantic_problem
+from ..curation.panel_file import pydantic_problem
 from ..errors import ConfigError, InputError
 from ..types import Task
 from .config import LoopConfig
@@ -194,9 +194,9 @@ def student_backend(cfg: LoopConfig, model_path: Path | str, services: Services)
 
 def rollouts(cfg: LoopConfig, model_path: Path | str, tasks: list[Task], n: int, temperature: float,
              id_prefix: str, services: Services) -> tuple[list[dict[str, Any]], Any]:
-    """(trajectories, :class:`~tgrs_agents.generate.rollout.RolloutStats`): ``n`` rollouts per task."""
+    """(trajectories, :class:`~tgrs_agents.generate.rollouts.RolloutStats`): ``n`` rollouts per task."""
     from ..generate.base import SamplingParams
-    from ..generate.rollout import RolloutStats, rollout
+    from ..generate.rollouts import RolloutStats, rollout
     from ..generate.tools import ToolBox, calculator_tool
 
     g = cfg.generate

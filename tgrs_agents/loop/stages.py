@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
-from ..curate.store import atomic_write
+from ..curation.store import atomic_write
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..curate.layout import CurateDir, LoopDir
+from ..curation.layout import CurateDir, LoopDir
 from ..errors import RunStoreError
 from .agreement import MISSING
 

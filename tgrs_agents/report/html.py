@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..curate.store import atomic_write
+from ..curation.store import atomic_write
 from ..errors import TgrsError
 
 try:

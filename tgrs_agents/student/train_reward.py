@@ -66,7 +66,7 @@ class RewardResult:
 
 def rows_from_run(run_dir: str | Path) -> list[dict[str, Any]]:
     """A curate run directory's decided candidates: accepted -> label 1, rejected -> label 0."""
-    from ..curate.store import iter_jsonl
+    from ..curation.store import iter_jsonl
 
     run_dir = Path(run_dir)
     rows = []

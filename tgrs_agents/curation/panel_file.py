@@ -6,7 +6,7 @@ override some of its fields.
 
 The TOML reader (:func:`read_toml`) and the translation of pydantic's errors
 (:func:`pydantic_problem`) here are shared by every file a user writes: the run config
-(:mod:`tgrs_agents.loop.config`) and the input records (:mod:`tgrs_agents.curate.ingest`) too.
+(:mod:`tgrs_agents.loop.config`) and the input records (:mod:`tgrs_agents.curation.ingest`) too.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tgrs_agents.curate.ingest import IdIndex, Invalid, parse_line, read_chunks
-from tgrs_agents.curate.store import DoneLines
+from tgrs_agents.curation.ingest import IdIndex, Invalid, parse_line, read_chunks
+from tgrs_agents.curation.store import DoneLines
 from tgrs_agents.types import Candidate
 
 SRC = "data/in.jsonl"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tgrs_agents.curate.panel_file import PanelConfig, load_panel, panel_from_dict
+from tgrs_agents.curation.panel_file import PanelConfig, load_panel, panel_from_dict
 from tgrs_agents.errors import ConfigError
 
 GOOD = """
@@ -308,8 +308,8 @@ def test_to_toml_round_trips_weights(tmp_path: Path) -> None:
 
 
 def test_a_panel_whose_policy_names_other_teachers_is_a_config_error(tmp_path: Path) -> None:
-    from tgrs_agents.curate.panel import Panel
-    from tgrs_agents.curate.policy import make_policy
+    from tgrs_agents.curation.panel import Panel
+    from tgrs_agents.curation.policy import make_policy
     from tgrs_agents.teachers.base import BuildContext, teacher_class
 
     cfg = load_panel(write(tmp_path, REGEX))
@@ -321,8 +321,8 @@ def test_a_panel_whose_policy_names_other_teachers_is_a_config_error(tmp_path: P
 def test_one_error_translation_for_config_files_and_input_records() -> None:
     from pydantic import BaseModel, ConfigDict, ValidationError
 
-    from tgrs_agents.curate.ingest import Invalid, parse_line
-    from tgrs_agents.curate.panel_file import pydantic_problem
+    from tgrs_agents.curation.ingest import Invalid, parse_line
+    from tgrs_agents.curation.panel_file import pydantic_problem
 
     class Inner(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -469,7 +469,7 @@ def test_shipped_jury_panel_loads() -> None:
 
 
 def test_the_guard_also_runs_when_the_loop_names_the_student_after_loading(tmp_path: Path) -> None:
-    from tgrs_agents.curate.panel import Panel
+    from tgrs_agents.curation.panel import Panel
 
     cfg = load_panel(write(tmp_path, judges(("grader", "claude-sonnet-4-5"))))
     with pytest.raises(ConfigError, match=r"same model family \(claude\)"):

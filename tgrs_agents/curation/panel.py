@@ -130,7 +130,7 @@ class Panel:
 
     @classmethod
     def from_config(cls, cfg: Any, services: Any = None) -> Panel:
-        """Build every teacher of a :class:`~tgrs_agents.curate.panel_file.PanelConfig`.
+        """Build every teacher of a :class:`~tgrs_agents.curation.panel_file.PanelConfig`.
 
         Paid teachers are wrapped by ``services`` (limits, retries, cost, cache); ``repeats = k``
         seats become k copies with seeds seed, seed + 1, ...; ``mode = "group"`` judges score a

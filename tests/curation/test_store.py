@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tgrs_agents.curate.store import (
+from tgrs_agents.curation.store import (
     RunStore,
     atomic_write,
     iter_jsonl,

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.panel_file import PanelConfig, panel_from_dict
-from tgrs_agents.curate.policy import make_policy
-from tgrs_agents.curate.run import CurateOptions, CurateRun
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.panel_file import PanelConfig, panel_from_dict
+from tgrs_agents.curation.policy import make_policy
+from tgrs_agents.curation.run import CurateOptions, CurateRun
 from tgrs_agents.errors import ConfigError, TeacherError
 from tgrs_agents.events import CandidateLoaded, Event, EventBus
 from tgrs_agents.teachers.base import Teacher, TeacherConfig

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.policy import make_policy
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.policy import make_policy
 from tgrs_agents.errors import ConfigError, TeacherError
 from tgrs_agents.teachers.base import Teacher, TeacherConfig
 from tgrs_agents.types import Candidate, Decision, Usage, Verdict
@@ -442,7 +442,7 @@ def test_min_successful_drops_the_failed_judge_instead_of_failing_the_candidate(
 
 
 def test_repeats_take_the_majority_of_k_calls_and_stop_at_a_majority() -> None:
-    from tgrs_agents.curate.repeats import Repeated
+    from tgrs_agents.curation.repeats import Repeated
 
     c = cand()
     copies = [FakeTeacher("seat", 0, {c.id: o}) for o in [(True, 0.9), (True, 0.7), (False, 0.1)]]
@@ -459,7 +459,7 @@ def test_repeats_take_the_majority_of_k_calls_and_stop_at_a_majority() -> None:
 
 
 def test_auto_weights_are_refit_from_the_verdicts_and_learn_who_to_trust() -> None:
-    from tgrs_agents.curate.reliability import prior_reliability
+    from tgrs_agents.curation.reliability import prior_reliability
 
     rng = random.Random(7)
     cands = [cand(i) for i in range(800)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from tgrs_agents.curate.progress import Progress
+from tgrs_agents.curation.progress import Progress
 from tgrs_agents.events import CandidateDecided, RunFinished, RunStarted, VerdictReceived
 from tgrs_agents.types import Decision, Usage, Verdict
 

@@ -34,7 +34,7 @@ judge (in the order listed), whose verdict then counts in that seat, with that s
    (:mod:`.reliability`: a weighted vote with log diagnostic-odds weights).
 
 Each step is monotone with "failed" <= "dropped" <= "passed" per seat, so the short-circuit above
-never changes a decision; the property tests in tests/curate/test_policy.py check it.
+never changes a decision; the property tests in tests/curation/test_policy.py check it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Files under ``DIR``::
     verdicts.jsonl   one line per teacher verdict   accepted.jsonl / rejected.jsonl  decisions
     invalid.jsonl    input lines set aside          summary.json   counts, per-teacher figures
     passed.jsonl     (best_k only) candidates the policy accepted, before the per-task cut
-    .lock            held by the one process that owns the run (tgrs_agents.curate.lock)
+    .lock            held by the one process that owns the run (tgrs_agents.curation.lock)
     torn-lines.jsonl damaged lines that recovery took out of the files above (rare)
 
 Crash safety without fsync-per-record. A *paid* verdict (one that made a request) is written to
@@ -15,7 +15,7 @@ Crash safety without fsync-per-record. A *paid* verdict (one that made a request
 with O_APPEND); everything else is buffered and written in *group commits*, always in the order
 verdicts -> decisions -> events. A ``kill -9`` therefore loses no paid verdict that had arrived, and
 can only cut the tail of a commit. On resume every file is cut back to its last whole line (a
-damaged line in the middle is set aside, see :mod:`tgrs_agents.curate.jsonl`); a candidate is done
+damaged line in the middle is set aside, see :mod:`tgrs_agents.curation.jsonl`); a candidate is done
 iff its decision line survived (it is then skipped, never written twice); the verdicts of
 candidates that were not done are read back and reused, so no teacher is paid twice.
 
@@ -124,7 +124,7 @@ class RunStore:
 
     def __init__(self, out: str | Path) -> None:
         self.dir = Path(out)
-        self.files = CurateDir(self.dir)  # the file names (tgrs_agents.curate.layout)
+        self.files = CurateDir(self.dir)  # the file names (tgrs_agents.curation.layout)
         self._buf: dict[str, list[bytes]] = {name: [] for name in OUTPUTS}
         self._pending = 0
         self._last_commit = time.monotonic()

@@ -99,8 +99,8 @@ def test_a_reserve_judges_when_a_panel_judge_is_down(tmp_path):
             cfg = {"policy": "majority", "ties": "reject", "min_successful": 1, "reserve": ["backup"],
                    "teacher": [table("openai", down, name="flaky", max_attempts=2),
                                table("openai", up, name="steady"), table("openai", up, name="backup")]}
-            from tgrs_agents.curate.panel import Panel
-            from tgrs_agents.curate.panel_file import panel_from_dict
+            from tgrs_agents.curation.panel import Panel
+            from tgrs_agents.curation.panel_file import panel_from_dict
 
             panel = Panel.from_config(panel_from_dict(cfg, base_dir=tmp_path), Services(retry=FAST))
             try:

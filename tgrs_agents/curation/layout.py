@@ -2,7 +2,7 @@
 
 A ``tgrs curate`` run directory, and a ``tgrs run`` directory whose rounds each hold one::
 
-    CURATE/                        (tgrs curate; tgrs_agents.curate.store writes it)
+    CURATE/                        (tgrs curate; tgrs_agents.curation.store writes it)
         config.toml  run.json      the resolved panel; input and panel fingerprints
         events.jsonl verdicts.jsonl accepted.jsonl rejected.jsonl passed.jsonl invalid.jsonl
         summary.json finalize.json counts and figures; best_k's finishing step

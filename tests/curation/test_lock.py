@@ -1,4 +1,4 @@
-"""One owner per run directory (``tgrs_agents.curate.lock``): a second process on the same ``--out``
+"""One owner per run directory (``tgrs_agents.curation.lock``): a second process on the same ``--out``
 stops at once naming the holder's pid, the kernel frees the lock when the holder dies (even by
 ``kill -9``), ``--force`` archives everything but the lock, and ``tgrs run`` directories are locked
 too. Without the lock, two ``tgrs curate`` processes on one directory both ran: every decision was
@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from tgrs_agents.cli import main as cli_main
-from tgrs_agents.curate.layout import LoopDir
-from tgrs_agents.curate.lock import LOCK_NAME, run_lock
+from tgrs_agents.curation.layout import LoopDir
+from tgrs_agents.curation.lock import LOCK_NAME, run_lock
 from tgrs_agents.errors import RunStoreError
 from tgrs_agents.tasks.arithmetic_data import write_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFIERS = ROOT / "teachers" / "panel-verifiers.toml"
-HOLD = "import sys, time\nfrom tgrs_agents.curate.lock import run_lock\nwith run_lock(sys.argv[1]):\n" \
+HOLD = "import sys, time\nfrom tgrs_agents.curation.lock import run_lock\nwith run_lock(sys.argv[1]):\n" \
        "    print('locked', flush=True)\n    time.sleep(120)\n"
 SLOW = "import asyncio\n\nasync def check(candidate):\n    await asyncio.sleep(0.03)\n    return True\n"
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tgrs_agents.curate.panel import Panel
-from tgrs_agents.curate.policy import POLICY_NAMES, Policy, make_policy, select_best_k
-from tgrs_agents.curate.reliability import Rate, Reliability, TeacherReliability
+from tgrs_agents.curation.panel import Panel
+from tgrs_agents.curation.policy import POLICY_NAMES, Policy, make_policy, select_best_k
+from tgrs_agents.curation.reliability import Rate, Reliability, TeacherReliability
 from tgrs_agents.errors import ConfigError, TeacherError
 from tgrs_agents.teachers.base import Teacher, TeacherConfig
 from tgrs_agents.types import Candidate, Verdict
@@ -630,7 +630,7 @@ def test_jury_short_circuit_never_changes_a_decision(data: st.DataObject) -> Non
 def test_repeats_early_stop_never_changes_the_verdict(k: int, data: st.DataObject) -> None:
     """A seat judged k times: stopping once one side holds a strict majority of k gives the same
     passed flag as calling all k (and costs no more calls)."""
-    from tgrs_agents.curate.repeats import Repeated
+    from tgrs_agents.curation.repeats import Repeated
 
     outs = data.draw(st.lists(st.none() | st.tuples(st.booleans(), st.floats(0.0, 1.0)), min_size=k, max_size=k))
     c = cand(0)

@@ -9,7 +9,7 @@ recorder is the only writer of decisions (paid verdicts are journaled by the jud
 arrive). Cancelling the run (Ctrl-C) cancels the group; whatever was decided is committed and the
 directory resumes where it stopped.
 
-One process owns the directory (:func:`~tgrs_agents.curate.lock.run_lock`, taken before anything in
+One process owns the directory (:func:`~tgrs_agents.curation.lock.run_lock`, taken before anything in
 it is read). No single record ends a run: a record that cannot be written is set aside as invalid,
 naming the field. A fault that must end it (an endpoint that refuses the key or stopped answering, a
 verdict ledger or a file that cannot be written) *stops* it instead of cancelling it: no new

@@ -1,4 +1,4 @@
-"""Judge reliability (``tgrs_agents.curate.reliability``): Dawid-Skene EM recovers known rates from
+"""Judge reliability (``tgrs_agents.curation.reliability``): Dawid-Skene EM recovers known rates from
 unlabelled verdicts, gold verifiers anchor it, intervals are Wilson's, and the posterior log-odds
 that a calibrated policy decides by is monotone in every vote."""
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tgrs_agents.curate.reliability import (
+from tgrs_agents.curation.reliability import (
     Rate,
     Reliability,
     TeacherReliability,
