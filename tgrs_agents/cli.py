@@ -62,6 +62,9 @@ def _curate(args: argparse.Namespace) -> int:
                         interval_s=args.log_interval)
     if not args.quiet:
         bus.subscribe(progress)
+    from .report.warm import warm_up
+
+    warm_up()  # the end-of-run report's imports, done while the run waits on its provider
     try:
         with progress:
             summary = asyncio.run(run.run())

@@ -133,7 +133,7 @@ def test_a_verdict_that_cannot_be_written_as_it_is_is_written_cleaned(
 def test_an_error_while_recording_one_record_sets_it_aside_and_the_run_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Defence in depth: should a record slip past the ingest check, the recorder sets it aside."""
-    from tgrs_agents.curate import ingest
+    from tgrs_agents.curation import ingest
 
     inp = write_synthetic(tmp_path / "in.jsonl", 20, seed=3)
     rows = [json.loads(x) for x in inp.read_text().splitlines()]

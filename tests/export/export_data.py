@@ -79,3 +79,18 @@ class Curated:
     dir: Path
     input: Path
     accepted: dict[str, dict[str, Any]]  # id -> the accepted record, as curate wrote it
+
+
+def loop_rendering() -> Any:
+    """tests/loop/test_rendering.py as a module (its Qwen-style template and ``labelled``), loaded under
+    its own name: the export tests render the same way and must not copy the template."""
+    import importlib.util
+    import sys
+
+    name = "tests_loop_test_rendering"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "loop" / "test_rendering.py")
+        assert spec and spec.loader
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -115,9 +115,12 @@ def test_hf_loads_back_from_disk_and_parquet(curated: Curated, tmp_path: Path, s
     else:
         ds = datasets.load_from_disk(str(out))
     assert set(ds.column_names) == {"id", "task_id", "messages", "tools"}
-    assert ds.features["tools"].dtype == "string"
+    # arguments and tools are objects (datasets' Json type, in parquet too), as pool.jsonl holds them
+    assert isinstance(ds.features["tools"], datasets.Json)
     check_rows(curated, {r["id"]: r for r in ds})
-    assert json.loads(ds[0]["tools"])[0]["function"]["name"] == "calculator"
+    assert ds[0]["tools"][0]["function"]["name"] == "calculator"
+    assert all(isinstance(tc["function"]["arguments"], dict) for r in ds for m in r["messages"]
+               for tc in m["tool_calls"] or [])
     check_report(curated, out, "hf")
 
 
@@ -243,7 +246,9 @@ def test_sft_trainer_takes_the_hf_export_unchanged(curated: Curated, tmp_path: P
     assert out.global_step == 2 and math.isfinite(out.training_loss)
     row = trainer.train_dataset[0]
     trained = tok.decode([i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100])
-    assert trained.startswith('<|call|>calculator {"expression": ') and trained.endswith("<|end|>")
+    # the arguments are objects: the tiny template's compact call, what the project's SFT trains on
+    expr = next(tc["function"]["arguments"]["expression"] for m in ds[0]["messages"] for tc in m["tool_calls"] or [])
+    assert trained.startswith(f"<|call|>calculator {expr}<|end|>") and trained.endswith("<|end|>")
 
 
 def test_errors_are_found_in_an_input_of_another_format_by_the_ids_its_reader_minted(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def test_default_pairs_the_best_accepted_with_the_worst_rejected_once_per_task(r
     assert (row["chosen"][-1]["content"], row["rejected"][-1]["content"]) == ("Answer: 5", "It is 5")
     tc = row["chosen"][0]["tool_calls"][0]
     assert tc["id"] == row["chosen"][1]["tool_call_id"] == "c-a1"
-    assert tc["function"]["arguments"] == '{"expression": "2+3"}'  # a JSON string, as in the hf export
+    assert tc["function"]["arguments"] == {"expression": "2+3"}  # an object, as in the hf export and pool.jsonl
     assert json.loads(row["tools"]) == [CALCULATOR_TOOL]
     assert all(v is not None for m in row["prompt"] + row["chosen"] + row["rejected"] for v in m.values())
     assert row["metadata"] == {"chosen_id": "a1", "rejected_id": "r2", "chosen_score": 1.0, "rejected_score": 0.0,
@@ -263,6 +263,44 @@ def test_dpo_trainer_takes_the_pair_file_unchanged_on_the_tiny_student(real_pair
     question = rec["prompt"][0]["content"]
     assert tok.decode(row["prompt_ids"]) == f"<|user|>{question}<|end|><|assistant|>"
     chosen, rejected = tok.decode(row["chosen_ids"]), tok.decode(row["rejected_ids"])
-    assert chosen.startswith('<|call|>calculator {"expression": ') and chosen.endswith(
+    # arguments are objects: the tiny template's compact call syntax, as the project's SFT renders it
+    expr = rec["chosen"][0]["tool_calls"][0]["function"]["arguments"]["expression"]
+    assert chosen.startswith(f"<|call|>calculator {expr}<|end|>") and chosen.endswith(
         f"<|assistant|>{rec['chosen'][-1]['content']}<|end|>")
     assert "<|tool|>" in rejected and rejected.endswith(f"<|assistant|>{rec['rejected'][-1]['content']}<|end|>")
+
+
+@pytest.mark.parametrize("template", ["student", "qwen-style"])
+def test_dpo_trainer_renders_a_pair_as_the_projects_sft_renders_the_conversation(real_pairs: Path, tmp_path: Path,
+                                                                                  template: str) -> None:
+    """One rendering: prompt + chosen, as DPOTrainer tokenises them, are the project's SFT tokens of that
+    conversation (arguments are objects, so a ``tojson`` template does not quote them twice)."""
+    pytest.importorskip("trl")
+    from export_data import loop_rendering
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from tgrs_agents.loop.distill import encode
+    from tgrs_agents.student import tiny
+
+    rows = [json.loads(x) for x in real_pairs.read_text().splitlines()]
+    ds = datasets.load_dataset("json", data_files=str(real_pairs), split="train", cache_dir=str(tmp_path / "c"))
+    assert [dict(r) for r in ds] == rows  # objects load back as written: no key merged in, none filled with null
+    rec = rows[0]
+    args = rec["chosen"][0]["tool_calls"][0]["function"]["arguments"]
+    assert isinstance(args, dict) and set(args) == {"expression"}  # an object, as in pool.jsonl
+    tok = tiny.train_tokenizer([json.dumps(r) for r in rows])
+    if template == "qwen-style":
+        tok.chat_template = loop_rendering().QWEN_STYLE
+    ours = encode(tok, {"messages": rec["prompt"] + rec["chosen"], "tools": rec["tools"]}, 4096)
+    config = DPOConfig(output_dir=str(tmp_path / "dpo"), max_length=4096, use_cpu=True, bf16=False,
+                       activation_checkpointing=False, report_to="none", disable_tqdm=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TRL's and transformers' advice, deprecations
+        base = tiny.save(tiny.build_model(tok, seed=0, max_position_embeddings=4096), tok, tmp_path / "base")
+        trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(base), args=config,
+                             train_dataset=ds.select([0]), processing_class=tok)
+    row = trainer.train_dataset[0]
+    assert list(row["prompt_ids"]) + list(row["chosen_ids"]) == ours["input_ids"]
+    text = tok.decode(ours["input_ids"])
+    assert "<|call|>calculator " in text or '"arguments": {"expression": "' in text  # rendered once, not twice

@@ -101,13 +101,29 @@ def test_hf_rows_have_one_shape_and_load_into_the_fixed_schema() -> None:
 
     plain = to_hf(t(USER, {"role": "assistant", "content": "x"}, tools=None), Counter())
     tooled = to_hf(t(*PARALLEL), Counter())
-    assert plain["tools"] is None and json.loads(tooled["tools"]) == TOOLS
-    assert tooled["messages"][1]["tool_calls"][1]["function"]["arguments"] == '{"x": "2*5"}'
+    assert plain["tools"] is None and tooled["tools"] == TOOLS
+    # arguments as objects (strings parsed), what the chat template and the project's SFT render
+    assert tooled["messages"][1]["tool_calls"][1]["function"]["arguments"] == {"x": "2*5"}
+    assert tooled["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"x": "2+2"}
     assert tooled["messages"][3]["content"] == "10" and tooled["messages"][1]["content"] == "Two sums."
     # the first row has no tool calls at all: the schema, not inference, fixes the column types
     ds = datasets.Dataset.from_list([plain, tooled], features=hf_features())
-    assert ds[1]["messages"][1]["tool_calls"][0] == call("a", '{"x": "2+2"}')
+    assert ds[1]["messages"][1]["tool_calls"][0] == call("a", {"x": "2+2"})
+    assert ds[1]["tools"] == TOOLS and ds[0]["tools"] is None
     assert ds[0]["messages"][0]["tool_calls"] is None
+
+
+def test_hf_falls_back_to_json_strings_where_datasets_has_no_json_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from tgrs_agents.export.writers import hf_features, hf_strings
+
+    monkeypatch.delattr(datasets, "Json", raising=False)
+    tooled = hf_strings(to_hf(t(*PARALLEL), Counter()))
+    assert json.loads(tooled["tools"]) == TOOLS
+    assert tooled["messages"][1]["tool_calls"][1]["function"]["arguments"] == '{"x": "2*5"}'
+    ds = datasets.Dataset.from_list([tooled], features=hf_features())
+    assert ds.features["tools"].dtype == "string"
+    assert ds[0]["messages"][1]["tool_calls"][0] == call("a", '{"x": "2+2"}')
 
 
 def test_a_non_empty_output_directory_needs_force(tmp_path: Path) -> None:

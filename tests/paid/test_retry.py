@@ -71,3 +71,25 @@ def test_exponential_backoff_grows():
     asyncio.run(call_with_retries(attempt, RetryPolicy(max_attempts=5, initial_s=1, jitter_s=0),
                                   sleep=sleep))
     assert sleep.calls == [1, 2, 4, 8]
+
+
+def test_a_first_attempt_that_succeeds_builds_no_retry_machinery(monkeypatch):
+    # the per-call tenacity objects are CPU a client-bound run feels: built only after a failure
+    import tenacity
+
+    built = []
+    real = tenacity.AsyncRetrying
+
+    def counting(*a, **k):
+        built.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tenacity, "AsyncRetrying", counting)
+    attempt, seen = flaky([])
+    assert asyncio.run(call_with_retries(attempt, RetryPolicy(), sleep=Sleeps())) == "ok"
+    assert seen == [1] and built == []
+    failures = []
+    attempt, seen = flaky([TeacherError("503", retryable=True)])
+    out = asyncio.run(call_with_retries(attempt, RetryPolicy(), sleep=Sleeps(),
+                                        on_failure=lambda n, e: failures.append((n, e.attempt))))
+    assert out == "ok" and seen == [1, 2] and built == [1] and failures == [(1, 1)]

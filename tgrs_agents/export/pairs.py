@@ -10,11 +10,14 @@ preference records that TRL's ``DPOTrainer`` takes as they are::
      "tools": "<JSON schemas>" or null, "metadata": {...}}
 
 The messages are the ``hf`` export's (:func:`~.writers.to_hf`: text ``content``, tool-call
-``arguments`` as JSON strings, ``tools`` one JSON string that TRL parses) without their empty
-fields. So every column has one type and ``datasets`` reads the file with the same schema whatever
-tools the rows call. A chat template that prints a mapping of arguments differently from a string
-sees the string (see :mod:`.writers`; the tiny student's template renders
-``<|call|>calculator {"expression": "2+3"}``, not its compact ``calculator 2+3``).
+``arguments`` as objects) without their empty fields, so ``DPOTrainer``'s chat template renders the
+calls exactly as the project's SFT does (the tiny student's template prints its compact
+``<|call|>calculator 2+3``; a Qwen-style ``arguments | tojson`` does not quote them twice).
+``tools`` stays one JSON string, which TRL parses: a column of one type whatever schemas the rows
+carry. Arguments of different tools differ in keys; a ``datasets`` with ``Json`` (5.2 has it) reads
+such messages as ``Json``, each object as written, while an older one may merge the keys into one
+struct and fill the missing ones with nulls, which a template then prints: load the file with a
+current ``datasets``, or parse it yourself.
 
 Pairs form only between candidates with the same ``task_id``, prompt messages and tools. Per task
 (:class:`PairSettings`):
@@ -229,7 +232,8 @@ def choose(entries: list[Entry], mode: str, min_margin: float, counts: Counter[s
 
 def sides(cand: Candidate, line: int, hygiene: Hygiene, failed: set[str], count: TokenCounter,
           counts: Counter[str], sites: list[tuple[str, str]]) -> tuple[list[Message], list[Message], str | None]:
-    """One candidate, cleaned (:func:`~.run.clean`), as (prompt, continuation, tools JSON)."""
+    """One candidate, cleaned (:func:`~.run.clean`), as (prompt, continuation, tools JSON); tool-call
+    arguments stay objects (what the chat template renders), the tools one JSON string (TRL parses it)."""
     row = to_hf(clean(cand, line, hygiene, failed, count, counts, sites), counts)
     messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
     first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
@@ -237,7 +241,8 @@ def sides(cand: Candidate, line: int, hygiene: Hygiene, failed: set[str], count:
         raise Dropped("no_answer", "no assistant turn to prefer or reject")
     if first == 0:
         raise Unconvertible("messages[0]: an assistant turn before any prompt turn")
-    return messages[:first], messages[first:], row["tools"]
+    tools = json.dumps(row["tools"], ensure_ascii=False) if row["tools"] else None
+    return messages[:first], messages[first:], tools
 
 
 def teacher_states(path: Path) -> tuple[dict[str, list[str]], dict[str, tuple[str, ...]]]:

@@ -18,11 +18,14 @@
 * ``hf``: a ``datasets`` dataset (``save_to_disk``; parquet when the path ends in ``.parquet``)
   with the columns ``id``, ``task_id``, ``messages`` and ``tools`` that TRL's ``SFTTrainer`` takes
   as they are. Arrow needs one type per column, so the schema is fixed (:func:`hf_features`):
-  ``content`` is a string, tool-call ``arguments`` a JSON string, ``tools`` a JSON string (or null),
-  which TRL's tokenizer step parses. The rows are held in memory until the end. TRL hands the
-  arguments to the chat template as strings: Qwen's templates print a string as it is, but a
-  template that applies ``tojson`` to them (Llama 3.x) would quote them twice; such users parse them
-  first (:func:`tgrs_agents.chat.template_messages`, as ``loop/distill.py`` does).
+  ``content`` is a string, and tool-call ``arguments`` and ``tools`` are ``datasets.Json``
+  columns (a ``datasets`` that has ``Json``, as 5.2 does): stored as JSON text (Arrow's
+  ``arrow.json`` extension type, in parquet too) and read back as objects. So a chat template gets
+  the arguments as a mapping, exactly what the project's own SFT renders
+  (:func:`tgrs_agents.loop.distill.encode`), and a Qwen-style ``arguments | tojson`` does not quote
+  them twice. With an older ``datasets`` (no ``Json``) the export falls back to JSON strings
+  (:func:`hf_strings`, the schema of earlier versions): parse them before a template sees them
+  (:func:`tgrs_agents.chat.template_messages`). The rows are held in memory until the end.
 * ``dpo``: preference pairs, one JSON object a line, in TRL's conversational preference format
   (``prompt``, ``chosen``, ``rejected``, ``tools``); the messages are the ``hf`` ones without their
   empty fields. Built by :mod:`.pairs`, which reads rejected candidates as well.
@@ -87,12 +90,17 @@ def arguments_json(args: Any) -> str:
     return args if isinstance(args, str) else json.dumps(args if args is not None else {}, ensure_ascii=False)
 
 
-def _calls(m: dict[str, Any]) -> list[dict[str, Any]]:
+def _calls(m: dict[str, Any], *, objects: bool = False) -> list[dict[str, Any]]:
+    """The tool calls in OpenAI's shape; ``arguments`` a JSON string, or with ``objects`` a mapping
+    (what a chat template renders, and what the project's SFT trains on)."""
     out = []
     for tc in m.get("tool_calls") or []:
         fn = tc.get("function") or {}
+        args: Any = arguments_json(fn.get("arguments"))
+        if objects:
+            args = parse_arguments(args)
         out.append({"id": tc.get("id"), "type": "function",
-                    "function": {"name": fn.get("name") or "", "arguments": arguments_json(fn.get("arguments"))}})
+                    "function": {"name": fn.get("name") or "", "arguments": args}})
     return out
 
 
@@ -181,24 +189,46 @@ def to_sharegpt(t: Trace, counts: Counter[str]) -> dict[str, Any]:
 
 
 def to_hf(t: Trace, counts: Counter[str]) -> dict[str, Any]:
+    """One ``hf`` row: tool-call ``arguments`` as objects and ``tools`` a list (None without tools)."""
     msgs = []
     for i, m in enumerate(t.messages):
-        calls = _calls(m) if m.get("tool_calls") else None
+        calls = _calls(m, objects=True) if m.get("tool_calls") else None
         msgs.append({"role": m["role"], "content": text(m.get("content"), f"messages[{i}]"),
                      "tool_calls": calls, "tool_call_id": m.get("tool_call_id"), "name": m.get("name")})
         counts["message_keys_dropped"] += len(set(m) - {"role", "content", "tool_calls", "tool_call_id", "name"})
     return {"id": t.id, "task_id": t.task_id, "messages": msgs,
-            "tools": json.dumps(t.tools, ensure_ascii=False) if t.tools else None}
+            "tools": t.tools or None}
+
+
+def hf_json_type() -> Any:
+    """``datasets.Json()`` where the installed ``datasets`` has it (5.2 does; 3.x does not), else None."""
+    import datasets
+
+    json_type = getattr(datasets, "Json", None)
+    return json_type() if json_type is not None else None
 
 
 def hf_features() -> Any:
-    """The ``datasets`` schema of the ``hf`` export (list literals: datasets 3 and 4 both read them)."""
+    """The ``datasets`` schema of the ``hf`` export (list literals: datasets 3, 4 and 5 read them):
+    ``arguments`` and ``tools`` are ``Json`` columns, or strings where ``datasets`` has no ``Json``."""
     from datasets import Features, Value
 
     s = Value("string")
-    call = {"id": s, "type": s, "function": {"name": s, "arguments": s}}
+    obj = hf_json_type() or s
+    call = {"id": s, "type": s, "function": {"name": s, "arguments": obj}}
     message = {"role": s, "content": s, "tool_calls": [call], "tool_call_id": s, "name": s}
-    return Features({"id": s, "task_id": s, "messages": [message], "tools": s})
+    return Features({"id": s, "task_id": s, "messages": [message], "tools": obj})
+
+
+def hf_strings(row: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`to_hf` row with ``arguments`` and ``tools`` as JSON strings (the fallback schema)."""
+    def strings(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        return [{**c, "function": {**c["function"], "arguments": arguments_json(c["function"]["arguments"])}}
+                for c in calls] if calls else None
+
+    msgs = [{**m, "tool_calls": strings(m["tool_calls"])} for m in row["messages"]]
+    tools = json.dumps(row["tools"], ensure_ascii=False) if row["tools"] else None
+    return {**row, "messages": msgs, "tools": tools}
 
 
 CONVERTERS: dict[str, Callable[[Trace, Counter[str]], dict[str, Any]]] = {
@@ -246,7 +276,8 @@ class Writer:
             bars = datasets.is_progress_bar_enabled()
             datasets.disable_progress_bars()  # the export prints its own summary
             try:
-                ds = datasets.Dataset.from_list(self.rows, features=hf_features())
+                rows = self.rows if hf_json_type() is not None else [hf_strings(r) for r in self.rows]
+                ds = datasets.Dataset.from_list(rows, features=hf_features())
                 if self.out.suffix == ".parquet":
                     ds.to_parquet(str(self.tmp))
                 else:
