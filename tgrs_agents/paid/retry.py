@@ -89,7 +89,30 @@ async def call_with_retries(
     """Run ``attempt(n)`` (n = 1, 2, ...) until it succeeds or the policy gives up.
 
     The last error is re-raised with ``attempt`` set to the number of attempts made.
+
+    Most calls succeed at once, so the first attempt runs bare and the retry machinery (a
+    tenacity ``AsyncRetrying`` per call: CPU that a client-bound run feels) is built only when it
+    fails; tenacity then starts from that first failure, replayed, so what follows is the same.
     """
+    try:
+        return await attempt(1)
+    except TeacherError as e:
+        e.attempt = 1
+        if on_failure is not None:
+            on_failure(1, e)
+        first: TeacherError = e
+    return await _retry_after(first, attempt, policy, sleep=sleep, on_failure=on_failure)
+
+
+async def _retry_after(
+    first: TeacherError,
+    attempt: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+    on_failure: Callable[[int, TeacherError], None] | None,
+) -> T:
+    """The policy from attempt 2 on, after ``first`` (attempt 1's error, already reported)."""
     from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt  # on first use
 
     malformed_seen = [0]
@@ -105,6 +128,8 @@ async def call_with_retries(
         async for att in retrying:
             with att:
                 n = att.retry_state.attempt_number
+                if n == 1:
+                    raise first  # the bare attempt's outcome, for tenacity to judge
                 try:
                     return await attempt(n)
                 except TeacherError as e:
