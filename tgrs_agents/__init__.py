@@ -4,6 +4,9 @@ Public names are re-exported here; everything else is private. Importing this pa
 none of torch, transformers, openai or anthropic.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from .curation.panel import Panel
 from .curation.panel_file import PanelConfig, load_panel
 from .curation.policy import Policy, make_policy, select_best_k
@@ -29,10 +32,6 @@ from .events import (
     RunStopped,
     VerdictReceived,
 )
-from .export import ExportReport, Hygiene, export_run
-from .loop.config import LoopConfig, load_run_config
-from .loop.distill import DistillResult, SFTSettings, distill
-from .loop.rounds import ExpertIteration
 from .paid.cost import Budget, Price
 from .paid.ledger import Ledger
 from .paid.limits import EndpointLimiter, EndpointLimits, FakeClock, LimiterRegistry, SystemClock
@@ -41,7 +40,39 @@ from .teachers.base import BuildContext, Teacher, TeacherConfig, register_teache
 from .teachers.batching import MicroBatcher
 from .types import Candidate, Decision, Message, Task, ToolCall, Usage, Verdict
 
+if TYPE_CHECKING:  # loaded lazily (see _LAZY)
+    from .export import ExportReport, Hygiene, export_run
+    from .loop.config import LoopConfig, load_run_config
+    from .loop.distill import DistillResult, SFTSettings, distill
+    from .loop.rounds import ExpertIteration
+
 __version__ = "0.1.0"
+
+# The loop and the export are loaded on first use: `tgrs curate` starts without them.
+_LAZY = {
+    "DistillResult": ".loop.distill",
+    "ExpertIteration": ".loop.rounds",
+    "ExportReport": ".export",
+    "Hygiene": ".export",
+    "LoopConfig": ".loop.config",
+    "SFTSettings": ".loop.distill",
+    "distill": ".loop.distill",
+    "export_run": ".export",
+    "load_run_config": ".loop.config",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Budget",
