@@ -198,6 +198,8 @@ def test_fault_storm_every_candidate_decided(data, tmp_path, capsys):
     plan = dict(p_5xx=0.1, rpm=3000, burst_s=0.5)
     with StandIn(FaultPlan(**plan, seed=5), brain=brain) as oa, \
             StandIn(FaultPlan(**plan, seed=6, ratelimit_headers=False), brain=brain) as an:
+        for srv in (oa, an):  # a limiter that keeps within the rate may see none: make sure 429s come
+            srv.script.extend(["429", "ok", "429"])
         panel = write_panel(tmp_path, oa, an, max_attempts=10)
         s = curate(data, panel, tmp_path / "storm", "--no-cache", capsys=capsys)
         stats = oa.stats + an.stats
