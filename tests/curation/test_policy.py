@@ -8,13 +8,13 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from panel_kit import FakeTeacher, Outcome, cand, judge_all, make_teacher, v
 
 from tgrs_agents.curation.panel import Panel
 from tgrs_agents.curation.policy import POLICY_NAMES, Policy, make_policy, select_best_k
 from tgrs_agents.curation.reliability import Rate, Reliability, TeacherReliability
 from tgrs_agents.errors import ConfigError, TeacherError
-from tgrs_agents.teachers.base import Teacher, TeacherConfig
-from tgrs_agents.types import Candidate, Verdict
+from tgrs_agents.types import Verdict
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -23,9 +23,6 @@ from tgrs_agents.types import Candidate, Verdict
 def names(n: int) -> list[str]:
     return [f"t{i}" for i in range(n)]
 
-
-def v(teacher: str, passed: bool, score: float | None = None) -> Verdict:
-    return Verdict(teacher=teacher, passed=passed, score=(1.0 if passed else 0.0) if score is None else score)
 
 
 def verdicts(passed: list[bool], scores: list[float] | None = None) -> dict[str, Verdict]:
@@ -37,9 +34,6 @@ def full(policy: Policy, passed: list[bool], scores: list[float] | None = None) 
     vs = verdicts(passed, scores)
     return policy.accepts({t: x.passed for t, x in vs.items()}, {t: x.score for t, x in vs.items()})
 
-
-def cand(i: int = 0, task: str = "task") -> Candidate:
-    return Candidate(id=f"c{i}", task_id=task, messages=[{"role": "user", "content": "q"}])
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,44 +278,6 @@ def test_decide_is_sound_and_exact(data: st.DataObject) -> None:
 
 # --------------------------------------------------------------------------------------------
 # the panel
-
-
-Outcome = tuple[bool, float] | None  # None: the teacher raises TeacherError
-
-
-class FakeTeacher(Teacher):
-    """Returns a scripted verdict per candidate id and counts its calls."""
-
-    inline = False
-
-    def __init__(self, name: str, rank: int, script: dict[str, Outcome]) -> None:
-        super().__init__(TeacherConfig(name=name, kind="fake", cost_rank=rank))
-        self.script = script
-        self.calls: dict[str, int] = {}
-
-    async def judge(self, candidate: Candidate) -> Verdict:
-        self.calls[candidate.id] = self.calls.get(candidate.id, 0) + 1
-        if not self.inline:
-            await asyncio.sleep(0)
-        out = self.script[candidate.id]
-        if out is None:
-            raise TeacherError("scripted failure", teacher=self.name)
-        return Verdict(teacher=self.name, passed=out[0], score=out[1])
-
-
-class InlineFake(FakeTeacher):
-    inline = True
-
-
-def make_teacher(name: str, rank: int, inline: bool, script: dict[str, Outcome]) -> FakeTeacher:
-    return (InlineFake if inline else FakeTeacher)(name, rank, script)
-
-
-def judge_all(panel: Panel, cands: list[Candidate]) -> list:
-    async def go() -> list:
-        return [(await panel.judge(c))[0] for c in cands]
-
-    return asyncio.run(go())
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -95,3 +95,19 @@ def decided(out: Path) -> dict[str, set[tuple[int, str | None]]]:
 
 def count(out: Path) -> int:
     return sum(len(p.read_text().splitlines()) for n in ("accepted", "rejected") if (p := out / f"{n}.jsonl").exists())
+
+
+def kill_after(command: list[str], out: Path, decided_at_least: int = 150) -> None:
+    """Start ``command`` and SIGKILL it once ``out`` holds that many decisions (it must still be running)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while count(out) < decided_at_least and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

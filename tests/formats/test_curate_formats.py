@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from format_kit import cmd, count, decided, panel
+from format_kit import cmd, count, decided, kill_after, panel
 
 from tgrs_agents.curation.panel_file import load_panel
 from tgrs_agents.curation.run import CurateOptions, curate
@@ -62,13 +59,7 @@ def test_kill_and_resume_on_a_json_array_ends_like_an_uninterrupted_run(tmp_path
     assert summary["teachers"]["slow"]["calls"] == sum(1 for i in range(N) if i % 7 and i + 1 not in bad)  # ... first
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(cmd(inp, pnl, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while count(out) < 150 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after(cmd(inp, pnl, out), out)
     got_before = count(out)
     assert 0 < got_before < N - len(bad)
     assert json.loads((out / "input-format.json").read_text()) == {"format": "tau-bench", "unit": "record"}

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from format_kit import FIXTURES, cmd, count, decided, panel, read
+from format_kit import FIXTURES, cmd, count, decided, kill_after, panel, read
 
 from tgrs_agents.curation.panel_file import load_panel
 from tgrs_agents.curation.run import curate
@@ -179,13 +176,7 @@ def test_curate_a_directory_killed_and_resumed_ends_like_an_uninterrupted_run(tm
         (n + 1, f"r{n}") for n in range(files * per) if n % 7 and n % 10 and n % 97 != 96}
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(cmd(root, pnl, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while count(out) < 150 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after(cmd(root, pnl, out), out)
     assert 0 < count(out) < len(want["accepted"]) + len(want["rejected"])
     done = subprocess.run(cmd(root, pnl, out, "--json"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
