@@ -85,7 +85,7 @@ class Ledger:
             os.chmod(self.path, 0o600)
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
+                self._wal(db)
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, teacher TEXT, "
@@ -107,6 +107,23 @@ class Ledger:
                     os.chmod(side, 0o600)
             self._db = db
         return self._db
+
+    @staticmethod
+    def _wal(db: sqlite3.Connection) -> None:
+        """Switch a fresh file to WAL. Two processes opening one new file at once can get "database
+        is locked" here without SQLite's busy handler ever waiting (switching the journal mode takes
+        an exclusive lock), so wait and try again, as the busy timeout would, for up to 30 s."""
+        deadline = time.monotonic() + 30
+        pause = 0.005
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
 
     def check(self) -> None:
         """Open the file and run ``PRAGMA quick_check``: raise :class:`ConfigError` naming the file
