@@ -64,13 +64,15 @@ def _curate(args: argparse.Namespace) -> int:
         bus.subscribe(progress)
     from .report.warm import warm_up
 
-    warm_up()  # the end-of-run report's imports, done while the run waits on its provider
+    warm = warm_up()  # the end-of-run report's imports, done while the run waits on its provider
     try:
         with progress:
             summary = asyncio.run(run.run())
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.out} is resumable; run the same command again", file=sys.stderr)
         return 130
+    finally:
+        warm.finish()  # never exit with the thread mid-import: that aborts the process
     for warning in summary.get("warnings", ()):
         print(f"tgrs: warning: {warning}", file=sys.stderr)
     if args.json:

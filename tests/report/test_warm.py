@@ -37,3 +37,14 @@ def test_the_module_entry_point_freezes_the_heap_before_exit():
     done = subprocess.run([sys.executable, "-c", MAIN], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "0 True"
+
+
+def test_finish_skips_a_warm_up_that_has_not_begun_and_leaves_no_thread_behind() -> None:
+    import time
+
+    from tgrs_agents.report.warm import warm_up
+
+    t0 = time.monotonic()
+    t = warm_up(30.0)
+    t.finish()  # the CLI calls this before exiting: a thread mid-import at shutdown aborts the process
+    assert not t.is_alive() and time.monotonic() - t0 < 5
