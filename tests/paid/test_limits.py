@@ -218,7 +218,7 @@ def test_a_minutes_bank_learned_from_openai_headers_is_spent():
     t, lim = run(main(PER_SECOND))
     assert lim.stats.bank_s["requests"] == pytest.approx(1.0)
     assert lim.requests.capacity == pytest.approx(50)
-    assert t == pytest.approx((1000 - 25) / 50, abs=0.05)  # half its second spent, then the rate
+    assert t == pytest.approx((1000 - 0.75 * 50) / 50, abs=0.05)  # 3/4 of its second spent, then the rate
 
 
 def test_bank_counts_what_started_since_the_call_the_headers_answer():

@@ -93,3 +93,21 @@ def test_a_first_attempt_that_succeeds_builds_no_retry_machinery(monkeypatch):
     out = asyncio.run(call_with_retries(attempt, RetryPolicy(), sleep=Sleeps(),
                                         on_failure=lambda n, e: failures.append((n, e.attempt))))
     assert out == "ok" and seen == [1, 2] and built == [1] and failures == [(1, 1)]
+
+
+def test_an_isolated_5xx_is_retried_soon_and_an_overloaded_server_is_given_a_second():
+    # the last calls of a run wait on their retries: the default first back-off is short...
+    sleep = Sleeps()
+    attempt, _ = flaky([TeacherError("500", retryable=True, kind="server")])
+    asyncio.run(call_with_retries(attempt, RetryPolicy(), sleep=sleep))
+    (wait,) = sleep.calls
+    assert 0.1 <= wait <= 0.1 + 0.25
+    # ...but a 529 (the server says it is overloaded) is not hammered: at least a second each
+    sleep = Sleeps()
+    attempt, _ = flaky([TeacherError("529", retryable=True, kind="overloaded") for _ in range(3)])
+    asyncio.run(call_with_retries(attempt, RetryPolicy(jitter_s=0), sleep=sleep))
+    assert sleep.calls == [1.0, 1.0, 1.0]
+    sleep = Sleeps()
+    attempt, _ = flaky([TeacherError("529", retryable=True, kind="overloaded") for _ in range(4)])
+    asyncio.run(call_with_retries(attempt, RetryPolicy(initial_s=0.5, jitter_s=0), sleep=sleep))
+    assert sleep.calls == [1.0, 1.0, 2.0, 4.0]

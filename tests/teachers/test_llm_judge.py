@@ -106,6 +106,37 @@ def test_an_unknown_model_needs_prices(srv, tmp_path):
 
 
 # --- through the layer, as tgrs curate builds it ------------------------------------------------------
+
+def test_the_openai_judge_sends_what_the_typed_sdk_call_sends(srv, tmp_path):
+    """The judge posts its body through ``client.post`` (no request transform, no pydantic answer):
+    on the wire it must be the request the typed ``chat.completions.create`` sends, headers too."""
+    judge = bare("openai", srv, tmp_path)
+    c = cand(1)
+    prompt = judge.prompt_for(c)
+
+    async def main():
+        try:
+            out, usage, headers = await judge.ask(prompt, VERDICT_SCHEMA, "verdict")
+            await judge._client.chat.completions.with_raw_response.create(
+                model=judge.config.model, messages=[{"role": "user", "content": prompt}],
+                temperature=judge.config.temperature, max_tokens=judge.config.max_tokens,
+                response_format={"type": "json_schema", "json_schema": {
+                    "name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}},
+                seed=judge.config.seed)
+            return out, usage, headers
+        finally:
+            await judge.aclose()
+
+    out, usage, headers = run(main())
+    ours, typed = srv.requests[-2], srv.requests[-1]
+    assert ours["path"] == typed["path"] == "/v1/chat/completions"
+    assert ours["body"] == typed["body"] and ours["body"]["seed"] == judge.config.seed
+    skip = {"content-length", "x-stainless-retry-count", "x-stainless-read-timeout", "idempotency-key"}
+    assert {k: v for k, v in ours["headers"].items() if k not in skip} == \
+        {k: v for k, v in typed["headers"].items() if k not in skip}
+    assert json.loads(out)["passed"] is True and usage.input_tokens == len(prompt) // 4
+    assert usage.output_tokens > 0 and "x-request-id" in headers
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_ok_path_verdict_usage_cost_and_request(kind, srv, tmp_path):
     good, bad = cand(1), cand(2, "wrong_copy")

@@ -14,6 +14,7 @@ no tuning:
   states the limit it enforces) give the limit, which only ever lowers a rate, and, with the reset
   time, how much the provider lets a client bank (:mod:`.ratelimit_headers`): on an allowance per
   minute the limiter spends what the server says is left, keeping ``RESERVE_S`` of rate in it
+  (a quarter of a shorter bank)
   against jitter, and wakes the callers already waiting. ``EndpointLimits.burst_s`` states the bank
   instead (then it is spent from the start).
 * **Calls in flight** follow the rate and the observed latency (:class:`.slots.SlotGate`, Little's
@@ -76,7 +77,8 @@ class EndpointLimiter:
     RECOVER_PER_SUCCESS = 0.01
     EPISODE_S = 1.0  # 429s this close together are one episode: at most one cut each
     QUIET_S = 5.0  # an episode this long after the last 429 is isolated
-    RESERVE_S = 0.5  # of a learned bank, this much rate stays unspent (slack for bunched arrivals)
+    RESERVE_S = 0.5  # of a learned bank, at most this much rate stays unspent (slack for bunched
+    RESERVE_SHARE = 0.25  # arrivals), and at most this share of the bank: a 1 s bank keeps 0.25 s
     DISTRUST_S = 60.0  # after a 429, banks learned from headers are not spent for this long
 
     def __init__(self, key: str, limits: EndpointLimits, clock: Clock | None = None) -> None:
@@ -321,7 +323,8 @@ class EndpointLimiter:
         bank = remaining * window / 60  # ``remaining`` is scaled to the minute
         if permit is not None:
             bank = min(per_s * window, bank + per_s * max(0.0, now - permit))
-        level = bank - self.slots.since(name, permit) - self.RESERVE_S * self._base[name] - bk.pending
+        reserve = min(self.RESERVE_S, self.RESERVE_SHARE * window) * self._base[name]
+        level = bank - self.slots.since(name, permit) - reserve - bk.pending
         rise = bk.lift(level, now)
         if rise <= 0:
             return

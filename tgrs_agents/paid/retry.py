@@ -29,10 +29,11 @@ class RetryPolicy:
     adapter's own ``max_attempts`` replaces this one's for its calls."""
 
     max_attempts: int = 5
-    initial_s: float = 0.25
+    initial_s: float = 0.1  # an isolated 5xx is retried soon: the last calls of a run wait on it
     max_wait_s: float = 30.0
     jitter_s: float = 0.25
     max_malformed_retries: int = 1
+    overloaded_min_s: float = 1.0  # a server that says it is overloaded (529) gets at least this
 
 
 def _retryable(policy: RetryPolicy, malformed_seen: list[int]) -> Callable[[BaseException], bool]:
@@ -74,6 +75,8 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
             # the limiter already pauses the endpoint until then; waiting here too keeps this
             # attempt from jumping the queue when the limiter is shared
             return min(max(exc.retry_after, 0.0), policy.max_wait_s)
+        if isinstance(exc, TeacherError) and exc.kind == "overloaded":
+            return min(max(float(expo(state)), policy.overloaded_min_s), policy.max_wait_s)
         return float(expo(state))
 
     return wait

@@ -165,6 +165,7 @@ class ApiJudge(Teacher):
                 file=self.ctx.source, field=f"{field}.price_input_per_mtok")
         self.price = price
         self._client = client
+        self._prompts: dict[int, tuple[Candidate, str]] = {}  # recent renders, by candidate
         if client is None and not os.environ.get(config.api_key_env):
             raise ConfigError(
                 f"environment variable {config.api_key_env} is not set (the API key is read "
@@ -247,8 +248,19 @@ class ApiJudge(Teacher):
         return CacheIdentity(ident, hashlib.sha256(
             (self.template + "\x00" + self.config.rubric).encode()).hexdigest())
 
+    PROMPTS_KEPT = 1024
+
     def prompt_for(self, candidate: Candidate) -> str:
-        return render_prompt(self.template, candidate, self.config.rubric)
+        """The prompt for ``candidate``; rendered once for the budget's and the limiter's estimates
+        and the call itself (the last few renders are kept, keyed by the candidate object)."""
+        hit = self._prompts.get(id(candidate))
+        if hit is not None and hit[0] is candidate:
+            return hit[1]
+        text = render_prompt(self.template, candidate, self.config.rubric)
+        if len(self._prompts) >= self.PROMPTS_KEPT:
+            del self._prompts[next(iter(self._prompts))]
+        self._prompts[id(candidate)] = (candidate, text)
+        return text
 
     def estimate(self, candidate: Candidate) -> tuple[int, int]:
         """Tokens before the call: ~4 characters a token in, at most max_tokens out."""
