@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tgrs_agents.curation.ingest import IdIndex, Invalid, parse_line, read_chunks
 from tgrs_agents.curation.store import DoneLines
@@ -421,3 +423,50 @@ def test_fine_tuning_records_without_call_ids_are_paired_in_order_and_noted(tmp_
     assert read_all(path, tmp_path, "openai-ft")[1].messages[1].tool_calls[0].id == ids[0]  # type: ignore[union-attr]
     inv = got[2]  # a result naming a call nobody made is not guessed at
     assert isinstance(inv, Invalid) and inv.field == "messages[3].tool_call_id" and "'c7'" in inv.reason
+
+
+# --- the writability pre-check: a record read from bytes skips the round trip only when it is safe -----
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=2**62, max_value=2**80)
+    | st.text(st.characters(codec=None), max_size=8) | st.sampled_from(["\ud800", "\udfff", "\u00e9"]),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+    max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(meta=_json_values, args=_json_values, ascii_only=st.booleans())
+def test_a_record_skips_the_write_back_check_only_when_it_surely_writes(meta, args, ascii_only):
+    from tgrs_agents.curation.ingest import writable_as_read
+    from tgrs_agents.curation.jsonl import candidate_problem
+
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": json.dumps({"x": args})}}
+    rec = {"id": "r", "task_id": "t", "metadata": {"m": meta},
+           "messages": [user(), {"role": "assistant", "content": None, "tool_calls": [call]},
+                        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                        {"role": "assistant", "content": "done"}]}
+    try:
+        raw = json.dumps(rec, ensure_ascii=ascii_only).encode()
+    except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8: only its escape is a valid line
+        raw = json.dumps(rec).encode()
+    out = parse_line(raw, 3, SRC)
+    slow = Candidate.model_validate_json(raw) if not isinstance(out, Invalid) else None
+    if writable_as_read(raw):  # the shortcut must be sound: no record it lets through is unwritable
+        assert isinstance(out, Candidate) and candidate_problem(out) is None
+    if slow is not None:  # what it lets through, the full check lets through too
+        assert candidate_problem(slow) is None
+    # what the full check refuses is refused with the field named, never passed on
+    if isinstance(out, Invalid) and "64-bit" in out.reason:
+        assert out.field and out.reason.startswith(f"{SRC}:3:")
+
+
+def test_the_write_back_check_still_catches_wide_integers_and_lone_surrogates():
+    wide = {"id": "r", "messages": [user(), {"role": "assistant", "content": "x"}], "reference": 2**70}
+    out = bad(json.dumps(wide), line=4)
+    assert out.field == "reference" and "64-bit" in out.reason
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"n": 99999999999999999999999}'}}
+    deep = {"id": "r", "messages": [user(), {"role": "assistant", "content": None, "tool_calls": [call]},
+                                    {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                                    {"role": "assistant", "content": "done"}]}
+    assert "64-bit" in bad(json.dumps(deep)).reason
+    call["function"]["arguments"] = json.dumps({"s": "\ud800"})  # a lone surrogate, escaped twice
+    assert bad(json.dumps(deep)).field.startswith("messages[1].tool_calls[0]")
