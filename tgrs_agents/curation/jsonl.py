@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ..chat import template_messages
+from ..chat import parse_arguments, template_messages
 from ..types import Candidate
 
 TORN = "torn-lines.jsonl"
@@ -132,10 +132,21 @@ def set_aside(path: Path, bad: list[tuple[int, bytes]]) -> str:
 # --- what the writer can write ----------------------------------------------------------------
 def sft_row(cand: Candidate) -> dict[str, Any]:
     """The trajectory fields of a decision record: what an SFT trainer reads (id, task_id, messages
-    with tool-call arguments as objects, as TRL renders them, and tools)."""
-    rec = cand.sft_record()
-    rec["messages"] = template_messages(rec["messages"])
-    return rec
+    with tool-call arguments as objects, as TRL renders them, and tools).
+
+    Equal to ``template_messages(cand.sft_record()["messages"])`` (tested), built in one dump whose
+    fresh dicts are edited in place: it runs once per decided candidate, a third cheaper this way.
+    """
+    msgs = cand.model_dump(mode="json", include={"messages"}, exclude_none=True)["messages"]
+    for m in msgs:
+        calls = m.get("tool_calls")
+        if calls:
+            for tc in calls:
+                fn = tc.get("function")
+                if fn is not None and isinstance(fn.get("arguments"), str):
+                    fn["arguments"] = parse_arguments(fn["arguments"])
+            m.setdefault("content", "")
+    return {"id": cand.id, "task_id": cand.task_id, "messages": msgs, "tools": cand.tools}
 
 
 def unwritable(doc: Any, path: str = "") -> tuple[str, str] | None:
