@@ -1,9 +1,10 @@
 """Prices and the run budget.
 
 Prices are USD per million tokens. :data:`DEFAULT_PRICES` are the vendors' published list prices
-for common judge models as read on :data:`PRICES_READ_ON` (standard tier, no batch or cache
-discounts); a teacher file's ``price_input_per_mtok`` / ``price_output_per_mtok`` always win. Check
-them before you trust a bill to them.
+for common judge models as read on :data:`PRICES_READ_ON` (standard tier, no cache discounts;
+batch prices are :func:`batch_price_for`, :data:`BATCH_SHARE` of these); a teacher file's
+``price_input_per_mtok`` / ``price_output_per_mtok`` always win. Check them
+before you trust a bill to them.
 
 The :class:`Budget` is checked *before* each call: a call starts only if what was spent plus what
 calls in flight may still spend plus this call's estimate stays within the limit.
@@ -43,6 +44,24 @@ def default_price(model: str) -> tuple[float, float] | None:
         if model.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
             best = (prefix, price)
     return best[1] if best else None
+
+
+# batch APIs (OpenAI Batch, Anthropic Message Batches) bill this share of the standard price, for
+# every model above, as read on PRICES_READ_ON; a model prefix listed here bills its own share
+BATCH_SHARE = 0.5
+BATCH_SHARES: dict[str, float] = {}
+
+
+def batch_price_for(model: str, input_per_mtok: float | None = None,
+                    output_per_mtok: float | None = None) -> Price | None:
+    """What one batched call of ``model`` costs: :func:`price_for` (the online price, a teacher
+    file's own prices winning) times the batch share."""
+    online = price_for(model, input_per_mtok, output_per_mtok)
+    if online is None:
+        return None
+    prefixes = [p for p in BATCH_SHARES if model.startswith(p)]
+    share = BATCH_SHARES[max(prefixes, key=len)] if prefixes else BATCH_SHARE
+    return Price(online.input_per_mtok * share, online.output_per_mtok * share)
 
 
 def price_for(model: str, input_per_mtok: float | None = None,

@@ -12,7 +12,8 @@ The real ``openai.AsyncOpenAI`` / ``anthropic.AsyncAnthropic`` clients talk to i
 Routes: ``POST /v1/chat/completions`` (ChatCompletion whose message content is the verdict as a JSON
 string), ``POST /v1/messages`` (Message with one ``tool_use`` block whose input is the verdict; the tool
 name is ``tool_choice.name`` from the request, default ``record_verdict``), ``GET /stats`` (the outcome
-counters) and ``GET /arrivals`` (``[time, outcome]`` of each logged request, for timelines).
+counters) and ``GET /arrivals`` (``[time, outcome]`` of each logged request, for timelines). The batch
+APIs (OpenAI files and batches, Anthropic message batches) are ``srv.batches``: :mod:`.standin_batch`.
 
 Each API request resolves to one outcome: ``"401"`` when no key is sent (``Authorization: Bearer`` or
 ``x-api-key``; the Anthropic SDK 2.x sends its key as a Bearer token), else the next scripted outcome
@@ -65,6 +66,7 @@ from email.utils import formatdate
 from typing import Any
 
 from ..chat import content_text
+from .standin_batch import BatchStandIn
 
 OUTCOMES = ("ok", "429", "500", "529", "malformed", "drop", "slow", "400", "401")
 REQUEST_LOG_CAP = 10_000
@@ -89,6 +91,12 @@ class FaultPlan:
     window_s: float | None = None  # fixed windows of this length instead of buckets (rpm/tpm per minute)
     retry_after_header: bool = True  # retry-after (fractional seconds) and retry-after-ms on 429
     ratelimit_headers: bool = True  # x-ratelimit-* (OpenAI) / anthropic-ratelimit-* (Anthropic)
+    # batch APIs (standin_batch.py): a batch is done this long after creation; faults per item/batch
+    batch_delay_s: float = 0.0
+    batch_expire_s: float | None = None  # a batch not done by then expires (its unprocessed items)
+    p_batch_item_error: float = 0.0  # one item errors (500) while the rest succeed
+    p_batch_cancel: float = 0.0  # the provider cancels a batch half-way through its delay
+    batch_cancel_s: float = 0.0  # how long "cancelling" lasts after a cancel
     seed: int = 0
 
 
@@ -206,6 +214,7 @@ class StandIn:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop_event: asyncio.Event | None = None
+        self.batches = BatchStandIn(self)
 
     # ----- lifecycle -------------------------------------------------------------------------------
     @property
@@ -299,13 +308,15 @@ class StandIn:
                     return
                 conn = headers.get("connection", "").lower()
                 keep = conn == "keep-alive" or (version == "HTTP/1.1" and conn != "close")
-                resp = await self._dispatch(method, target.split("?", 1)[0], headers, body)
+                path, _, query = target.partition("?")
+                resp = await self._dispatch(method, path, headers, body, query)
                 if resp is None:  # "drop": close without a response
                     writer.transport.abort()
                     return
                 status, extra, payload = resp
                 out = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-                       "content-type: application/json", f"content-length: {len(payload)}",
+                       f"content-type: {extra.pop('content-type', 'application/json')}",
+                       f"content-length: {len(payload)}",
                        "connection: " + ("keep-alive" if keep else "close"), f"date: {formatdate(usegmt=True)}"]
                 out += [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + payload)
@@ -319,7 +330,9 @@ class StandIn:
             writer.close()
 
     # ----- API ---------------------------------------------------------------------------------------
-    async def _dispatch(self, method: str, path: str, headers: dict[str, str], raw: bytes):
+    async def _dispatch(self, method: str, path: str, headers: dict[str, str], raw: bytes, query: str = ""):
+        if self.batches.handles(path):  # files, batches, message batches: standin_batch.py
+            return await self.batches.dispatch(method, path, query, headers, raw)
         if method == "GET" and path == "/stats":
             return 200, {}, json.dumps(dict(self.stats)).encode()
         if method == "GET" and path == "/arrivals":  # when each logged request came, and its outcome
