@@ -221,6 +221,25 @@ def test_a_minutes_bank_learned_from_openai_headers_is_spent():
     assert t == pytest.approx((1000 - 0.75 * 50) / 50, abs=0.05)  # 3/4 of its second spent, then the rate
 
 
+def test_a_bank_is_not_spent_past_the_users_own_lower_rpm():
+    """The server allows 3,000 a minute with a minute's bank; the teacher file says 600. What the
+    server has left says nothing about the user's cap: 120 calls still take (120 - 10) / 10 s."""
+    async def main(rpm):
+        clock = FakeClock()
+        lim = EndpointLimiter("e", EndpointLimits(rpm=rpm), clock)
+        lim.learn(PER_MINUTE)
+        for _ in range(120):
+            p = await lim.acquire()
+            lim.learn(PER_MINUTE, permit=p)  # every answer says the minute's bank is nearly whole
+            lim.release(permit=p)
+        return clock.now(), lim.stats.lifted
+
+    t, lifted = run(main(600))
+    assert lifted == 0 and t >= (120 - 10) / 10 - 1e-6  # paced at the user's 10/s after its own second
+    t, lifted = run(main(3000))  # the server's limit is the user's: its bank is spent
+    assert lifted > 0 and t == 0.0
+
+
 def test_bank_counts_what_started_since_the_call_the_headers_answer():
     async def main(which):
         clock = FakeClock()

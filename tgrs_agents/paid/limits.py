@@ -310,7 +310,10 @@ class EndpointLimiter:
                 self._window[name] = self.stats.bank_s[name] = w
                 bk.capacity = self._capacity(name)
                 bk.tokens = min(bk.tokens, bk.capacity)
-            if name in self._window and now >= self._distrust_until:
+            # the server's bank is ours to spend only while its limit is the one that binds: under a
+            # lower ``rpm`` the user set, what the server has left says nothing about that cap
+            binds = r.limit is None or self._base[name] * 60 >= r.limit * (1 - 1e-9)
+            if name in self._window and now >= self._distrust_until and binds:
                 per_s = (r.limit or 60 * self._base[name]) / 60  # the server's refill rate
                 self._spend_bank(name, bk, r.remaining, per_s, now, permit)
 
