@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"tasks"},
     {"formats"},  # readers of the agent frameworks' trajectory files
     {"curation"},  # `tgrs curate`
+    {"cluster"},  # `tgrs curate --engine ray`: curation's shards on Ray, one limit/budget/ledger
     {"export"},  # `tgrs export`: a run's kept data in the trainers' formats
     {"student"},
     {"generate"},

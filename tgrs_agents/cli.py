@@ -33,6 +33,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     )
     if s.get("set_aside_warning"):
         con.print(f"[bold red]warning: {s['set_aside_warning']}[/]")
+    for note in s.get("limit_notes") or ():  # the rate limiter was the bottleneck, and whose limit it was
+        con.print(note, style="yellow", markup=False)
     if s.get("stopped"):
         con.print(f"[yellow]stopped early ({s['stopped']}): run the same command again to resume")
     con.print(f"outputs in {out}/ (accepted.jsonl, rejected.jsonl, verdicts.jsonl, summary.json)")
@@ -44,6 +46,10 @@ def _curate(args: argparse.Namespace) -> int:
     from .curation.run import CurateOptions, CurateRun
     from .events import EventBus
 
+    if getattr(args, "engine", "local") == "ray":
+        from .cluster import require_ray
+
+        require_ray()  # without the extra: one line naming it, before anything is read
     overrides = {"policy": args.policy, "k": args.k, "threshold": args.threshold,
                  "student_model": args.student_model}
     panel = load_panel(args.panel, overrides=overrides)
@@ -56,6 +62,15 @@ def _curate(args: argparse.Namespace) -> int:
     opts = CurateOptions(max_in_flight=args.max_in_flight, force=args.force,
                          budget_usd=args.budget_usd, cache=not args.no_cache, cache_path=args.cache,
                          input_format=fmt, max_set_aside=args.max_set_aside)
+    if getattr(args, "engine", "local") == "ray":
+        from .cluster.engine import curate_on_ray
+
+        summary = curate_on_ray(args.input, panel, args.out, options=opts, workers=args.workers,
+                                address=args.ray_address)
+        print(json.dumps(summary, indent=2) if args.json else f"tgrs curate --engine ray: accepted "
+              f"{summary['accepted']}, rejected {summary['rejected']}, invalid {summary['invalid']} "
+              f"in {summary['engine']['shards']} shards; outputs in {args.out}/")
+        return 0
     run = CurateRun(args.input, panel, args.out, options=opts, bus=bus)
     total = count_lines(args.input) if per_line else None
     progress = Progress(total, live=None if not args.quiet else False,
@@ -153,11 +168,35 @@ def _dry_run(args: argparse.Namespace, panel: Any) -> int:
           f"done, {report['invalid']} invalid lines)")
     print(f"  decided without a paid call: {report['decided_without_paid_calls']}")
     for name, t in report["teachers"].items():
-        print(f"  {name}: at most {t['calls']} calls (~{t['input_tokens']:,} in / "
+        batch = "n/a" if t["cost_usd_batch"] is None else f"${t['cost_usd_batch']:.4f}"
+        print(f"  {name} ({t['mode']}): at most {t['calls']} calls (~{t['input_tokens']:,} in / "
               f"{t['output_tokens']:,} out tokens), {t['cache_hits']} cached, at most "
-              f"${t['cost_usd']:.4f}")
+              f"${t['cost_usd']:.4f} (online ${t['cost_usd_online']:.4f} | batch {batch})")
     print(f"  total: at most {report['paid_calls_at_most']} paid calls, at most "
-          f"${report['cost_usd_at_most']:.4f}")
+          f"${report['cost_usd_at_most']:.4f} (online ${report['cost_usd_online_at_most']:.4f} | batch "
+          f"${report['cost_usd_batch_at_most']:.4f})")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Batches in flight in a curate run directory, from its journals (``--poll``: ask the provider)."""
+    from .curation.batching import batch_status, poll_status
+
+    status = batch_status(args.dir)
+    if args.poll and status:
+        asyncio.run(poll_status(args.dir, status, Path(args.dir) / "config.toml"))  # the resolved panel
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    if not status:
+        print(f"{args.dir}: no batch judges")
+    for name, st in status.items():
+        ended = ", ".join(f"{n} {s}" for s, n in sorted(st["ended"].items())) or "none"
+        print(f"{name}: {len(st['in_flight'])} batches in flight ({st['items_in_flight']} requests); ended: {ended}")
+        for r in st["in_flight"]:
+            counts = " ".join(f"{k}={v}" for k, v in r["counts"].items())
+            print(f"  {r['batch_id'] or r['key']}  {r['state']:<11} {r['items']:>6} requests  age "
+                  f"{r['age_s'] / 60:.1f} min  attempt {r['attempt']}  {counts}".rstrip())
     return 0
 
 
@@ -190,6 +229,9 @@ def _print_rounds(summary: dict[str, Any]) -> None:
     print("± one standard error over held-out tasks")
     for rnd in carried:
         print(f"round {rnd}: the pool was empty (the panel accepted nothing), so the student carried over")
+    for r in summary["rounds"]:  # [train] method "dpo" / "sft+dpo"
+        if r.get("dpo_carried_over"):
+            print(f"round {r['round']}: no preference pairs (the panel accepted all or none), so DPO carried over")
     print(f"total wall time {summary['wall_s']:.0f}s")
 
 
@@ -216,12 +258,27 @@ def _demo(args: argparse.Namespace) -> int:
     from .loop.config import LoopConfig
 
     cfg = LoopConfig(rounds=args.rounds, seed=args.seed, base_dir=str(Path.cwd()))
+    if args.tasks == "code":  # the code family: no tools, one longer turn, judged by its unit tests
+        from .tasks.families import FAMILIES
+
+        fam = FAMILIES["code"]
+        # sized for 3 rounds in a few minutes on 2 CPU cores (benchmarks/bench_demo.py --tasks code): the
+        # warm start needs its 200 steps on 192 seed tasks (with 120 on 128 it learned nothing in round 1)
+        cfg = cfg.model_copy(update={
+            "tasks": cfg.tasks.model_copy(update={"source": "code", "n_train": 192, "n_eval": 128}),
+            "panel": cfg.panel.model_copy(update={"file": fam.panel}),
+            "generate": cfg.generate.model_copy(update={"max_new_tokens": fam.max_new_tokens, "max_turns": 1,
+                                                        "n": 8}),
+            "sft": cfg.sft.model_copy(update={"steps": 80}),
+            "warm_start": cfg.warm_start.model_copy(update={"steps": 200}),
+        })
     if args.quick:  # a reduced loop for CI: fewer tasks and steps
         cfg = cfg.model_copy(update={
             "tasks": cfg.tasks.model_copy(update={"n_train": 96, "n_eval": 48}),
             "sft": cfg.sft.model_copy(update={"steps": 60}),
         })
-    out = args.out or ("runs/demo-accept-all" if args.accept_all else "runs/demo")
+    name = "runs/demo" + ("-code" if args.tasks == "code" else "")
+    out = args.out or (f"{name}-accept-all" if args.accept_all else name)
     return _loop(cfg, out, args.accept_all, args.force)
 
 
@@ -301,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--student-model", default=None, metavar="MODEL",
                    help="the model that wrote the trajectories: judges of its family are refused "
                    "(unless allow_self_judging = true)")
+    c.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: judge the input in shards on Ray workers (pip install 'tgrs-agents[ray]')")
+    c.add_argument("--workers", type=int, default=4, help="with --engine ray: shards judged at once")
+    c.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: join this running cluster (default: start a local one)")
     c.set_defaults(fn=_curate)
     cal = sub.add_parser("calibrate", help="score every teacher of a panel against a labelled JSONL file "
                          "(candidates with a label field); writes the weights for weights = \"FILE\"")
@@ -319,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rounds", type=int, default=3)
     d.add_argument("--accept-all", action="store_true", help="the control: SFT on every candidate")
     d.add_argument("--quick", action="store_true", help="fewer tasks and steps (for CI)")
+    d.add_argument("--tasks", choices=("arithmetic", "code"), default="arithmetic",
+                   help="the built-in task family: calculator agent (default) or Python functions with unit tests")
     d.add_argument("--seed", type=int, default=0, help="seed of the warm start, sampling and SFT (the task "
                    "splits stay the same)")
     d.add_argument("--force", action="store_true", help="archive a run of another config in --out and start afresh")
@@ -339,15 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--screenshots", action="store_true",
                     help="also save DIR/report-screenshots/*.png with headless chromium")
     rp.set_defaults(fn=_report)
+    st = sub.add_parser("status", help="a curate run's provider batches in flight: age and counts (from its "
+                        "journal; --poll asks the provider)")
+    st.add_argument("dir", help="a curate run directory")
+    st.add_argument("--poll", action="store_true", help="ask the provider for each batch's state and counts")
+    st.add_argument("--json", action="store_true", help="print as JSON")
+    st.set_defaults(fn=_status)
     ex = sub.add_parser("export", help="a run's kept trajectories in a trainer's format (openai-ft, "
                         "sharegpt, hf, llamafactory), with agent-trace hygiene; calls no API")
     ex.add_argument("dir", help="a curate run directory (accepted.jsonl), a `tgrs run` directory "
                     "(the last round's pool.jsonl) or a JSONL file")
     ex.add_argument("--to", required=True, choices=["openai-ft", "sharegpt", "hf", "llamafactory", "dpo"],
                     help="dpo: preference pairs (accepted and rejected candidates of one curate run or round)")
-    ex.add_argument("--pairs", choices=["accepted-rejected", "best-worst", "all"], default="accepted-rejected",
-                    help="dpo: best accepted vs worst rejected (default), best vs worst by panel score, or "
-                    "every accepted x rejected")
+    ex.add_argument("--pairs", choices=["accepted-rejected", "best-worst", "all", "hard"],
+                    default="accepted-rejected",
+                    help="dpo: best accepted vs worst rejected (default), best vs worst by panel score, "
+                    "every accepted x rejected, or best accepted vs the rejected closest to acceptance (hard)")
     ex.add_argument("--pairs-per-task", type=int, default=1, metavar="N", help="dpo: at most N pairs a task "
                     "(default 1; 0: no cap)")
     ex.add_argument("--min-margin", type=float, default=0.0, metavar="X",

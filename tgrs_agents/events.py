@@ -7,6 +7,7 @@ run directory's journal, the progress display and the summary are all subscriber
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,8 @@ class RunStarted(Event):
     resumed: bool
     already_done: int
     panel_fingerprint: str
+    budget_usd: float | None = None  # this invocation's (``--budget-usd``)
+    cost_before_usd: float = 0.0  # what earlier invocations of this directory spent
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,80 @@ class EventBus:
             fn(event)
 
 
+class Sketch:
+    """Percentiles of a stream of durations in constant memory (log-spaced buckets, 1% relative error).
+
+    Why: the report and the summary give latency percentiles of runs of any size; keeping every
+    sample costs memory in proportion to the run. Values at or below 1 µs count in a zero bucket.
+    """
+
+    __slots__ = ("counts", "n", "total")
+    GAMMA = 1.02  # bucket i holds (GAMMA**(i-1), GAMMA**i] µs: midpoints within 1% of any member
+    _LOG = math.log(GAMMA)
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.n = 0
+        self.total = 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        self.total += x
+        us = x * 1e6
+        i = math.ceil(math.log(us) / self._LOG) if us > 1.0 else 0
+        self.counts[i] = self.counts.get(i, 0) + 1
+
+    def merge(self, other: Sketch) -> None:
+        for i, c in other.counts.items():
+            self.counts[i] = self.counts.get(i, 0) + c
+        self.n += other.n
+        self.total += other.total
+
+    def quantiles(self, qs: tuple[float, ...] = (50, 90, 99)) -> list[float | None]:
+        """The ``qs`` percentiles (0-100); None for each when there are no values."""
+        if not self.n:
+            return [None for _ in qs]
+        out, keys, seen, k = [], sorted(self.counts), 0, 0
+        for q in qs:
+            rank = q / 100 * (self.n - 1)  # the rank numpy's linear percentile interpolates at
+            while seen + self.counts[keys[k]] <= rank:
+                seen += self.counts[keys[k]]
+                k += 1
+            i = keys[k]
+            out.append(0.0 if i == 0 else 2 * self.GAMMA ** i / (1 + self.GAMMA) * 1e-6)
+        return out
+
+
+@dataclass(slots=True)
+class WallTime:
+    """Wall time of a run directory across invocations: a resumed (or re-run) directory adds this
+    invocation to what the earlier ones recorded instead of starting from zero.
+
+    ``before``: the earlier invocations' seconds, as the previous summary recorded them.
+    """
+
+    before: list[float] = field(default_factory=list)
+    t0: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def resume(cls, summary: dict[str, Any] | None, fallback_s: float = 0.0) -> WallTime:
+        """From the previous summary (its ``invocations_wall_s``, else its ``wall_s``, else ``fallback_s``)."""
+        s = summary or {}
+        prior = s.get("invocations_wall_s")
+        if isinstance(prior, list) and all(isinstance(x, int | float) for x in prior):
+            return cls([float(x) for x in prior])
+        total = s.get("wall_s", fallback_s) or fallback_s
+        return cls([float(total)] if total else [])
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.t0
+
+    def to_json(self) -> dict[str, Any]:
+        this = self.now_s()
+        return {"wall_s": round(sum(self.before) + this, 3), "wall_s_invocation": round(this, 3),
+                "invocations_wall_s": [round(x, 3) for x in [*self.before, this]]}
+
+
 @dataclass(slots=True)
 class TeacherStats:
     calls: int = 0
@@ -143,6 +220,11 @@ class TeacherStats:
     latency_s: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    # paid calls only: each call's latency, its service time and its time queued in the limiter
+    timed: int = 0
+    service_s: float = 0.0
+    wait_s: float = 0.0
+    sketches: dict[str, Sketch] = field(default_factory=dict)
 
     def add(self, v: Verdict) -> None:
         self.calls += 1
@@ -154,8 +236,30 @@ class TeacherStats:
         self.latency_s += v.latency_s
         self.input_tokens += v.usage.input_tokens
         self.output_tokens += v.usage.output_tokens
+        if (v.service_s or v.wait_s) and not v.cached:
+            self.timed += 1
+            self.service_s += v.service_s
+            self.wait_s += v.wait_s
+            for key, x in (("latency_s", v.latency_s), ("service_s", v.service_s), ("wait_s", v.wait_s)):
+                self.sketches.setdefault(key, Sketch()).add(x)
+
+    def timing(self) -> dict[str, Any] | None:
+        """p50/p90/p99 of the paid calls' latency, service time and limiter wait, and the share of
+        their time spent waiting for the limiter; None when no call was timed (no paid call)."""
+        if not self.timed:
+            return None
+        busy = self.service_s + self.wait_s
+        return {
+            "calls": self.timed,
+            **{f"{k}_p50_p90_p99": [None if x is None else round(x, 6) for x in sk.quantiles()]
+               for k, sk in self.sketches.items()},
+            "mean_service_s": round(self.service_s / self.timed, 6),
+            "mean_wait_s": round(self.wait_s / self.timed, 6),
+            "wait_share": round(self.wait_s / busy, 4) if busy else 0.0,
+        }
 
     def to_json(self) -> dict[str, Any]:
+        timing = self.timing()
         return {
             "calls": self.calls,
             "calls_saved": self.saved,
@@ -168,4 +272,5 @@ class TeacherStats:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "mean_latency_s": round(self.latency_s / self.calls, 6) if self.calls else None,
+            **({"timing": timing} if timing is not None else {}),
         }

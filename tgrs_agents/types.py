@@ -160,6 +160,10 @@ class Verdict(BaseModel):
     rationale: str = ""
     usage: Usage = Usage()
     latency_s: float = 0.0
+    # of the paid attempts inside ``latency_s``: the remote calls themselves, and the time queued in
+    # the client-side rate limiter for a slot or a rate token (0 for teachers that call nothing)
+    service_s: float = 0.0
+    wait_s: float = 0.0
     cached: bool = False
     error: str | None = None
 

@@ -67,14 +67,14 @@ RUN: list[tuple[dict[str, Any], bool | None, float, str | None, list[tuple[str, 
 NEVER = {"er1", "er2", "undecided", "pr", "tr", "rr"}
 
 
-def write_run(d: Path) -> Path:
+def write_run(d: Path, run: list[Any] = RUN) -> Path:
     """A curate run directory as ``tgrs curate`` writes it, with a bad line at the end of rejected.jsonl."""
     d.mkdir(parents=True)
-    (d / "input.jsonl").write_text("".join(json.dumps(t) + "\n" for t, *_ in RUN))
+    (d / "input.jsonl").write_text("".join(json.dumps(t) + "\n" for t, *_ in run))
     (d / "run.json").write_text(json.dumps({"input": str(d / "input.jsonl")}))
     (d / "summary.json").write_text(json.dumps({"input_format": "openai"}))
     files: dict[str, list[str]] = {"accepted": [], "rejected": [], "verdicts": []}
-    for line, (t, accepted, score, decided_by, verdicts) in enumerate(RUN, start=1):
+    for line, (t, accepted, score, decided_by, verdicts) in enumerate(run, start=1):
         for teacher, passed, s, error in verdicts:
             v = Verdict(teacher=teacher, passed=passed, score=s, error=error)
             files["verdicts"].append(json.dumps(verdict_record(line, t["id"], v)))
@@ -134,6 +134,10 @@ def test_default_pairs_the_best_accepted_with_the_worst_rejected_once_per_task(r
      {"skipped_margin": 2}),
     (PairSettings(mode="best-worst", pairs_per_task=None), ["a1|r2", "a2|r1", "ea|er3", "la|lb"], {}),
     (PairSettings(mode="best-worst"), ["a1|r2", "ea|er3", "la|lb"], {"skipped_cap": 1}),
+    # hard: the best accepted with the rejected closest to acceptance (r1 0.5 before r2 0.0)
+    (PairSettings(mode="hard"), ["a1|r1", "ea|er3"], {"skipped_cap": 1}),
+    (PairSettings(mode="hard", pairs_per_task=None), ["a1|r1", "a1|r2", "ea|er3"], {}),
+    (PairSettings(mode="hard", pairs_per_task=None, min_margin=0.75), ["a1|r2", "ea|er3"], {"skipped_margin": 1}),
 ])
 def test_modes_margins_and_caps(run: Path, settings: PairSettings, expected: list[str],
                                 skipped: dict[str, int]) -> None:
@@ -148,6 +152,40 @@ def test_modes_margins_and_caps(run: Path, settings: PairSettings, expected: lis
     if settings.mode == "best-worst":  # ranked by score whether accepted or not: two accepted may pair
         lone = ps.rows[-1]["metadata"]
         assert (lone["rejected_accepted"], lone["vetoed_by"], lone["margin"]) == (True, None, 0.2)
+
+
+def near(cid: str, answer: str, accepted: bool, score: float, teacher: str = "answer") -> tuple[Any, ...]:
+    verdicts = [OK] if accepted else [("format", True, 1.0, None), (teacher, False, 0.0, None)]
+    return traj(cid, "near", "2+2", answer), accepted, score, None if accepted else teacher, verdicts
+
+
+# one task: rejected candidates at 0.5 (twice: the earlier line first), 0.0 and 0.9, one tied with the best
+NEAR = [near("garbled", "It is 4", False, 0.0, "format"), near("good", "Answer: 4", True, 0.9),
+        near("off-b", "Answer: 5", False, 0.5), near("tied", "Answer: 4!", False, 0.9, "judge"),
+        near("off-a", "Answer: 3", False, 0.5), near("ok", "Answer: 4.", True, 0.8),
+        near("high", "Answer: 4?", False, 0.95, "judge")]
+
+
+def test_hard_pairs_the_near_misses_closest_first(tmp_path: Path) -> None:
+    """``hard`` skips a rejected candidate tied with the best accepted (tied) and one scored above it (high),
+    then takes the rejected by score, an equal score going to the earlier line (off-b before off-a), the
+    garbled one last; the chosen side is always the best accepted. The default pairs the garbled one."""
+    d = write_run(tmp_path / "near", NEAR)
+    ps = pair_candidates(d, PairSettings(mode="hard", pairs_per_task=None))
+    assert ids(ps.rows) == ["good|off-b", "good|off-a", "good|garbled"]
+    assert (ps.counts["skipped_tie"], ps.counts["skipped_reversed"]) == (1, 1)
+    assert [r["metadata"]["margin"] for r in ps.rows] == [0.4, 0.4, 0.9]
+    assert [r["metadata"]["vetoed_by"] for r in ps.rows] == ["answer", "answer", "format"]
+    assert all(r["metadata"]["selection"] == "hard" for r in ps.rows)
+    assert ids(pair_candidates(d, PairSettings(mode="hard", pairs_per_task=2)).rows) == ["good|off-b", "good|off-a"]
+    assert ids(pair_candidates(d, PairSettings(mode="hard", min_margin=0.5)).rows) == ["good|garbled"]
+    assert ids(pair_candidates(d).rows) == ["good|garbled"]  # accepted-rejected: the easy negative
+    # deterministic whatever the file order: reversed, the equal scores swap lines and so their order
+    rev = pair_candidates(write_run(tmp_path / "rev", NEAR[::-1]), PairSettings(mode="hard", pairs_per_task=None))
+    assert ids(rev.rows) == ["good|off-a", "good|off-b", "good|garbled"]
+    from tgrs_agents.loop.config import TrainSection  # the loop's [train] pairs takes the mode too
+
+    assert TrainSection(method="dpo", pairs="hard").pair_settings() == PairSettings(mode="hard")
 
 
 def test_settings_and_hygiene_are_checked(run: Path) -> None:
@@ -185,6 +223,9 @@ def test_the_command_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "read 17 (8 accepted, 9 rejected) in 6 tasks, set aside 1, not paired 2 (errored 1, teacher_error 1)" in text
     assert "pairs written 4 from 2 tasks; skipped: tie 1, reversed 1, margin 1" in text
     assert len(out.read_text().splitlines()) == 4
+    assert cli_main(["export", str(run), "--to", "dpo", "--out", str(out), "--pairs", "hard"]) == 0
+    assert "(dpo: hard, at most 1 pairs a task, margin >= 0)" in capsys.readouterr().out
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a1|r1", "ea|er3"]
     assert cli_main(["export", str(run), "--to", "dpo", "--out", str(out), "--pairs-per-task", "-1"]) == 2
     assert "field 'pairs_per_task'" in capsys.readouterr().err
     assert cli_main(["export", str(run), "--to", "dpo", "--out", str(out), "--keep-errored"]) == 2

@@ -317,3 +317,17 @@ def test_flush_denormal_stays_in_the_worker_thread(tok: Any, model: Any) -> None
     complete(be, first_turns()[:1])
     asyncio.run(be.aclose())
     assert subnormals_work() == before  # hypothesis refuses to draw floats when they are flushed
+
+
+def test_hermes_turns_are_read_the_forgiving_way_small_models_need():
+    # a Python-literal dict and a JSON list in one block: both are calls (the robust reader is wired in)
+    text = "<tool_call>{'name': 'calculator', 'arguments': {'expression': '1+2'}}</tool_call>"
+    content, calls = parse_tool_calls(text, TOOLS, "hermes")
+    assert content == "" and calls and calls[0]["function"]["name"] == "calculator"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"expression": "1+2"}
+    two = ('<tool_call>[{"name": "calculator", "arguments": {"expression": "2*3"}}, '
+           '{"name": "calculator", "parameters": {"expression": "4"}}]</tool_call>')
+    _, calls = parse_tool_calls(two, TOOLS, "hermes")
+    assert [json.loads(c["function"]["arguments"])["expression"] for c in calls] == ["2*3", "4"]
+    assert parse_tool_calls("<tool_call>not a call</tool_call>", TOOLS, "hermes") == (
+        "<tool_call>not a call</tool_call>", None)  # left as the model wrote it

@@ -529,3 +529,73 @@ def test_a_ledger_that_fails_mid_run_halts_the_calls_naming_the_file(tmp_path: P
     assert adapter.calls == 1 and str(tmp_path / "l.sqlite") in str(ei.value)
     assert "--no-cache" in str(ei.value) and svc.halted() is not None
     svc.close()
+
+
+# --- where a call's time went: service vs waiting for the limiter (issue 11, item 7) -------------
+class Timed(Scripted):
+    """Answers after ``service_s`` of the services' (virtual) clock, with ``headers``."""
+
+    def __init__(self, clock: FakeClock, service_s: float, n: int, headers: dict[str, str] | None = None,
+                 rpm: float | None = None) -> None:
+        super().__init__(*[ok(headers) for _ in range(n)])
+        self.clock, self.service_s = clock, service_s
+        self.limits = EndpointLimits(rpm=rpm)
+
+    async def call(self, request: Any) -> Paid[Verdict]:
+        await self.clock.sleep(self.service_s)
+        return await super().call(request)
+
+
+def _judged(n: int, *, rpm: float, headers: dict[str, str] | None = None) -> tuple[list[Verdict], PaidTeacher]:
+    svc = services()
+    adapter = Timed(svc.clock, 0.05, n, headers, rpm=rpm)
+    teacher = svc.wrap(adapter)
+    assert isinstance(teacher, PaidTeacher)
+
+    async def go() -> list[Verdict]:
+        return [await teacher.judge(cand(f"c{i}")) for i in range(n)]
+
+    return run(go()), teacher
+
+
+def test_a_judge_call_splits_its_time_into_service_and_limiter_wait():
+    from tgrs_agents.events import TeacherStats
+
+    # 60 requests/min and one token banked: the first call goes at once, each later one waits for
+    # its token (0.95 s after a 0.05 s call), while the server itself answers in 0.05 s
+    vs, _ = _judged(4, rpm=60)
+    assert [v.service_s for v in vs] == pytest.approx([0.05] * 4)
+    assert [v.wait_s for v in vs] == pytest.approx([0.0, 0.95, 0.95, 0.95])
+    st = TeacherStats()
+    for v in vs:
+        st.add(v)
+    t = st.timing()
+    assert t is not None and t["calls"] == 4 and t["wait_share"] == pytest.approx(2.85 / 3.05, abs=1e-4)
+    assert t["service_s_p50_p90_p99"] == pytest.approx([0.05] * 3, rel=0.011)  # not the 1 s queue
+    assert t["wait_s_p50_p90_p99"] == pytest.approx([0.95] * 3, rel=0.011)
+    assert st.to_json()["timing"] == t
+
+
+def test_the_limit_report_names_the_users_own_rpm_when_it_binds():
+    stated = {"x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9990"}
+    _, teacher = _judged(4, rpm=60, headers=stated)
+    rep = teacher.limit_report()
+    assert rep is not None and rep["binding"] == "rpm" and rep["source"] == "config"
+    assert rep["configured_per_min"] == 60 and rep["provider_per_min"] == 10000
+    assert rep["wait_share"] == pytest.approx(0.934, abs=1e-3)
+    assert rep["note"] == ("teacher scripted: 93% of its call time waiting on your rpm = 60 limit "
+                           "(teacher file; the provider allows 10000)")
+
+
+def test_the_limit_report_blames_the_provider_when_its_stated_limit_is_lower():
+    stated = {"x-ratelimit-limit-requests": "30", "x-ratelimit-remaining-requests": "29"}
+    _, teacher = _judged(4, rpm=60, headers=stated)
+    rep = teacher.limit_report()
+    assert rep is not None and rep["source"] == "provider" and rep["limit_per_min"] == 30
+    assert "the provider's rpm = 30 limit" in rep["note"]
+
+
+def test_the_limit_report_stays_quiet_when_the_limiter_is_not_the_bottleneck():
+    _, teacher = _judged(3, rpm=60_000)
+    rep = teacher.limit_report()
+    assert rep is not None and rep["wait_share"] < 0.25 and rep["note"] is None

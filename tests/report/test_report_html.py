@@ -278,3 +278,32 @@ def test_failed_candidates_show_their_input_and_the_error(tmp_path: Path, monkey
         assert index["marks"][i][0] == "E"
         assert any(v[0] == 0 and "boom" in v[7] for v in details["v"][i])
     assert '<tr data-teacher="flaky">' in page
+
+
+@pytest.mark.slow
+def test_a_paged_report_loads_a_trajectory_from_its_details_file(run_dir: Path, browser: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``PAGED_ABOVE`` candidates the details live in report-data/ beside the page (issue 11, item 7)."""
+    from tgrs_agents.report import html as report_html
+
+    run = tmp_path / "paged"
+    shutil.copytree(run_dir, run)
+    monkeypatch.setattr(report_html, "PAGED_ABOVE", 100)
+    monkeypatch.setattr(report_html, "PAGE_ROWS", 64)
+    write_report(run)
+    assert len(list((run / "report-data").glob("details-*.js"))) >= 2
+    d = browser
+    d.get((run / "report.html").resolve().as_uri())
+    _wait(d, "return document.body.dataset.ready === '1' && document.body.dataset.details === 'paged'")
+    rej = _jsonl(run / "rejected.jsonl")
+    target = max(rej, key=lambda r: r["line"])  # on a later page than the first
+    _set(d, "#f-status", "rejected")
+    _set(d, "#f-q", target["id"])
+    d.execute_script("document.querySelector(`#rows tbody tr[data-id='${arguments[0]}']`).click()", target["id"])
+    _wait(d, "return document.querySelector('#detail').dataset.loaded === '1'")
+    texts = d.execute_script("return [...document.querySelectorAll('#detail .msg pre')].map(e => e.textContent)")
+    assert len(d.find_elements("css selector", "#detail .msg")) == len(target["messages"])
+    assert all(m["content"] in texts for m in target["messages"] if m.get("content"))
+    names = d.execute_script(
+        "return [...document.querySelectorAll('#detail .verdict-row')].map(r => r.dataset.teacher)")
+    assert names == TEACHERS

@@ -6,6 +6,10 @@ tokens and price, and its verdict is *unknown*. The cascade then goes on exactly
 would, so a candidate the cheaper teachers already decide costs nothing, and one whose outcome
 still depends on unknown verdicts counts every paid teacher it could reach: an upper bound, exact
 for the free stages and the cache. Candidates already done in ``--out`` are not counted.
+
+Each paid teacher's bound is priced twice, side by side: online and through the provider's batch API
+(:func:`~tgrs_agents.paid.cost.batch_price_for`, about half); ``cost_usd`` is the price of the mode the
+teacher is configured in (``mode = "batch"`` or online).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from ..errors import TeacherError
 from ..formats import resolve
+from ..paid.cost import batch_price_for
 from ..paid.services import Services
 from ..types import Candidate, Verdict
 from .ingest import IdIndex, Invalid, check_format, read_chunks
@@ -32,7 +37,10 @@ class DryStats:
     cache_hits: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # in the teacher's own mode
+    cost_usd_online: float = 0.0
+    cost_usd_batch: float | None = 0.0  # None: no batch price known (a model with no list price)
+    mode: str = "online"
 
 
 @dataclass
@@ -51,6 +59,9 @@ class DryReport:
             "decided_without_paid_calls": self.decided_free,
             "paid_calls_at_most": sum(t.calls for t in self.teachers.values()),
             "cost_usd_at_most": round(sum(t.cost_usd for t in self.teachers.values()), 6),
+            "cost_usd_online_at_most": round(sum(t.cost_usd_online for t in self.teachers.values()), 6),
+            "cost_usd_batch_at_most": round(sum(t.cost_usd_batch or t.cost_usd_online
+                                                for t in self.teachers.values()), 6),
             "teachers": {n: vars(t) for n, t in self.teachers.items()},
         }
 
@@ -63,6 +74,10 @@ class _Predict:
         self.stats = stats
         self.name, self.cost_rank, self.inline = wrapped.name, wrapped.cost_rank, False
         self.config = wrapped.config
+        c = wrapped.config
+        self.batch_price = batch_price_for(c.model, c.price_input_per_mtok, c.price_output_per_mtok) \
+            if hasattr(c, "model") else None
+        stats.mode = "batch" if getattr(c, "mode", "") == "batch" else "online"
 
     async def judge(self, cand: Candidate) -> Verdict:
         hit = self.w.lookup(cand) if hasattr(self.w, "lookup") else None
@@ -73,7 +88,14 @@ class _Predict:
         self.stats.calls += 1
         self.stats.input_tokens += est_in
         self.stats.output_tokens += est_out
-        self.stats.cost_usd += self.w.price.cost(est_in, est_out)
+        online = self.w.price.cost(est_in, est_out)
+        batch = self.batch_price.cost(est_in, est_out) if self.batch_price is not None else None
+        self.stats.cost_usd_online += online
+        if batch is None or self.stats.cost_usd_batch is None:
+            self.stats.cost_usd_batch = None
+        else:
+            self.stats.cost_usd_batch += batch
+        self.stats.cost_usd += batch if self.stats.mode == "batch" and batch is not None else online
         raise TeacherError("unknown until called", teacher=self.name)
 
     async def aclose(self) -> None:

@@ -18,6 +18,10 @@ candidates (chosen by a hash of their id, so a resumed run audits the same ones)
 seat, short-circuit or not: without such complete rows the verdicts a cascade leaves behind do not
 identify each judge's rates (a judge asked only when the others disagree is seen only on hard
 cases). Their decision is the same; only the saving is given up.
+
+A teacher that declares what it reads (``memo_content``: the deterministic verifiers) is never
+run twice on the same content (:mod:`.memo`): a repeat gets the kept verdict, counted in its
+stats as a call and in ``memo_hits``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..errors import CallsStopped, ConfigError, Halted, TeacherError
 from ..events import TeacherStats
 from ..types import Candidate, Decision, Usage, Verdict
 from .jury import JuryLog
+from .memo import VerdictMemo, memo_key, shared_memo, teacher_identity
 from .policy import Policy
 
 VerdictHook = Callable[[str, Verdict], None]
@@ -109,7 +114,8 @@ class Panel:
     """A policy and its teachers, ready to judge candidates."""
 
     def __init__(self, teachers: Sequence[Any], policy: Policy, *, reserves: Sequence[Any] = (),
-                 gold: Sequence[str] = (), auto: bool = False, audit: float = 0.0) -> None:
+                 gold: Sequence[str] = (), auto: bool = False, audit: float = 0.0,
+                 memo: VerdictMemo | None = None) -> None:
         names = [t.name for t in teachers]
         if sorted(names) != sorted(policy.teachers):
             raise ConfigError(f"policy teachers {policy.teachers} differ from panel {names}")
@@ -120,6 +126,10 @@ class Panel:
         self.policy = policy
         self.audit = audit
         self.stats = {t.name: TeacherStats() for t in [*self.teachers, *self.reserves]}
+        self.memo = shared_memo() if memo is None else memo
+        self._memo_ids = {t.name: ident for t in [*self.teachers, *self.reserves]
+                          if (ident := teacher_identity(t)) is not None}
+        self.memo_hits = {name: 0 for name in self._memo_ids}
         self.jury = JuryLog([*names, *self.reserve_names], gold=set(gold), auto=auto)
         self._groups = [list(g) for _, g in groupby(self.teachers, key=lambda t: (t.name in esc, t.cost_rank))]
         self._sems = {
@@ -152,10 +162,17 @@ class Panel:
                 return GroupTeacher.build(teacher_class(tc.kind)(tc, ctx), services)  # type: ignore[arg-type]
             k = cfg.role(tc.name).repeats
             if k == 1:
-                return services.wrap(teacher_class(tc.kind)(tc, ctx))
+                return wrap(tc)
             seed = tc.seed or 0
-            return Repeated([services.wrap(teacher_class(tc.kind)(tc.model_copy(update={"seed": seed + i}), ctx))
-                             for i in range(k)], early_stop=not policy.uses_scores)
+            return Repeated([wrap(tc.model_copy(update={"seed": seed + i})) for i in range(k)],
+                            early_stop=not policy.uses_scores)
+
+        def wrap(tc: Any) -> Any:
+            if getattr(tc, "mode", "pointwise") == "batch":  # the provider's batch API: parks its candidates
+                from ..teachers.batch_judge import BatchJudge
+
+                return BatchJudge(teacher_class(tc.kind)(tc, ctx), services)  # type: ignore[arg-type]
+            return services.wrap(teacher_class(tc.kind)(tc, ctx))
 
         seats = [build(t) for t in cfg.teachers if t.name not in cfg.reserve]
         by_name = {t.name: t for t in cfg.teachers}
@@ -168,6 +185,19 @@ class Panel:
             await t.aclose()
 
     async def _call(self, teacher: Any, cand: Candidate) -> Verdict:
+        ident = self._memo_ids.get(teacher.name)
+        key = None if ident is None else memo_key(ident, teacher, cand)
+        if key is None:
+            return await self._call_once(teacher, cand)
+        t0 = time.perf_counter()
+        v, hit = await self.memo.get_or_run(key, lambda: self._call_once(teacher, cand))
+        if hit:  # the same content was judged before: its verdict, as if judged again
+            v = v.model_copy(update={"latency_s": time.perf_counter() - t0})
+            self.memo_hits[teacher.name] += 1
+            self.stats[teacher.name].add(v)
+        return v
+
+    async def _call_once(self, teacher: Any, cand: Candidate) -> Verdict:
         t0 = time.perf_counter()
         try:
             if teacher.inline:

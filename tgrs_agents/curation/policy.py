@@ -196,6 +196,8 @@ class Policy:
 
     def decide(self, verdicts: Mapping[str, Verdict]) -> bool | None:
         """The outcome if it no longer depends on seats without a usable verdict, else None."""
+        if self.name == "unanimous" and not self.escalate and self.quorum is None:
+            return _unanimous(self.teachers, verdicts)  # the same answer, without the two completions
         passed: dict[str, bool] = {}
         scores: dict[str, float] = {}
         unheard: list[str] = []
@@ -325,3 +327,17 @@ def make_policy(
         reliability=reliability,
         rankers=tuple(rankers),
     )
+
+
+def _unanimous(teachers: tuple[str, ...], verdicts: Mapping[str, Verdict]) -> bool | None:
+    """``decide`` for a plain unanimous panel (no escalation, no quorum; run per verdict, so it
+    is worth its own loop): any heard fail rejects; every seat heard and passing accepts; else
+    undecided (an error, without a quorum, leaves its seat unheard)."""
+    heard_all = True
+    for t in teachers:
+        v = verdicts.get(t)
+        if v is None or v.error is not None:
+            heard_all = False
+        elif not v.passed:
+            return False
+    return True if heard_all else None

@@ -215,11 +215,15 @@ def _rates(pats: Mapping[tuple[int, ...], tuple[int, float]], teachers: Sequence
 
 
 def dawid_skene(rows: Iterable[Row], teachers: Sequence[str], *, gold: Iterable[str] = (),
-                max_iter: int = 2000, tol: float = 1e-7) -> Reliability:
-    """Estimate every teacher's sensitivity and specificity from unlabelled verdicts (see the module)."""
+                max_iter: int = 2000, tol: float = 1e-7,
+                patterns: Mapping[tuple[int, ...], int] | None = None) -> Reliability:
+    """Estimate every teacher's sensitivity and specificity from unlabelled verdicts (see the module).
+
+    ``patterns`` instead of ``rows``: how many candidates had each verdict pattern (one entry per
+    teacher, in ``teachers`` order: 1 passed, 0 failed, -1 not heard), as the jury keeps them."""
     teachers = list(teachers)
     gold = set(gold) & set(teachers)
-    counts = _patterns(rows, teachers)
+    counts = Counter(patterns) if patterns is not None else _patterns(rows, teachers)
     gidx = [j for j, t in enumerate(teachers) if t in gold]
     anchor: dict[tuple[int, ...], float] = {}
     q0: dict[tuple[int, ...], float] = {}

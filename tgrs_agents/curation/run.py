@@ -20,6 +20,7 @@ error, one line naming its cause; the directory resumes once the cause is fixed.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -37,14 +38,17 @@ from ..events import (
     RunStarted,
     RunStopped,
     VerdictReceived,
+    WallTime,
 )
 from ..paid.cost import Budget
 from ..paid.ledger import Ledger
 from ..paid.services import Services
 from ..types import Candidate, Decision, Verdict
+from .batching import BatchStage
 from .ingest import IdIndex, Invalid, check_format, input_unit, read_chunks, remember_format
 from .jsonl import sanitize, sft_row, unwritable
 from .lock import run_lock
+from .memo import add_counts
 from .panel import Panel
 from .panel_file import PanelConfig
 from .policy import select_best_k
@@ -98,8 +102,10 @@ class CurateRun:
         self.services = services or Services()  # with ``panel``: the services it was built with
         self.fatal: BaseException | None = None  # what stopped the run (raised once it is drained)
         self._paid: dict[str, Any] = {}  # paid teachers by name: their ledger entries are settled
-        self._t0 = time.monotonic()
-        self._wall_before = 0.0
+        self._batches: BatchStage | None = None  # the batch judges' parked candidates, if any
+        self._wall = WallTime()  # this invocation, plus the earlier ones once the directory is open
+        self._cost_before = 0.0  # what earlier invocations of this directory spent
+        self._memo_before: dict[str, int] = {}
 
     # --- the run -------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
@@ -145,18 +151,25 @@ class CurateRun:
         for name, st in state.stats.items():
             if name in self.panel.stats:
                 self.panel.stats[name] = st
-        self.services.budget.spent_usd = sum(st.cost_usd for st in state.stats.values())
+        # the budget (``--budget-usd``) caps what the run spends in all, every invocation: a run its
+        # budget stopped resumes with a larger one; what this invocation spent is reported apart
+        self._cost_before = sum(st.cost_usd for st in state.stats.values())
+        self.services.budget.spent_usd = self._cost_before
         for k in ("accepted", "rejected", "invalid", "passed"):
             self.counts[k] = state.counts[k]
         if self.store.finalized():  # passed.jsonl was already split into accepted and rejected
             self.counts["passed"] = 0
         self.counts["valid"] = self.counts["accepted"] + self.counts["rejected"] + self.counts["passed"]
-        self._wall_before = state.wall_s
+        prev = self._previous_summary() if state.resumed else None
+        wall = WallTime.resume(prev, state.wall_s)
+        self._memo_before = (prev or {}).get("memo_hits") or {}  # earlier invocations' (not journaled)
+        self._wall = WallTime(wall.before, self._wall.t0)
         self._prior = state.prior
         self.bus.subscribe(self._journal)
         self.bus.publish(RunStarted(run_dir=str(self.store.dir), input=str(self.input),
                                     resumed=state.resumed, already_done=state.done.count,
-                                    panel_fingerprint=self.cfg.fingerprint()))
+                                    panel_fingerprint=self.cfg.fingerprint(),
+                                    budget_usd=self.services.budget.limit_usd, cost_before_usd=self._cost_before))
         remember_format(self.store.dir, self.format, input_unit(self.input, self.format))
         if self.services.ledger is not None:
             self.services.ledger.owner = state.run_id  # what it pays for is owed until journaled
@@ -219,10 +232,14 @@ class CurateRun:
         todo: asyncio.Queue[Any] = asyncio.Queue(maxsize=n)
         results: asyncio.Queue[Any] = asyncio.Queue(maxsize=n)
         async with asyncio.TaskGroup() as tg:
+            assert self.panel is not None  # batch judges: a candidate waiting for one is parked
+            self._batches = BatchStage.of(self.panel, self.store.dir, tg)  # (curation/batching.py)
             tg.create_task(self._reader(state, index, todo, results, n))
             workers = [tg.create_task(self._judge_worker(todo, results)) for _ in range(n)]
             recorder = tg.create_task(self._recorder(results))
             await asyncio.gather(*workers)
+            if self._batches is not None:
+                await (self._batches.abort() if self.stopped else self._batches.drain())
             await results.put(_DONE)
             await recorder
 
@@ -258,23 +275,29 @@ class CurateRun:
             if self.stopped:
                 continue  # left pending for the next run
             prior = self._prior.pop(line, None)
-            try:
-                decision, _ = await self.panel.judge(cand, prior,
-                                                     on_verdict=self._verdict_hook(line, cand))
-            except Halted as e:  # an endpoint or the ledger: stop, this candidate stays pending
-                self._fail(e)
-                continue
-            except BudgetExhausted as e:  # the one budget-stop signal: this candidate stays pending
-                self.stopped = self.stopped or f"budget: {e}"
-                continue
-            except Exception as e:  # noqa: BLE001 - stop, drain the calls in flight, then raise it
-                self._fail(e)
-                continue
-            if self.store.failure is not None:  # a verdict could not be journaled
-                self._fail(self.store.failure)
-            if (halted := self.services.halted()) is not None:  # a 401 (say) tripped a breaker
-                self._fail(halted)
-            await results.put((line, (cand, decision)))
+            if self._batches is None:
+                await self._judge_one(line, cand, prior, results)
+            else:  # returns once the candidate is decided or parked for a batch verdict
+                await self._batches.start(self._judge_one(line, cand, prior, results))
+
+    async def _judge_one(self, line: int, cand: Candidate, prior: Any, results: asyncio.Queue[Any]) -> None:
+        assert self.panel is not None
+        try:
+            decision, _ = await self.panel.judge(cand, prior, on_verdict=self._verdict_hook(line, cand))
+        except Halted as e:  # an endpoint or the ledger: stop, this candidate stays pending
+            self._fail(e)
+            return
+        except BudgetExhausted as e:  # the one budget-stop signal: this candidate stays pending
+            self.stopped = self.stopped or f"budget: {e}"
+            return
+        except Exception as e:  # noqa: BLE001 - stop, drain the calls in flight, then raise it
+            self._fail(e)
+            return
+        if self.store.failure is not None:  # a verdict could not be journaled
+            self._fail(self.store.failure)
+        if (halted := self.services.halted()) is not None:  # a 401 (say) tripped a breaker
+            self._fail(halted)
+        await results.put((line, (cand, decision)))
 
     def _verdict_hook(self, line: int, cand: Candidate) -> Callable[[str, Verdict], None]:
         """Journal a verdict as it arrives: a paid one is written at once (never buffered), then its
@@ -390,6 +413,25 @@ class CurateRun:
         self.counts["passed"] = 0  # each passed candidate is now counted as accepted or rejected
 
     # --- summary -------------------------------------------------------------------------------
+    def _previous_summary(self) -> dict[str, Any] | None:
+        """The summary an earlier invocation left (its wall time per invocation); None if unreadable."""
+        try:
+            doc = json.loads(self.store.files.summary.read_text())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def limits(self) -> dict[str, Any]:
+        """Per paid teacher: the share of its call time spent waiting for the endpoint's limiter, the
+        limit that binds and whose it is (tgrs_agents.paid.wrappers.limit_report)."""
+        assert self.panel is not None
+        out = {}
+        for t in [*self.panel.teachers, *self.panel.reserves]:
+            rep = t.limit_report() if hasattr(t, "limit_report") else None
+            if rep is not None:
+                out[t.name] = rep
+        return out
+
     def _jury(self, final: bool) -> dict[str, Any] | None:
         if final:
             self._jury_last = self.panel.jury_report(self.store.path("verdicts"))
@@ -400,10 +442,12 @@ class CurateRun:
         run goes) keeps the jury section of the last final one: re-fitting Dawid-Skene over the whole
         verdict journal each time cost a fifth of a verifier-only run."""
         c = dict(self.counts)
-        wall = self._wall_before + time.monotonic() - self._t0
         assert self.panel is not None
         teachers = {name: st.to_json() for name, st in self.panel.stats.items()}
         cost = sum(st.cost_usd for st in self.panel.stats.values())
+        spent = max(cost - self._cost_before, 0.0)
+        limit = self.services.budget.limit_usd
+        limits = self.limits()
         decided = c["accepted"] + c["rejected"] + c["passed"]
         share = c["invalid"] / (c["valid"] + c["invalid"]) if c["valid"] + c["invalid"] else 0.0
         return {
@@ -425,13 +469,19 @@ class CurateRun:
             "teachers": teachers,
             "calls": sum(st.calls for st in self.panel.stats.values()),
             "calls_saved": sum(st.saved for st in self.panel.stats.values()),
+            "memo_hits": add_counts(self._memo_before, self.panel.memo_hits),  # see curation.memo
             "jury": self._jury(final),
             "sandbox": {t.name: t.isolation() for t in self.panel.teachers if hasattr(t, "isolation")},
-            "cost_usd": round(cost, 6),
-            "budget_usd": self.services.budget.limit_usd,
+            "cost_usd": round(cost, 6),  # the run's, every invocation: what the budget caps
+            "cost_usd_invocation": round(spent, 6),  # this invocation's
+            "budget_usd": limit,  # as given to this invocation
+            "budget_used": round(cost / limit, 4) if limit else None,
+            "limits": limits,
+            "batches": self._batches.report() if self._batches is not None else None,
+            "limit_notes": [r["note"] for r in limits.values() if r.get("note")],
             "rate_limited": sum(lim.stats.rate_limited for lim in self.services.limiters.all().values()),
             "cost_per_accepted_usd": round(cost / c["accepted"], 6) if c["accepted"] else None,
-            "wall_s": round(wall, 3),
+            **self._wall.to_json(),  # wall_s: every invocation of this directory; and this one's
         }
 
 

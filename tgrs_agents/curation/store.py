@@ -404,6 +404,8 @@ def verdict_record(line: int, cand_id: str, v: Verdict) -> dict[str, Any]:
         "output_tokens": v.usage.output_tokens,
         "latency_s": round(v.latency_s, 6),
         "error": v.error,
+        # a paid call's split of its latency (service vs waiting for the limiter); absent otherwise
+        **({"service_s": round(v.service_s, 6), "wait_s": round(v.wait_s, 6)} if v.service_s or v.wait_s else {}),
     }
 
 
@@ -420,6 +422,8 @@ def verdict_from_record(rec: dict[str, Any]) -> Verdict:
             cost_usd=rec.get("cost_usd", 0.0),
         ),
         latency_s=rec.get("latency_s", 0.0),
+        service_s=rec.get("service_s", 0.0),
+        wait_s=rec.get("wait_s", 0.0),
         cached=rec.get("cached", False),
         error=rec.get("error"),
     )

@@ -26,6 +26,12 @@ Pairs form only between candidates with the same ``task_id``, prompt messages an
   with the second worst, and so on; each candidate is in one pair at most.
 * ``best-worst``: the same over every judged candidate, accepted or not, ranked by panel score.
 * ``all``: every accepted x rejected pair, the widest margin first (a candidate may recur).
+* ``hard``: the best accepted with the rejected candidate closest to acceptance (the highest panel
+  score among the rejected), then with the next-closest, and so on. The default pairs tend to be easy
+  negatives (a garbled answer the reference already finds unlikely), which DPO separates in a few
+  steps without learning the boundary; a near miss (right format, wrong answer) is the contrast the
+  panel actually drew. Equal scores go to the earlier input line, then the id. A tie or a reversed
+  pair is skipped and the next-closest rejected tried, so the margin rule holds as in every mode.
 
 The panel score is the record's ``score``: :meth:`~tgrs_agents.curation.policy.Policy.rank_score`,
 the mean of the heard teachers' scores, so a rejection a cheap teacher cut short is scored by the
@@ -70,7 +76,7 @@ from .run import LISTED, ExportReport, check_hygiene, clean
 from .source import curate_origins, errored_ids, resolve_judged
 from .writers import Unconvertible, Writer, to_hf
 
-PAIR_MODES = ("accepted-rejected", "best-worst", "all")
+PAIR_MODES = ("accepted-rejected", "best-worst", "all", "hard")
 TIE = 1e-9  # panel scores closer than this are a tie
 Message = dict[str, Any]
 
@@ -208,7 +214,10 @@ def choose(entries: list[Entry], mode: str, min_margin: float, counts: Counter[s
     """The pairs of one prompt's candidates, best first; the ones skipped are counted by reason."""
     best = sorted(entries, key=lambda e: (-e.score, e.line, e.id))
     worst = sorted(entries, key=lambda e: (e.score, e.line, e.id))
-    if mode == "best-worst":
+    if mode == "hard":
+        top = next((e for e in best if e.accepted), None)
+        options = [(top, e) for e in best if not e.accepted] if top else []
+    elif mode == "best-worst":
         half = len(entries) // 2
         options = list(zip(best[:half], worst[:half], strict=True))
     elif mode == "accepted-rejected":

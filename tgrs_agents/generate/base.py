@@ -17,19 +17,17 @@ Nothing here imports torch or transformers.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..chat import template_messages
 from ..student.tiny import parse_compact_call
+from .toolcall_formats import parse_hermes
 
 ToolFormat = Literal["compact", "hermes"]
 
 COMPACT_CALL = "<|call|>"
-_HERMES_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|\Z)", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,29 +185,8 @@ def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None,
 
 
 def _parse_hermes(text: str) -> tuple[str, list[dict[str, Any]] | None]:
-    calls: list[dict[str, Any]] = []
-    kept: list[str] = []  # blocks that do not parse stay in the content, as the model wrote them
-    last = 0
-    for m in _HERMES_BLOCK.finditer(text):
-        kept.append(text[last:m.start()])
-        last = m.end()
-        call = _hermes_call(m.group(1))
-        if call is None:
-            kept.append(m.group(0))
-        else:
-            calls.append(call)
-    kept.append(text[last:])
-    content = "".join(kept)
-    return (content.strip(), calls) if calls else (text, None)
-
-
-def _hermes_call(body: str) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return None
-    args = obj.get("arguments", obj.get("parameters", {}))
-    args_text = args if isinstance(args, str) else json.dumps(args)
-    return {"type": "function", "function": {"name": obj["name"], "arguments": args_text}}
+    """Hermes ``<tool_call>`` blocks, read the forgiving way small models need
+    (:func:`~tgrs_agents.generate.toolcall_formats.parse_hermes`); blocks that do not parse stay in the
+    content as the model wrote them."""
+    turn = parse_hermes(text)
+    return (turn.content, turn.tool_calls) if turn.tool_calls else (text, None)

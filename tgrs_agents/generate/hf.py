@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+from ..teachers.loading import load_model
 from .base import (
     SamplingParams,
     ToolFormat,
@@ -59,20 +60,14 @@ def resolve_device(device: str | None) -> str:
 
 def load_student(path_or_name: str | Path, *, device: str | None = None,
                  dtype: Any = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from a local directory or a Hub name (e.g. ``Qwen/Qwen2.5-0.5B-Instruct``).
+    """``(model, tokenizer)`` from a local directory, a Hub name (e.g. ``Qwen/Qwen2.5-0.5B-Instruct``),
+    a ``.gguf`` file or ``gguf:PACKAGE`` (see :mod:`tgrs_agents.teachers.loading`).
 
-    ``dtype`` None: float32 on CPU, the checkpoint's own dtype on GPU. Flush-denormal is not set
-    here but in the thread that runs the model (see the module docstring).
+    ``dtype`` None: float32 on CPU (and for GGUF), the checkpoint's own dtype on GPU. Flush-denormal is
+    not set here but in the thread that runs the model (see the module docstring).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = resolve_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(str(path_or_name), padding_side="left")
-    if dtype is None:
-        dtype = torch.float32 if device == "cpu" else "auto"
-    model: Any = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype)
-    return model.to(device).eval(), tokenizer
+    return load_model(path_or_name, device=resolve_device(device), dtype=dtype,
+                      tokenizer_kwargs={"padding_side": "left"})
 
 
 class TransformersBackend:

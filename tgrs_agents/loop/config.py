@@ -13,6 +13,8 @@ file = "teachers/panel-verifiers.toml"
 [sft]
 steps = 100
 lora_r = 8           # optional: train LoRA adapters of this rank (merged into the weights after each round)
+[train]              # optional: "sft" (default), "dpo" (preference pairs from the panel) or "sft+dpo"
+method = "sft"
 ```
 
 Student backends: ``transformers`` (default) and ``vllm`` load the model named by ``model`` and the
@@ -41,7 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..curation.panel_file import pydantic_problem, read_toml
 from ..errors import ConfigError
+from ..export.pairs import PairSettings
 from .distill import LoraSettings, SFTSettings
+from .preference import DPOSettings
 
 
 class _Frozen(BaseModel):
@@ -63,8 +67,10 @@ class StudentConfig(_Frozen):
 
 class TasksConfig(_Frozen):
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"allow_overlap"})
-    source: str = "arithmetic"  # or a JSONL file of tasks (id, messages, tools, reference)
+    source: str = "arithmetic"  # "arithmetic" | "code" (built in) | a JSONL file of tasks (id, messages, tools, reference)
     eval_source: str | None = None
+    tools: str | None = None  # "module:fn" | "file.py:fn": a tool factory (None: the family's; files: calculator)
+    tool_timeout_s: float = Field(10.0, gt=0)  # per tool call
     n_train: int = Field(192, ge=1)
     n_eval: int = Field(128, ge=1)
     n_ops: int = Field(2, ge=1, le=4)
@@ -87,6 +93,13 @@ class PanelRef(_Frozen):
     file: str = "teachers/panel-verifiers.toml"
 
 
+class EvalSection(_Frozen):
+    """``[eval]``: the panel whose decisions are pass@1 / pass@k (None: the family's own; a task
+    file's: the final_answer check), see tgrs_agents.loop.evaluate."""
+
+    panel: str | None = None
+
+
 class SFTSection(_Frozen):
     """``[sft]``: each round's fine-tuning step (:class:`~tgrs_agents.loop.distill.SFTSettings`)."""
 
@@ -102,7 +115,33 @@ class SFTSection(_Frozen):
                            backend=self.backend, lora=lora)
 
 
+class TrainSection(_Frozen):
+    """``[train]``: how a round folds the panel's judgement back (:mod:`tgrs_agents.loop.preference`):
+    ``sft`` on the pool, ``dpo`` on preference pairs of the round's judged candidates, or ``sft+dpo``
+    (SFT, then DPO from its result). The DPO knobs use ``[sft] lora_r`` for LoRA, as SFT does."""
+
+    method: Literal["sft", "dpo", "sft+dpo"] = "sft"
+    # hard: best accepted vs the near miss (export.pairs); the default pairs are easy negatives that DPO
+    # over-fits (benchmarks/bench_train_method.py, README "Training method")
+    pairs: Literal["accepted-rejected", "best-worst", "all", "hard"] = "hard"
+    pairs_per_task: int | None = Field(1, ge=1)  # None: no cap
+    min_margin: float = Field(0.0, ge=0, le=1)  # panel-score margin a pair needs
+    steps: int = Field(10, ge=1)  # DPO optimizer steps per round: ~2 epochs over ~80 pairs at batch 16
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    beta: float = Field(0.1, gt=0)
+
+    def pair_settings(self) -> PairSettings:
+        return PairSettings(mode=self.pairs, pairs_per_task=self.pairs_per_task, min_margin=self.min_margin)
+
+    def settings(self, seed: int, lora_r: int | None) -> DPOSettings:
+        lora = None if lora_r is None else LoraSettings(r=lora_r, alpha=2 * lora_r)
+        return DPOSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, beta=self.beta, seed=seed,
+                           lora=lora)
+
+
 class WarmStartConfig(_Frozen):
+    file: str | None = None  # JSONL of right trajectories for a task file's tasks (None: the family's demonstrations)
     n_seed: int = Field(300, ge=1)
     noise: float = Field(0.3, ge=0, le=1)
     steps: int = Field(200, ge=1)
@@ -147,7 +186,9 @@ class LoopConfig(_Frozen):
     tasks: TasksConfig = TasksConfig()
     generate: GenerateConfig = GenerateConfig()
     panel: PanelRef = PanelRef()
+    eval: EvalSection = EvalSection()
     sft: SFTSection = SFTSection()
+    train: TrainSection = TrainSection()
     warm_start: WarmStartConfig = WarmStartConfig()
     filters: FiltersConfig = FiltersConfig()
     refine: RefineConfig = RefineConfig()

@@ -6,8 +6,9 @@ Three ways two tasks can be the same problem, each catching what the one before 
 * ``text``: the same instruction text once normalised (Unicode NFKC, case folded, whitespace
   removed, trailing ``.?!`` dropped): ``What is 2+3?`` and ``what is 2 + 3`` are one task;
 * ``canonical``: for a built-in family, the same problem up to reordering
-  (:func:`tgrs_agents.tasks.arithmetic.task_canonical`: ``12 + 5`` and ``5 + 12``), for tasks of
-  that family wherever they come from (a task file of arithmetic questions too).
+  (:func:`tgrs_agents.tasks.arithmetic.task_canonical`: ``12 + 5`` and ``5 + 12``; for the code
+  family, the same function: :func:`tgrs_agents.tasks.code.task_canonical`), for tasks of that
+  family wherever they come from (a task file of arithmetic questions too).
 
 :func:`overlaps` finds every held-out task that matches a training task at some level (the
 strictest level is reported). :func:`refuse_overlap` turns them into a ConfigError naming both files,
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..tasks.arithmetic import task_canonical
+from ..tasks.families import task_canonical
 from ..types import Task
 
 LEVELS = ("exact", "text", "canonical")

@@ -291,7 +291,8 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     """Fine-tune ``model_path`` (a local dir or a hub name) on ``data`` (``accepted.jsonl`` or its rows), loss on
     assistant turns only, and save model + tokenizer with ``save_pretrained`` to ``out_dir``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..teachers.loading import load_model, load_tokenizer  # also .gguf files and gguf:PACKAGE
 
     t0 = time.perf_counter()
     s, out_dir = settings, Path(out_dir)
@@ -301,12 +302,12 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     bf16 = s.bf16 if s.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # -- model and tokenizer (a local tiny student dir or a hub name)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = load_tokenizer(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # fp32 master weights; a frozen LoRA base may stay in its checkpoint dtype on GPU
     dtype = "auto" if s.lora and device.type == "cuda" else torch.float32
-    model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model: Any = load_model(model_path, dtype=dtype, tokenizer=False)[0]
     model.to(device)
     if s.lora:
         from peft import LoraConfig, get_peft_model

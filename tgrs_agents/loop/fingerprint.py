@@ -10,6 +10,10 @@ config, and :func:`claim` compares it with the one asked for before any stage ru
 * what the config points at, by content: a task file by its SHA-256, the built-in family by its
   splits' version, the panel by its identity (policy and every teacher's deciding fields, as
   ``tgrs curate`` fingerprints it; only for the filtered arm: accept-all never asks the panel);
+* ``[train]`` (the training method and its DPO knobs) unless the method is ``sft``, where none of
+  them acts (so a run made before ``[train]`` existed keeps its fingerprint);
+* the tool factory (``[tasks] tools``; a file by its SHA-256), the ``[eval] panel`` file and the
+  ``[warm_start] file`` by their SHA-256, each only when set (runs made before them keep their fingerprint);
 * the arm: ``filtered`` or ``accept_all`` (one directory holds one arm, so a control run into a
   filtered run's directory cannot relabel its numbers).
 
@@ -63,16 +67,23 @@ def identity(cfg: LoopConfig, arm: str, panel: Any = None) -> dict[str, Any]:
     """What decides this run's results (see the module docstring); ``panel``: the loaded panel or None."""
     ident = section_identity(cfg)
     tasks = ident["tasks"]
-    if cfg.tasks.source == "arithmetic":
-        from ..tasks.arithmetic import SPLITS_VERSION
+    from ..tasks.families import family
 
-        tasks["builtin_splits_version"] = SPLITS_VERSION
+    if (fam := family(cfg.tasks.source)) is not None:
+        tasks["builtin_splits_version"] = fam.splits_version
     else:
         for key in ("source", "eval_source"):
             name = getattr(cfg.tasks, key)
             path = cfg.resolve(name) if name else None
             if path is not None and path.is_file():
                 tasks[key] = f"{name} (sha256 {file_digest(path)})"
+    _environment(cfg, ident)
+    if cfg.warm_start.file is None:  # runs made before [warm_start] file keep their fingerprint
+        ident["warm_start"].pop("file")
+    elif (path := cfg.resolve(cfg.warm_start.file)).is_file():
+        ident["warm_start"]["file"] = f"{cfg.warm_start.file} (sha256 {file_digest(path)})"
+    if cfg.train.method == "sft":  # the DPO knobs do not act; runs made before [train] keep their fingerprint
+        ident.pop("train")
     if arm == "accept_all" or panel is None:
         ident.pop("panel")
     else:
@@ -80,6 +91,29 @@ def identity(cfg: LoopConfig, arm: str, panel: Any = None) -> dict[str, Any]:
         teachers = {t.pop("name"): t for t in p.pop("teachers")}
         ident["panel"] = {"file": cfg.panel.file, **p, "teacher": teachers}
     return {"arm": arm, **ident}
+
+
+def _environment(cfg: LoopConfig, ident: dict[str, Any]) -> None:
+    """The tool factory and the eval panel: a file by its content, like a task file; left out
+    while unset (and the tool timeout while at its default), so runs made before they existed
+    keep their fingerprint."""
+    tasks = ident["tasks"]
+    default_timeout = type(cfg.tasks).model_fields["tool_timeout_s"].default
+    if cfg.tasks.tool_timeout_s == default_timeout:
+        tasks.pop("tool_timeout_s", None)
+    spec = cfg.tasks.tools
+    if spec is None:
+        tasks.pop("tools", None)
+    elif (path := cfg.resolve(spec.rpartition(":")[0])).is_file():
+        tasks["tools"] = f"{spec} (sha256 {file_digest(path)})"
+    name = cfg.eval.panel
+    if name is None:
+        ident.pop("eval", None)
+        return
+    from .evaluate import eval_panel_path
+
+    path = eval_panel_path(cfg)
+    ident["eval"] = {"panel": f"{name} (sha256 {file_digest(path)})" if path is not None else name}
 
 
 def fingerprint(ident: dict[str, Any]) -> str:

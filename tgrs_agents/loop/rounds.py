@@ -15,7 +15,10 @@ student can be loaded, that no held-out task is a training task, and that the di
 this config and arm (:mod:`tgrs_agents.loop.fingerprint`; ``force`` archives another one).
 
 A round whose pool is empty (the panel has accepted nothing yet) trains nothing: the student
-carries over to the next round, and the round's entry says ``sft_carried_over``.
+carries over to the next round, and the round's entry says ``sft_carried_over``. With ``[train] method``
+``dpo`` or ``sft+dpo`` (:mod:`tgrs_agents.loop.preference`) the round also makes preference pairs
+(stage ``pairs``, ``round-K/pairs.jsonl``) and runs DPO on them (stage ``dpo``); with ``dpo`` alone there
+is no pool and no SFT, and a round without pairs says ``dpo_carried_over``.
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 from ..assets import asset_path
 from ..curation.layout import LoopDir, RoundDir
 from ..curation.store import atomic_write, iter_jsonl
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..types import Task
 from .config import LoopConfig
-from .evaluate import count_correct, summarize, task_results
+from .evaluate import eval_counts, summarize, task_results
 from .fingerprint import claim, identity
 from .pool import pool_round
 from .sampling import calibration_demonstrations, check_student, load_tasks, rollouts
@@ -45,7 +48,9 @@ from .stages import (
     Evaluated,
     Generated,
     Judged,
+    Paired,
     Pooled,
+    Preferred,
     R,
     Refined,
     Round,
@@ -108,10 +113,27 @@ class ExpertIteration:
         if rnd == 0 and self.cfg.student.model != "tiny":
             return Path(self.cfg.student.model)
         rd = self.layout.round(rnd)
-        if rnd > 0 and not rd.model.exists() and rd.done("sft").exists():
+        last = "sft" if self.cfg.train.method == "sft" else "dpo"  # the round's last training stage
+        if rnd > 0 and not rd.model.exists() and rd.done(last).exists():
+            if json.loads(rd.done(last).read_text()).get("carried_over"):
+                return self.model_dir(rnd - 1) if last == "sft" else self.dpo_start(rnd)
+        return rd.model
+
+    def sft_dir(self, rnd: int) -> Path:
+        """Where round ``rnd``'s SFT result is: the round's student, or with ``sft+dpo`` DPO's start
+        (``round-K/sft-model``; the previous student when SFT had nothing to train on)."""
+        if self.cfg.train.method == "sft":
+            return self.model_dir(rnd)
+        rd = self.layout.round(rnd)
+        out = rd.dir / "sft-model"
+        if not out.exists() and rd.done("sft").exists():
             if json.loads(rd.done("sft").read_text()).get("carried_over"):
                 return self.model_dir(rnd - 1)
-        return rd.model
+        return out
+
+    def dpo_start(self, rnd: int) -> Path:
+        """The model round ``rnd``'s DPO starts from, which is also its reference (tgrs_agents.loop.preference)."""
+        return self.sft_dir(rnd) if self.cfg.train.method == "sft+dpo" else self.model_dir(rnd - 1)
 
     def tasks(self) -> tuple[list[Task], list[Task]]:
         """(training tasks, held-out tasks) as configured."""
@@ -150,13 +172,21 @@ class ExpertIteration:
     def warm_start(self, train: list[Task], held: list[Task]) -> WarmStart:
         """Round 0: build the tiny student and SFT it on a small, partly noisy seed set."""
         from ..student.tiny import build_model, save, train_tokenizer
-        from ..tasks.arithmetic import seed_demonstrations
+        from ..tasks.families import FAMILIES, family
         from .distill import SFTSettings, distill
 
         ws, r0 = self.cfg.warm_start, self.layout.round(0)
         rng = random.Random(self.cfg.seed)
         seed_tasks = rng.sample(train, min(ws.n_seed, len(train)))
-        demos = seed_demonstrations(seed_tasks, noise=ws.noise, seed=self.cfg.seed)
+        if ws.file is not None:  # the user's demonstrations (an environment of their own: its tool calls)
+            demos = self.seed_file(ws.file, rng, ws.n_seed)
+        elif family(self.cfg.tasks.source) is None and any("expression" not in t.metadata for t in seed_tasks):
+            raise ConfigError("the tiny student's warm start has built-in demonstrations for arithmetic tasks only: "
+                              "name a JSONL of right trajectories of these tasks", file=self.cfg.source,
+                              field="warm_start.file")
+        else:
+            fam = family(self.cfg.tasks.source) or FAMILIES["arithmetic"]  # a task file: arithmetic questions
+            demos = fam.seed_demonstrations(seed_tasks, noise=ws.noise, seed=self.cfg.seed)
         corpus = [m.get("content") or "" for d in demos for m in d["messages"]]
         corpus += [t.messages[0].text for t in [*train, *held]]
         tok = train_tokenizer(corpus)
@@ -168,6 +198,26 @@ class ExpertIteration:
                          sft_backend=res.backend, sft_train_s=round(res.train_seconds, 2),
                          final_loss=res.losses[-1] if res.losses else None)
 
+    def seed_file(self, name: str, rng: random.Random, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` demonstrations drawn from ``[warm_start] file`` (trajectories with ``messages``)."""
+        import orjson
+
+        path = self.cfg.resolve(name)
+        if not path.is_file():
+            raise ConfigError(f"warm-start file not found: {path}", file=self.cfg.source, field="warm_start.file")
+        rows = []
+        for line, raw in enumerate(path.read_bytes().splitlines(), 1):
+            try:
+                row = orjson.loads(raw) if raw.strip() else None
+            except orjson.JSONDecodeError as e:
+                raise InputError(f"not valid JSON ({e})", file=path, line=line) from None
+            if row is not None and not (isinstance(row, dict) and isinstance(row.get("messages"), list)):
+                raise InputError("a demonstration needs a list of 'messages'", file=path, line=line)
+            rows += [row] if row is not None else []
+        if not rows:
+            raise ConfigError(f"no demonstrations in {path}", file=self.cfg.source, field="warm_start.file")
+        return rng.sample(rows, min(n, len(rows)))
+
     def _rollouts(self, model_path: Path, tasks: list[Task], n: int, temperature: float,
                   id_prefix: str) -> tuple[list[dict[str, Any]], Any]:
         return rollouts(self.cfg, model_path, tasks, n, temperature, id_prefix, self.services)
@@ -176,7 +226,7 @@ class ExpertIteration:
         """pass@1 and pass@k with standard errors; the per-task counts go to ``round-K/eval.jsonl``."""
         k = self.cfg.eval_k
         recs, stats = self._rollouts(self.model_dir(rnd), held, k, self.cfg.eval_temperature, f"r{rnd}-eval-")
-        correct = count_correct(recs, held)
+        correct = eval_counts(self.cfg, recs, held, services=self.services)  # the [eval] panel decides
         rd = self.layout.round(rnd)
         rd.dir.mkdir(parents=True, exist_ok=True)
         atomic_write(rd.eval_results, _jsonl(task_results(correct, k)))
@@ -278,15 +328,37 @@ class ExpertIteration:
         if not any(True for _ in iter_jsonl(self.layout.round(rnd).pool)):
             return Trained(sft_tokens_per_s=0.0, sft_backend="none", sft_rows=0, sft_train_s=0.0,
                            final_loss=None, carried_over=True)
-        res = distill(self.model_dir(rnd - 1), self.layout.round(rnd).pool, self.model_dir(rnd),
+        res = distill(self.model_dir(rnd - 1), self.layout.round(rnd).pool, self.sft_dir(rnd),
                       self.cfg.sft.settings(seed=self.cfg.seed + rnd))
         return Trained(sft_tokens_per_s=round(res.tokens_per_s, 1), sft_backend=res.backend, sft_rows=res.rows,
                        sft_train_s=round(res.train_seconds, 2), final_loss=res.losses[-1] if res.losses else None)
+
+    def pairs(self, rnd: int) -> Paired:
+        """Preference pairs from the round's judged candidates to ``round-K/pairs.jsonl``."""
+        from .preference import make_pairs
+
+        rd = self.layout.round(rnd)
+        return Paired(counts=make_pairs(rd.curate.dir, rd.file("pairs.jsonl"), self.cfg.train.pair_settings()))
+
+    def dpo(self, rnd: int, paired: Paired) -> Preferred:
+        """DPO on the round's pairs from :meth:`dpo_start`; no pairs carries that model over."""
+        from .preference import prefer
+
+        if paired.pairs == 0:
+            return Preferred(pairs=0, train_s=0.0, final_loss=None, carried_over=True)
+        res = prefer(self.dpo_start(rnd), self.layout.round(rnd).file(paired.pairs_file), self.model_dir(rnd),
+                     self.cfg.train.settings(seed=self.cfg.seed + rnd, lora_r=self.cfg.sft.lora_r))
+        return Preferred(pairs=res.pairs, train_s=round(res.train_seconds, 2),
+                         final_loss=res.losses[-1] if res.losses else None, reward_accuracy=res.reward_accuracy,
+                         reward_margin=res.reward_margin)
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         check_student(self.cfg)
+        if self.accept_all and self.cfg.train.method != "sft":
+            raise ConfigError("--accept-all judges nothing, so there are no preference pairs: use method = \"sft\"",
+                              file=self.cfg.source, field="train.method")
         train, held = self.tasks()
         self.claim()
         start: WarmStart | BaseCheckpoint
@@ -304,20 +376,39 @@ class ExpertIteration:
             if self.cfg.refine.model is not None:
                 refined = self._stage(rnd, "refine", Refined, partial(self.refine, rnd, judged.accepted_file))
             accepted_file = (refined or judged).accepted_file
-            pooled = self._stage(rnd, "pool", Pooled, partial(self.pool, rnd, accepted_file))
-            trained = self._stage(rnd, "sft", Trained, partial(self.sft, rnd))
+            pooled = trained = paired = preferred = None
+            if self.cfg.train.method != "dpo":
+                pooled = self._stage(rnd, "pool", Pooled, partial(self.pool, rnd, accepted_file))
+                trained = self._stage(rnd, "sft", Trained, partial(self.sft, rnd))
+            if self.cfg.train.method != "sft":
+                paired = self._stage(rnd, "pairs", Paired, partial(self.pairs, rnd))
+                preferred = self._stage(rnd, "dpo", Preferred, partial(self.dpo, rnd, paired))
             ev = self._stage(rnd, "eval", Evaluated, partial(self.evaluate, rnd, held))
             rounds.append(Round(rnd, ev, generated=gen, judged=judged, refined=refined, pooled=pooled,
-                                trained=trained))
+                                trained=trained, paired=paired, preferred=preferred))
             self._report(rounds, t0)
         return self.summary(rounds, t0)
 
     def summary(self, rounds: list[Round], t0: float) -> dict[str, Any]:
         """``summary.json``: the arm, k, one entry per round, the wall time so far."""
-        s = {"arm": self.arm, "eval_k": self.cfg.eval_k,
-             "rounds": [r.to_json() for r in rounds], "wall_s": round(time.perf_counter() - t0, 2)}
+        s = {"arm": self.arm, "method": self.cfg.train.method, "eval_k": self.cfg.eval_k,
+             "rounds": [r.to_json() for r in rounds], **self._walls(t0).to_json()}
         atomic_write(self.layout.summary, json.dumps(s, indent=2))
         return s
+
+    def _walls(self, t0: float) -> Any:
+        """Wall time over every invocation on this directory (a re-run adds to it, never resets it):
+        the earlier invocations' come from the summary.json they left, read once per invocation."""
+        from ..events import WallTime
+
+        if getattr(self, "_wall", None) is None:
+            try:
+                prev = json.loads(self.layout.summary.read_text())
+            except (OSError, ValueError):
+                prev = None
+            self._wall = WallTime.resume(prev if isinstance(prev, dict) else None)
+            self._wall.t0 -= time.perf_counter() - t0  # this invocation began at t0
+        return self._wall
 
     def _report(self, rounds: list[Round], t0: float) -> None:
         from ..report.html import maybe_write_report
@@ -331,5 +422,8 @@ class ExpertIteration:
                      f", pool {r.pooled.pooled}")
         if r.trained and r.trained.carried_over:
             extra += ", nothing to train on: the student carries over"
+        if r.paired is not None and r.preferred is not None:
+            extra += (f", {r.paired.pairs} pairs" + (": no pairs, DPO carries the model over"
+                                                    if r.preferred.carried_over else ""))
         self.log(f"[tgrs] round {r.round}: pass@1 {_pm(r.eval.pass1, r.eval.pass1_se)}, "
                  f"pass@{k} {_pm(r.eval.passk, r.eval.passk_se)}{extra} ({time.perf_counter() - t0:.0f}s)")

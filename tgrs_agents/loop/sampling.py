@@ -1,7 +1,8 @@
 """What the loop samples: the task splits, the student's generation backend, and the rollouts.
 
-* :func:`load_tasks`: the built-in arithmetic family, or two JSONL files of tasks (training and
-  held-out; every held-out task needs a ``reference``, which evaluation checks answers against).
+* :func:`load_tasks`: a built-in family (``arithmetic``, ``code``: :mod:`tgrs_agents.tasks.families`),
+  or two JSONL files of tasks (training and held-out; without an ``[eval] panel`` every held-out
+  task needs a ``reference``, which the final_answer check compares answers with).
   Held-out tasks that are also training tasks are refused (:mod:`tgrs_agents.loop.contamination`)
   unless ``allow_overlap = true``.
 * :func:`check_student`: a student that cannot be loaded fails at once, in one line, before any
@@ -9,7 +10,12 @@
 * :func:`student_backend`: ``[student] backend``: ``transformers`` or ``vllm`` load the round's
   checkpoint; ``openai`` samples from the served model through the run's paid-call services
   (:class:`~tgrs_agents.generate.openai_backend.OpenAIChatBackend`: limiter, retries, budget).
-* :func:`rollouts`: ``n`` agent rollouts per task (:func:`tgrs_agents.generate.rollouts.rollout`).
+* :func:`tool_factory`: ``[tasks] tools``, the rollouts' tool factory (:mod:`tgrs_agents.tasks.env`):
+  a user's, else the family's (a task file's: the calculator, as before). :func:`load_tasks` checks
+  it once (it imports, makes tools, and every task's ``tools`` are among them), so a bad one fails
+  before any stage, naming the file and field.
+* :func:`rollouts`: ``n`` agent rollouts per task (:func:`tgrs_agents.generate.rollouts.rollout`),
+  each with fresh tools from the factory.
 """
 
 from __future__ import annotations
@@ -36,15 +42,18 @@ if TYPE_CHECKING:
 
 def load_tasks(cfg: LoopConfig, log: Callable[[str], None] | None = None) -> tuple[list[Task], list[Task]]:
     """(training tasks, held-out tasks); overlap between them is a ConfigError unless allowed."""
+    from ..tasks.env import check_factory
+    from ..tasks.families import family
     from .contamination import overlaps, refuse_overlap
 
     t = cfg.tasks
     lines: dict[str, dict[str, int]] = {}
-    if t.source == "arithmetic":
-        from ..tasks.arithmetic import Difficulty, splits
-
-        train, held = splits(t.n_train, t.n_eval, seed=t.seed, d=Difficulty(n_ops=t.n_ops))
-        names = ("arithmetic (training split)", "arithmetic (held-out split)")
+    if (fam := family(t.source)) is not None:
+        try:
+            train, held = fam.splits(t.n_train, t.n_eval, seed=t.seed, n_ops=t.n_ops)
+        except ValueError as e:
+            raise ConfigError(str(e), file=cfg.source, field="tasks.n_train") from None
+        names = (f"{t.source} (training split)", f"{t.source} (held-out split)")
     else:
         if t.eval_source is None:
             raise ConfigError("a task file needs a held-out task file too", file=cfg.source,
@@ -53,7 +62,11 @@ def load_tasks(cfg: LoopConfig, log: Callable[[str], None] | None = None) -> tup
         train, lines[names[0]] = read_task_lines(cfg, t.source, "tasks.source")
         held, lines[names[1]] = read_task_lines(cfg, t.eval_source, "tasks.eval_source")
         train, held = train[: t.n_train], held[: t.n_eval]
-        if unchecked := next((h.id for h in held if h.reference is None), None):
+        from .evaluate import eval_panel_path
+
+        unchecked = None if eval_panel_path(cfg) is not None else next(
+            (h.id for h in held if h.reference is None), None)
+        if unchecked:
             raise ConfigError(f"held-out task {unchecked!r} has no reference to check answers against",
                               file=cfg.source, field="tasks.eval_source")
     found = overlaps(train, held)
@@ -63,7 +76,25 @@ def load_tasks(cfg: LoopConfig, log: Callable[[str], None] | None = None) -> tup
                 f"(allow_overlap = true)")
     else:
         refuse_overlap(found, len(held), train_file=names[0], held_file=names[1], lines=lines, source=cfg.source)
+    if cfg.eval.panel is not None:  # a broken eval panel fails now, not after the warm start
+        from .evaluate import load_eval_panel
+
+        load_eval_panel(cfg)
+    if t.tools is not None:  # a user's factory: imports, makes tools, and has every tool a task names
+        check_factory(tool_factory(cfg), [*train, *held], source=cfg.source)
     return train, held
+
+
+def tool_factory(cfg: LoopConfig) -> Any:
+    """The rollouts' :class:`~tgrs_agents.tasks.env.ToolFactory` (see the module docstring)."""
+    from ..tasks.env import load_tool_factory
+    from ..tasks.families import family
+
+    spec = cfg.tasks.tools
+    if spec is None:
+        fam = family(cfg.tasks.source)
+        spec = fam.tools if fam is not None else "tgrs_agents.tasks.arithmetic:make_tools"
+    return load_tool_factory(spec, base_dir=cfg.base_dir, source=cfg.source, field="tasks.tools")
 
 
 def calibration_demonstrations(cfg: LoopConfig, n: int) -> list[dict[str, Any]]:
@@ -197,9 +228,9 @@ def rollouts(cfg: LoopConfig, model_path: Path | str, tasks: list[Task], n: int,
     """(trajectories, :class:`~tgrs_agents.generate.rollouts.RolloutStats`): ``n`` rollouts per task."""
     from ..generate.base import SamplingParams
     from ..generate.rollouts import RolloutStats, rollout
-    from ..generate.tools import ToolBox, calculator_tool
 
     g = cfg.generate
+    tools = tool_factory(cfg)
     params = SamplingParams(n=n, temperature=temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
                             seed=cfg.seed)
 
@@ -207,7 +238,8 @@ def rollouts(cfg: LoopConfig, model_path: Path | str, tasks: list[Task], n: int,
         backend = student_backend(cfg, model_path, services)
         stats = RolloutStats()
         try:
-            recs = await rollout(backend, tasks, n=n, toolbox=ToolBox([calculator_tool()]), params=params,
+            recs = await rollout(backend, tasks, n=n, tools=tools, tool_timeout_s=cfg.tasks.tool_timeout_s,
+                                 params=params,
                                  max_turns=g.max_turns, max_tokens=g.max_tokens, id_prefix=id_prefix, stats=stats)
             return recs, stats
         finally:

@@ -150,6 +150,42 @@ class Trained(StageResult):
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"carried_over"})
 
 
+@dataclass(frozen=True, kw_only=True)
+class Paired(StageResult):
+    """The round's preference pairs (:func:`tgrs_agents.loop.preference.make_pairs`), written to
+    ``pairs_file`` (relative to the round directory); ``counts``: ``pairs``, ``pair_tasks`` and what
+    was left out by reason (``pairs_skipped_tie``, ...), the JSON keys as they are."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    pairs_file: str = "pairs.jsonl"
+
+    @property
+    def pairs(self) -> int:
+        return self.counts.get("pairs", 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.counts, "pairs_file": self.pairs_file, "wall_s": self.wall_s}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Self:
+        return cls(counts={k: v for k, v in d.items() if k.startswith("pair") and k != "pairs_file"},
+                   pairs_file=d.get("pairs_file", "pairs.jsonl"), wall_s=d.get("wall_s", 0.0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preferred(StageResult):
+    """The round's DPO step (:func:`tgrs_agents.loop.preference.prefer`); JSON keys ``dpo_*`` in the summary.
+    ``carried_over``: no pairs, so nothing was trained and the round keeps the model DPO would start from."""
+
+    pairs: int
+    train_s: float
+    final_loss: float | None
+    reward_accuracy: float | None = None
+    reward_margin: float | None = None
+    carried_over: bool | None = None
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"reward_accuracy", "reward_margin", "carried_over"})
+
+
 @dataclass(frozen=True)
 class Round:
     """One entry of ``summary.json``: round 0 holds its start, round K the figures of every stage."""
@@ -162,6 +198,8 @@ class Round:
     refined: Refined | None = None
     pooled: Pooled | None = None
     trained: Trained | None = None
+    paired: Paired | None = None  # train.method "dpo" / "sft+dpo"
+    preferred: Preferred | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"round": self.round, **self.eval.to_json()}
@@ -173,12 +211,22 @@ class Round:
         if self.trained is not None:  # prefixed, so its final_loss and wall_s stay apart
             out.update({k if k.startswith("sft") else f"sft_{k}": v for k, v in self.trained.to_json().items()})
             stages.append(self.trained)
-        if self.generated and self.judged and self.trained:
+        if self.paired is not None:
+            out.update({k: v for k, v in self.paired.to_json().items() if k not in ("wall_s", "pairs_file")})
+            stages.append(self.paired)
+        if self.preferred is not None:  # prefixed: dpo_pairs, dpo_train_s, dpo_final_loss, dpo_wall_s, ...
+            out.update({f"dpo_{k}": v for k, v in self.preferred.to_json().items()})
+            stages.append(self.preferred)
+        if self.generated and self.judged and (self.trained or self.preferred):
             out["wall_s"] = round(sum(s.wall_s for s in [*stages, self.eval]), 3)  # the whole round
             walls = {"generate": self.generated.wall_s, "judge": self.judged.wall_s}
             if self.refined is not None:
                 walls["refine"] = self.refined.wall_s
-            out["stage_wall_s"] = {**walls, "sft": self.trained.wall_s, "eval": self.eval.wall_s}
+            if self.trained is not None:
+                walls["sft"] = self.trained.wall_s
+            if self.paired is not None and self.preferred is not None:
+                walls.update(pairs=self.paired.wall_s, dpo=self.preferred.wall_s)
+            out["stage_wall_s"] = {**walls, "eval": self.eval.wall_s}
         return out
 
 

@@ -52,6 +52,10 @@ class BatchRunner:
         self.clock = clock
         self.reported: list[str] = []  # provider-side cancellations, for the run's summary
         self.last: dict[str, BatchStatus] = {}  # key -> the latest poll, for `tgrs status`
+        # called before each ``ended`` record: what was handed on must be durable by then (the consumer
+        # fsyncs its own store of answers here, once a batch instead of once an answer)
+        self.checkpoint: Callable[[], None] | None = None
+        self._creating: set[str] = set()  # keys this process is sending now: collect() leaves them be
 
     async def _retried(self, fn: Callable[[], Awaitable[T]]) -> T:
         return await call_with_retries(lambda _n: fn(), self.retry, sleep=self.sleep)
@@ -73,6 +77,7 @@ class BatchRunner:
         ``look_first``: a kill may have come after the provider took it (a resume); a retried attempt
         looks too, since the failed one's answer may have been lost after the batch was made."""
         reqs = self.journal.requests(e.key)
+        self._creating.add(e.key)
 
         async def attempt(n: int) -> tuple[str, bool]:
             if n > 1 or look_first:
@@ -81,14 +86,17 @@ class BatchRunner:
                     return found, True
             return await self.client.submit(reqs, e.key), False
 
-        bid, adopted = await call_with_retries(attempt, self.retry, sleep=self.sleep)
-        self.journal.record(e.key, "submitted", batch_id=bid, adopted=adopted)
+        try:
+            bid, adopted = await call_with_retries(attempt, self.retry, sleep=self.sleep)
+            self.journal.record(e.key, "submitted", batch_id=bid, adopted=adopted)
+        finally:
+            self._creating.discard(e.key)
         e.batch_id, e.adopted = bid, adopted
 
     async def resume(self) -> None:
         """Submit (or adopt) every journaled batch that has no provider id yet."""
         for e in self.journal.load().values():
-            if e.open and e.batch_id is None:
+            if e.open and e.batch_id is None and e.key not in self._creating:
                 await self._create(e, look_first=True)
 
     async def cancel(self, key: str) -> None:
@@ -115,6 +123,8 @@ class BatchRunner:
             if not entries:
                 return
             for e in entries:
+                if e.key in self._creating:
+                    continue  # a submit() of this process is sending it: polled next round
                 if e.batch_id is None:
                     await self._create(e, look_first=True)
                 st = await self._retried(lambda e=e: self.client.poll(e.batch_id))  # type: ignore[misc]
@@ -143,7 +153,7 @@ class BatchRunner:
         except ForeignBatch as why:
             self.reported.append(f"batch {bid} was adopted for {e.key} but is not ours ({why}); resubmitted")
             await self._resubmit(e, list(range(len(items))), items)
-            self.journal.record(e.key, "ended", status="foreign", counts=st.counts)
+            self._end(e, status="foreign", counts=st.counts)
             return
         provider_cancelled = st.state == "cancelled" and not e.cancel_asked
         if provider_cancelled:
@@ -161,7 +171,12 @@ class BatchRunner:
                 yield cand, ans
         if again:
             await self._resubmit(e, again, items)
-        self.journal.record(e.key, "ended", status=st.state, counts=st.counts, resubmitted=len(again))
+        self._end(e, status=st.state, counts=st.counts, resubmitted=len(again))
+
+    def _end(self, e: BatchEntry, **fields: Any) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint()
+        self.journal.record(e.key, "ended", **fields)
 
     async def _resubmit(self, e: BatchEntry, which: list[int], items: list[Item]) -> None:
         key = f"{e.root}r{e.attempt + 1}"

@@ -12,8 +12,9 @@ bounds its attempts. Each endpoint also gets one circuit breaker (:mod:`tgrs_age
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import Halted
 from .breaker import Breaker
@@ -40,6 +41,8 @@ class Services:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker_failures: int = 20  # attempts in a row without an answer that halt an endpoint
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    # makes the ledger layer (default: wrappers.Cached); a cluster worker claims content cluster-wide
+    cache_factory: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         self.limiters.clock = self.clock
@@ -86,7 +89,8 @@ class Services:
         identity = teacher.cache_identity()
         cache = None
         if self.ledger is not None and identity is not None:
-            cache = Cached(stack, self.ledger, identity, budget=self.budget, name=teacher.name)
+            cache = (self.cache_factory or Cached)(stack, self.ledger, identity, budget=self.budget,
+                                                   name=teacher.name)
         return PaidTeacher(teacher, stack, cache)
 
     def close(self) -> None:

@@ -8,7 +8,10 @@ Each layer is a :class:`~tgrs_agents.paid.call.PaidCall` (``await layer.call(req
   endpoint's shared limiter for *each attempt*, reconciles with the reported usage, and hands the
   response's headers (a 429's too) and any 429 to the limiter. With the endpoint's
   :class:`~tgrs_agents.paid.breaker.Breaker` it sends nothing once the endpoint refused the key or
-  stopped answering (:class:`~tgrs_agents.errors.Halted`).
+  stopped answering (:class:`~tgrs_agents.errors.Halted`). It times each attempt on the limiter's
+  clock: the wait for the permit apart from the remote call (:class:`Timing`), so a judge's latency
+  reads as service time plus time queued in this process, and :func:`limit_report` can say which
+  limit held the calls back and whether it was the user's own ``rpm``/``tpm`` or the provider's.
 * :class:`Costed` reserves the estimate on the budget before each attempt (a refusal raises
   :class:`~tgrs_agents.errors.BudgetExhausted`) and prices what each attempt used, malformed
   output included.
@@ -39,6 +42,7 @@ from .cost import Budget, Price
 from .ledger import Ledger, content_hash, teacher_key
 from .limits import EndpointLimiter
 from .retry import RetryPolicy, call_with_retries
+from .timing import _TIMING, Timing, limit_report, record
 
 Req = TypeVar("Req")
 T = TypeVar("T")
@@ -57,12 +61,16 @@ class RateLimited(Generic[Req, T]):
         self.limiter = limiter
         self.breaker = breaker
         self.who = Endpoint.of(adapter)
+        self.timing = Timing()  # every attempt of this adapter, for the limit report
 
     async def call(self, request: Req) -> Paid[T]:
         if self.breaker is not None:
             self.breaker.check()
         est_in, est_out = self.adapter.estimate(request)
+        clock = self.limiter.clock  # virtual in tests, so the split is exact there
+        t0 = clock.now()
         permit = await self.limiter.acquire(est_in, est_out)
+        t1 = clock.now()
         used: Usage | None = None
         try:
             if self.breaker is not None:
@@ -87,6 +95,15 @@ class RateLimited(Generic[Req, T]):
             return result
         finally:
             self.limiter.release(est_in, est_out, *_tokens(used), permit=permit)
+            self._timed(t1 - t0, clock.now() - t1, est_in, est_out, used)
+
+    def _timed(self, wait: float, service: float, est_in: int, est_out: int, used: Usage | None) -> None:
+        n_in, n_out = (used.input_tokens, used.output_tokens) if used is not None else (est_in, est_out)
+        record(self.timing, self.limiter, wait, service, n_in, n_out)
+
+    def limit_report(self, name: str) -> dict[str, Any] | None:
+        """Which limit this adapter's calls waited on, and whose it is (see :func:`limit_report`)."""
+        return limit_report(name, self.timing, self.limiter, self.adapter.limits)
 
 
 class Costed(Generic[Req, T]):
@@ -283,12 +300,27 @@ class PaidTeacher:
         if self.cache is not None:
             self.cache.settle(candidate)
 
+    def limit_report(self) -> dict[str, Any] | None:
+        """The teacher's limiter wait share and the limit that binds (:func:`limit_report`)."""
+        inner = self.stack.outer
+        while not isinstance(inner, RateLimited) and hasattr(inner, "inner"):
+            inner = inner.inner
+        return inner.limit_report(self.name) if isinstance(inner, RateLimited) else None
+
     async def judge(self, candidate: Candidate) -> Verdict:
         t0 = time.perf_counter()
-        r = await self._outer.call(candidate)
+        timing = Timing()
+        token = _TIMING.set(timing)  # the rate-limit layer adds each attempt's wait and service
+        try:
+            r = await self._outer.call(candidate)
+        finally:
+            _TIMING.reset(token)
+        if r.cached:
+            return r.value.model_copy(update={"teacher": self.name, "usage": r.usage, "cached": True,
+                                              "latency_s": 0.0, "service_s": 0.0, "wait_s": 0.0})
         return r.value.model_copy(update={
-            "teacher": self.name, "usage": r.usage, "cached": r.cached,
-            "latency_s": 0.0 if r.cached else time.perf_counter() - t0})
+            "teacher": self.name, "usage": r.usage, "cached": False, "latency_s": time.perf_counter() - t0,
+            "service_s": timing.service_s, "wait_s": timing.wait_s})
 
     async def aclose(self) -> None:
         await self.adapter.aclose()

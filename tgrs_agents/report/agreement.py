@@ -2,6 +2,11 @@
 
 Labels are small integers; ``-1`` (or NaN in float input) means *missing* (the teacher was not
 consulted, or it errored). Everything is plain numpy and works on 100,000s of candidates.
+
+Agreement is measured only over verdicts given independently: a candidate the cascade cut short
+(a later teacher never asked because an earlier one decided) does not count, since which judges
+are asked there depends on what the others said. A pair with too few such candidates, or whose
+verdicts do not vary on them, is marked *not comparable* rather than shown as a kappa of 0.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 
 MISSING = -1
 PERCENTILES = (50, 90, 99)
+MIN_PAIRS = 20  # a pair with fewer independent co-judged candidates is "not comparable"
 
 
 def cohen_kappa(a: Sequence[Any] | np.ndarray, b: Sequence[Any] | np.ndarray) -> float:
@@ -70,8 +76,11 @@ def krippendorff_alpha_nominal(data: Sequence[Sequence[Any]] | np.ndarray) -> fl
     return float(1.0 - (n - 1.0) * disagree_o / disagree_e)
 
 
-def percentiles(values: Iterable[float] | np.ndarray, qs: Sequence[float] = PERCENTILES) -> list[float | None]:
-    """Linear-interpolated percentiles (numpy's default); None for every q when there are no values."""
+def percentiles(values: Iterable[float] | np.ndarray | Any, qs: Sequence[float] = PERCENTILES) -> list[float | None]:
+    """Linear-interpolated percentiles (numpy's default); None for every q when there are no values.
+    A :class:`~tgrs_agents.events.Sketch` (constant memory) gives its own, within 1%."""
+    if hasattr(values, "quantiles"):
+        return list(values.quantiles(tuple(qs)))
     arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
     if arr.size == 0:
         return [None for _ in qs]
@@ -95,19 +104,51 @@ def pairwise(labels: np.ndarray, panel: np.ndarray) -> tuple[np.ndarray, np.ndar
     return kappa, n
 
 
+def comparable(labels: np.ndarray, panel: np.ndarray, min_pairs: int = MIN_PAIRS) -> list[list[str | None]]:
+    """Per pair (T x (T + 1), the panel last): None where kappa means something, else why not.
+
+    Kappa needs enough candidates both judged (``min_pairs``) and verdicts that vary on them: in a
+    cascade a later judge is asked only when an earlier one passed, so on the candidates they share
+    the earlier one always says "pass" and kappa is 0 (or undefined) whatever the judges are like."""
+    t = labels.shape[0]
+    out: list[list[str | None]] = []
+    for i in range(t):
+        row: list[str | None] = []
+        for other in [*labels, panel]:
+            both = (labels[i] != MISSING) & (other != MISSING)
+            n = int(both.sum())
+            if n < min_pairs:
+                row.append(f"not comparable: {n} independent candidates judged by both (fewer than {min_pairs})")
+            elif len(np.unique(labels[i][both])) < 2 or len(np.unique(other[both])) < 2:
+                row.append(f"not comparable: one of the two gave the same verdict on all {n} shared candidates")
+            else:
+                row.append(None)
+        out.append(row)
+    return out
+
+
 def panel_alpha(labels: np.ndarray) -> float:
     return krippendorff_alpha_nominal(np.where(labels == MISSING, np.nan, labels.astype(float)))
 
 
 def teacher_table(teachers: Sequence[str], labels: np.ndarray, panel: np.ndarray,
-                  decided_by: Sequence[str | None], latencies: Mapping[str, Sequence[float]],
-                  summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+                  decided_by: Sequence[str | None], latencies: Mapping[str, Any],
+                  summaries: Sequence[Mapping[str, Any]], *, independent: np.ndarray | None = None,
+                  service: Mapping[str, Any] | None = None, wait: Mapping[str, Any] | None = None,
+                  min_pairs: int = MIN_PAIRS) -> dict[str, Any]:
     """Every figure of the report's teacher table for one scope (a run, or one round of a loop).
 
     ``summaries`` are the scope's summary.json files (calls, cache hits, calls saved and cost come
     from the run's own counters); ``decided_by`` is the deciding teacher of every rejection.
+    ``independent`` (a mask over candidates): the agreement statistics (kappa, alpha) count only
+    these, the candidates no short-circuit cut short; pass rates count every verdict. ``service``
+    and ``wait``: per paid teacher, its calls' service time and time queued in the rate limiter.
     """
-    kappa, n = pairwise(labels, panel)
+    agree_labels, agree_panel = labels, panel
+    if independent is not None:
+        agree_labels, agree_panel = labels[:, independent], panel[independent]
+    kappa, n = pairwise(agree_labels, agree_panel)
+    why = comparable(agree_labels, agree_panel, min_pairs)
     rejections = len(decided_by)
     vetoes: dict[str, int] = {}
     for name in decided_by:
@@ -132,11 +173,15 @@ def teacher_table(teachers: Sequence[str], labels: np.ndarray, panel: np.ndarray
             "veto_share": vetoes.get(name, 0) / rejections if rejections else None,
             "cost_usd": float(st.get("cost_usd", 0.0)),
             "latency_s": percentiles(latencies.get(name, ())),
+            "service_s": percentiles((service or {}).get(name, ())),
+            "wait_s": percentiles((wait or {}).get(name, ())),
             "kappa": [None if math.isnan(k) else round(float(k), 4) for k in kappa[i]],
             "kappa_n": [int(x) for x in n[i]],
+            "kappa_why": why[i],  # None, or why the pair is not comparable
         })
     others = {k: v for k, v in vetoes.items() if k not in teachers}
-    alpha = panel_alpha(labels) if labels.size else math.nan
+    alpha = panel_alpha(agree_labels) if agree_labels.size else math.nan
     return {"teachers": list(teachers), "rows": rows, "rejections": rejections, "other_vetoes": others,
             "alpha": None if math.isnan(alpha) else round(alpha, 4),
-            "candidates": int(labels.shape[1]) if labels.ndim == 2 else 0}
+            "candidates": int(labels.shape[1]) if labels.ndim == 2 else 0,
+            "independent": int(agree_labels.shape[1]) if agree_labels.ndim == 2 else 0}

@@ -29,8 +29,9 @@ from ..errors import TgrsError
 try:
     import numpy as np
 
+    from ..events import Sketch
     from .agreement import teacher_table
-    from .data import RunData, load_run, payloads
+    from .data import RunData, index_of, load_run, pack
     from .plots import plots_html
 except ImportError as e:  # numpy (and matplotlib) come with the [report] extra
     _MISSING: ImportError | None = e
@@ -38,6 +39,9 @@ else:
     _MISSING = None
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+PAGED_ABOVE = 10_000  # candidates: above this the browser's details are paged from files beside the page
+PAGE_ROWS = 2_000  # candidates per details file
+DATA_DIR = "report-data"
 _SUM_KEYS = ("input_lines", "valid", "accepted", "rejected", "invalid", "failed", "pending", "calls",
              "calls_saved", "cost_usd", "rate_limited", "wall_s")
 
@@ -53,7 +57,9 @@ def _fmt_s(x: float | None) -> str:
     return f"{x * 1e6:.0f} µs" if x < 1e-3 else f"{x * 1e3:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
-def _kcell(k: float | None, n: int) -> str:
+def _kcell(k: float | None, n: int, why: str | None = None) -> str:
+    if why is not None:
+        return f'<td class="k na nc" title="{_esc(why)}">not comparable</td>'
     if k is None:
         return f'<td class="k na" title="undefined on {n} shared candidates">–</td>'
     hue = int(max(min(k, 1.0), -1.0) * 60 + 60)
@@ -62,34 +68,51 @@ def _kcell(k: float | None, n: int) -> str:
 
 def _scope_html(name: str, label: str, t: dict[str, Any], hidden: bool) -> str:
     head = "".join(f"<th>{_esc(x)}</th>" for x in ("teacher", "calls", "cache hits", "saved by short-circuit",
-                   "errors", "pass rate", "veto share", "cost $", "latency p50", "p90", "p99", "κ vs panel"))
+                   "errors", "pass rate", "veto share", "cost $", "latency p50", "p90", "p99", "service p50", "p99",
+                   "limiter wait p50", "p99", "κ vs panel"))
     body = ""
     for r in t["rows"]:
         share = "–" if r["veto_share"] is None else f"{r['veto_share']:.0%} ({r['vetoes']})"
         rate = "–" if r["pass_rate"] is None else f"{r['pass_rate']:.0%}"
+        split = [r.get("service_s") or [None] * 3, r.get("wait_s") or [None] * 3]
         body += (f'<tr data-teacher="{_esc(r["teacher"])}"><th>{_esc(r["teacher"])}</th><td>{r["calls"]:,}</td>'
                  f'<td>{r["cache_hits"]:,}</td><td>{r["calls_saved"]:,}</td><td>{r["errors"]:,}</td><td>{rate}</td>'
                  f'<td>{share}</td><td>{r["cost_usd"]:.4f}</td>'
                  + "".join(f"<td>{_fmt_s(x)}</td>" for x in r["latency_s"])
-                 + _kcell(r["kappa"][-1], r["kappa_n"][-1]) + "</tr>")
+                 + "".join(f'<td class="{c}">{_fmt_s(q[j])}</td>' for c, q in zip(("service", "wait"), split,
+                                                                                    strict=True) for j in (0, 2))
+                 + _kcell(r["kappa"][-1], r["kappa_n"][-1], (r.get("kappa_why") or [None])[-1]) + "</tr>")
     kh = "".join(f"<th>{_esc(x)}</th>" for x in [*t["teachers"], "panel"])
     kb = "".join(f'<tr><th>{_esc(r["teacher"])}</th>' + "".join(
-        '<td class="k self">1</td>' if j == i else _kcell(k, n)
-        for j, (k, n) in enumerate(zip(r["kappa"], r["kappa_n"], strict=True))) + "</tr>"
+        '<td class="k self">1</td>' if j == i else _kcell(k, n, w)
+        for j, (k, n, w) in enumerate(zip(r["kappa"], r["kappa_n"], r.get("kappa_why") or [None] * len(r["kappa"]),
+                                          strict=True))) + "</tr>"
         for i, r in enumerate(t["rows"]))
     other = ", ".join(f"{_esc(k)}: {v}" for k, v in t["other_vetoes"].items())
     alpha = "undefined" if t["alpha"] is None else f"{t['alpha']:.3f}"
     return (f'<div class="scope" data-scope="{_esc(name)}"{" hidden" if hidden else ""}>'
             f'<table class="teacher-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
             f'<p class="note">{t["rejections"]:,} rejections{"; also decided by " + other if other else ""}. '
-            f"Krippendorff's α (nominal, all teachers, missing verdicts allowed) over {t['candidates']:,} "
-            f'candidates: <b class="alpha">{alpha}</b></p>'
-            f'<h3>Agreement (Cohen\'s κ on candidates both judged)</h3><table class="kappa"><thead><tr><th></th>{kh}'
+            f"Krippendorff's α (nominal, all teachers, missing verdicts allowed) over the "
+            f"{t.get('independent', t['candidates']):,} of {t['candidates']:,} candidates judged independently "
+            f'(no teacher saved by the short-circuit): <b class="alpha">{alpha}</b>. Service is the remote call '
+            "itself; limiter wait is time queued for a rate-limit slot in this process.</p>"
+            "<h3>Agreement (Cohen's κ on candidates both judged independently)</h3>"
+            f'<table class="kappa"><thead><tr><th></th>{kh}'
             f"</tr></thead><tbody>{kb}</tbody></table></div>")
+
+
+def _merged(data: RunData, teacher: str, rnd: int | None, key: str) -> Sketch:
+    out = Sketch()
+    for (rr, tt), sk in data.latency.items():
+        if tt == teacher and rnd in (None, rr) and key in sk:
+            out.merge(sk[key])
+    return out
 
 
 def _teachers(data: RunData, labels: np.ndarray, panel: np.ndarray) -> str:
     rnd, st, by = np.asarray(data.cols["rnd"]), np.asarray(data.cols["st"]), data.cols["by"]
+    independent = data.independent()
     names = data.names.values
     scopes: list[tuple[str, str, int | None]] = [("all", "all rounds" if data.kind == "loop" else "this run", None)]
     if data.kind == "loop":
@@ -98,11 +121,12 @@ def _teachers(data: RunData, labels: np.ndarray, panel: np.ndarray) -> str:
     for i, (name, label, r) in enumerate(scopes):
         mask = np.ones(data.n, bool) if r is None else rnd == r
         rej = np.flatnonzero(mask & (st == 1))
-        lat = {t: [x for (rr, tt), xs in data.latency.items() if tt == t and r in (None, rr) for x in xs]
-               for t in data.teachers}
+        lat, service, wait = ({t: _merged(data, t, r, key) for t in data.teachers}
+                              for key in ("latency_s", "service_s", "wait_s"))
         sums = [s.summary for s in data.sources if r is None or s.round == r]
         t = teacher_table(data.teachers, labels[:, mask], panel[mask],
-                          [names[by[j]] if by[j] >= 0 else None for j in rej], lat, sums)
+                          [names[by[j]] if by[j] >= 0 else None for j in rej], lat, sums,
+                          independent=independent[mask], service=service, wait=wait)
         parts.append(_scope_html(name, label, t, hidden=i > 0))
         options.append(f'<option value="{_esc(name)}">{_esc(label)}</option>')
     pick = f'<label>scope <select id="teacher-scope">{"".join(options)}</select></label>' if len(scopes) > 1 else ""
@@ -117,18 +141,22 @@ def _cards(data: RunData) -> str:
                 tot[k] = tot.get(k, 0) + s.summary[k]
     acc = tot.get("accepted", 0)
     decided = acc + tot.get("rejected", 0)
-    budget = [float(b) for s in data.sources if (b := s.summary.get("budget_usd"))]
     items = [("candidates", f"{int(tot.get('valid', data.n)):,}"),
              ("accepted", f"{int(acc):,}" + (f" ({acc / decided:.1%})" if decided else "")),
              ("rejected", f"{int(tot.get('rejected', 0)):,}"), ("invalid lines", f"{int(tot.get('invalid', 0)):,}"),
              ("failed / pending", f"{int(tot.get('failed', 0)):,} / {int(tot.get('pending', 0)):,}"),
              ("teacher calls", f"{int(tot.get('calls', 0)):,} (saved {int(tot.get('calls_saved', 0)):,})"),
-             ("cost", f"${tot.get('cost_usd', 0):.4f}" + (f" of ${sum(budget):.2f}" if budget else "")),
+             ("cost (all invocations)", f"${tot.get('cost_usd', 0):.4f}"), *_budget_cards(data),
              ("cost / accepted", f"${tot.get('cost_usd', 0) / acc:.6f}" if acc else "–"),
-             ("429s", f"{int(tot.get('rate_limited', 0)):,}"), ("wall time", f"{tot.get('wall_s', 0):.1f} s")]
+             ("429s", f"{int(tot.get('rate_limited', 0)):,}"), ("wall time", _wall(tot.get("wall_s", 0), data.summary))]
     if data.kind == "loop":  # the loop's own wall time, not just its curate stages'
-        items[-1] = ("wall time", f"{float(data.summary.get('wall_s', tot.get('wall_s', 0))):.1f} s")
+        items[-1] = ("wall time", _wall(float(data.summary.get("wall_s", tot.get("wall_s", 0))), data.summary))
         rounds = data.summary["rounds"]
+        if not data.sources:  # no panel ran (the accept-all control): what it trained on, from the rounds
+            gen = sum(int(r.get("samples") or 0) for r in rounds)
+            items[0] = ("candidates", f"{gen:,} generated, {sum(int(r.get('accepted') or 0) for r in rounds):,} "
+                        "kept (no panel)")
+            items[1] = ("trained on", " / ".join(f"{int(r.get('sft_rows') or 0):,}" for r in rounds[1:]) + " rows")
         k = data.summary.get("eval_k", 1)
         items = [("rounds", str(len(rounds) - 1)), ("arm", str(data.summary.get("arm", ""))),
                  ("pass@1", " → ".join(f"{r['pass@1']:.3f}" for r in (rounds[0], rounds[-1]))),
@@ -140,16 +168,81 @@ def _cards(data: RunData) -> str:
                    for k, v in items)
 
 
-def render(data: RunData, run_dir: Path) -> str:
+def _wall(total: float, summary: dict[str, Any]) -> str:
+    """Wall time over every invocation of the directory, and how many there were."""
+    inv = summary.get("invocations_wall_s") or []
+    more = f" ({len(inv)} invocations; this one {float(inv[-1]):.1f} s)" if len(inv) > 1 else ""
+    return f"{float(total):.1f} s{more}"
+
+
+def _usd(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.01 or x == 0 else f"{x:.2g}"
+
+
+def _budget_cards(data: RunData) -> list[tuple[str, str]]:
+    """The run's spend (every invocation) against the budget the last invocation was given -- the
+    budget caps that total -- with what the last invocation itself spent."""
+    out = []
+    for s in data.sources:
+        b, spent = s.summary.get("budget_usd"), s.summary.get("cost_usd_invocation")
+        if not b:
+            continue
+        total = float(s.summary.get("cost_usd") or 0.0)
+        now = f"; this invocation ${float(spent):.4f}" if spent is not None and spent != total else ""
+        where = f" (round {s.round})" if s.round is not None else ""
+        out.append((f"budget{where}", f"${total:.4f} of ${_usd(float(b))} ({total / float(b):.0%}){now}"))
+    return out
+
+
+def _notes(data: RunData) -> str:
+    """The limiter's word on what held paid teachers back (summary ``limit_notes``)."""
+    notes = [(s.round, n) for s in data.sources for n in s.summary.get("limit_notes") or []]
+    if not notes:
+        return ""
+    return '<ul class="limit-notes">' + "".join(
+        f"<li>{_esc(n)}{f' (round {r})' if r is not None else ''}</li>" for r, n in notes) + "</ul>"
+
+
+def _rounds_table(data: RunData) -> str:
+    """Per round of a loop: what was generated, kept, pooled and trained on (the control arm too)."""
+    if data.kind != "loop":
+        return ""
+    cols = (("round", "round"), ("samples", "generated"), ("accepted", "accepted"),
+            ("acceptance_rate", "acceptance"), ("pooled", "pooled"), ("sft_rows", "trained on (rows)"),
+            ("pass@1", "pass@1"))
+    head = "".join(f"<th>{_esc(h)}</th>" for _, h in cols)
+
+    def cell(r: dict[str, Any], k: str) -> str:
+        v = r.get(k)
+        if v is None:
+            return "–"
+        if k == "sft_rows" and r.get("carried_over"):
+            return "0 (student carried over)"
+        return f"{v:.0%}" if k == "acceptance_rate" else f"{v:.3f}" if k == "pass@1" else f"{v:,}"
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(r, k)}</td>" for k, _ in cols) + "</tr>"
+                   for r in data.summary.get("rounds", []))
+    arm = data.summary.get("arm", "")
+    return (f'<h3>What each round trained on ({_esc(arm)})</h3><table class="rounds-table"><thead><tr>{head}'
+            f"</tr></thead><tbody>{body}</tbody></table>")
+
+
+def render(data: RunData, run_dir: Path, paged: dict[str, Any] | None = None) -> str:
+    """The page; ``paged`` (pages, page size, folder): the details are in files beside it, not inline."""
     labels, panel = data.labels(), data.panel()
-    index, details = payloads(data)
+    index = pack(index_of(data))
+    details = "" if paged else pack(data.details(0, data.n))
     kind = f"expert iteration, {len(data.summary['rounds']) - 1} rounds" if data.kind == "loop" else "curate run"
     parts = {
         "title": _esc(f"tgrs report: {run_dir.name}"), "heading": _esc(str(run_dir)), "kind": _esc(kind),
-        "generated": _esc(time.strftime("%Y-%m-%d %H:%M:%S")), "cards": _cards(data),
+        "generated": _esc(time.strftime("%Y-%m-%d %H:%M:%S")),
+        "cards": _cards(data), "notes": _notes(data) + _rounds_table(data),
         "plots": plots_html(data, labels), "teachers": _teachers(data, labels, panel),
         "css": (ASSETS / "report.css").read_text(), "js": (ASSETS / "report.js").read_text(),
-        "index": index, "details": details, "meta": _esc(json.dumps({"kind": data.kind, "n": data.n})),
+        "index": index, "details": details,
+        # JSON in a script element: not HTML-escaped (the page reads it), only "</" kept out
+        "meta": json.dumps({"kind": data.kind, "n": data.n, **({"paged": paged} if paged else {})})
+        .replace("</", "<\\/"),
     }
     template = (ASSETS / "report.html").read_text()
     return re.sub(r"@@([a-z]+)@@", lambda m: parts[m.group(1)], template)
@@ -164,12 +257,33 @@ def write_report(run_dir: str | Path) -> Path:
     was_enabled = gc.isenabled()
     gc.disable()  # millions of small, long-lived lists: the cyclic GC would double the time
     try:
-        page = render(load_run(run_dir), run_dir.resolve())
+        data = load_run(run_dir)
+        paged = write_pages(data, run_dir / DATA_DIR) if data.n > PAGED_ABOVE else None
+        if paged is None:
+            shutil.rmtree(run_dir / DATA_DIR, ignore_errors=True)  # an earlier, larger report's
+        page = render(data, run_dir.resolve(), paged)
     finally:
         if was_enabled:
             gc.enable()
     atomic_write(out, page)
     return out
+
+
+def write_pages(data: RunData, folder: Path) -> dict[str, Any]:
+    """The browser's details in files of ``PAGE_ROWS`` candidates (``details-K.js``: a script that
+    hands its gzipped JSON to the page, so it loads from ``file://`` too); one page in memory at a
+    time. Written to a new folder that then replaces the old one."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pages = 0
+    for start in range(0, data.n, PAGE_ROWS):
+        blob = pack(data.details(start, min(start + PAGE_ROWS, data.n)))
+        (tmp / f"details-{pages}.js").write_text(f'tgrsDetails({pages}, "{blob}");\n')
+        pages += 1
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return {"pages": pages, "rows": PAGE_ROWS, "dir": folder.name}
 
 
 def maybe_write_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Path | None:

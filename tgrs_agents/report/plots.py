@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,14 @@ def round_curves(data: RunData) -> list[tuple[str, str]]:
         ax.set_ylim(0, 1.02)
         out.append((title, _png(fig)))
     judged = [r for r in rounds if r["round"] > 0]
+    fig, ax = rfig("candidates per round")  # what the round trained on, beside what it kept
+    for key, name, color in (("samples", "generated", "0.6"), ("accepted", "accepted", "C2"),
+                             ("pooled", "pooled", "C0"), ("sft_rows", "trained on (rows)", "C1")):
+        ax.plot([r["round"] for r in judged], [r.get(key, np.nan) for r in judged], marker="o", label=name, color=color)
+    ax.set_xlabel("round")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    out.append(("candidates per round", _png(fig)))
     fig, ax = rfig("acceptance rate")
     ax.plot([r["round"] for r in judged], [r.get("acceptance_rate", np.nan) for r in judged], marker="o", color="C2")
     ax.set_ylim(0, 1.02)
@@ -84,8 +93,10 @@ def run_plots(data: RunData, labels: np.ndarray) -> list[tuple[str, str]]:
         out.append(("decisions over time", _png(fig)))
     if data.teachers:
         fig, ax = _fig("teacher outcomes")
-        saved = [sum(t in s for s in data.cols["saved"]) for t in data.teachers]
-        err = [sum(1 for vs in data.verdicts if t in vs and vs[t][0] is None) for t in data.teachers]
+        per_set = np.bincount(np.asarray(data.cols["saved"], dtype=np.int64), minlength=len(data.saved_sets.values))
+        sets = [json.loads(names) for names in data.saved_sets.values]
+        saved = [sum(int(c) for c, names in zip(per_set, sets, strict=False) if t in names) for t in data.teachers]
+        err = [data.errors.get(t, 0) for t in data.teachers]
         bottom = np.zeros(len(data.teachers))
         for vals, name, color in (((labels == 1).sum(axis=1), "passed", "C2"), ((labels == 0).sum(axis=1), "failed",
                                   "C3"), (err, "error", "C1"), (saved, "saved (not called)", "0.75")):

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..teachers.loading import load_model, load_tokenizer
+
 
 @dataclass(frozen=True)
 class RewardSettings:
@@ -186,7 +188,7 @@ def train_reward_model(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, t
     classifier (its tokenizer too); the score head starts at random. Default: random init.
     """
     import torch
-    from transformers import AutoTokenizer, get_scheduler
+    from transformers import get_scheduler
 
     from .tiny import train_tokenizer
 
@@ -201,13 +203,11 @@ def train_reward_model(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, t
     if tokenizer is None:
         tokenizer = train_tokenizer(str(m.get("content") or "") for r in rows for m in r["messages"])
     elif isinstance(tokenizer, str | Path):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        tokenizer = load_tokenizer(tokenizer)
     pad_id = int(tokenizer.pad_token_id)
     if init_from is not None:
-        from transformers import AutoModelForSequenceClassification
-
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(init_from), num_labels=1, pad_token_id=pad_id, dtype=torch.float32)
+        model, _ = load_model(init_from, head="sequence_classifier", dtype=torch.float32, tokenizer=False,
+                              model_kwargs={"num_labels": 1, "pad_token_id": pad_id})
     else:
         model = build_reward_model(tokenizer, s)
     x_train = [encode(tokenizer, r, s.max_length) for r in train]

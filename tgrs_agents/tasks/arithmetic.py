@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..types import Task
+from .env import Tool
 
 CALCULATOR_TOOL: dict[str, Any] = {
     "type": "function",
@@ -131,6 +132,11 @@ def task_canonical(task: Task) -> str | None:
 def calculator(expression: str) -> str:
     """The tool the agent calls."""
     return str(calculate(expression))
+
+
+def make_tools() -> list[Tool]:
+    """This family's tool factory (see :mod:`tgrs_agents.tasks.env`): the calculator, stateless."""
+    return [Tool.from_schema(CALCULATOR_TOOL, calculator)]
 
 
 def make_tasks(n: int, *, seed: int, d: Difficulty = Difficulty(), prefix: str = "t",

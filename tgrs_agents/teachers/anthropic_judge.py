@@ -36,22 +36,28 @@ class AnthropicJudge(ApiJudge):
 
     WHAT: ClassVar[str] = "tool input"
 
-    async def ask(self, prompt: str, schema: dict[str, Any], name: str, *,
-                  max_tokens: int | None = None) -> tuple[Any, Usage, Mapping[str, str]]:
+    def body(self, prompt: str, schema: dict[str, Any], name: str, *,
+             max_tokens: int | None = None) -> dict[str, Any]:
         c = self.config
         tool = TOOL_NAME if name == "verdict" else f"record_{name}"
-        resp, headers = await self._send(
-            self._client.messages.with_raw_response.create,
-            model=c.model,
-            max_tokens=max_tokens or c.max_tokens,
-            messages=[{"role": "user", "content": prompt}],
-            tools=[{"name": tool, "description": f"Record your {name} on the trajectory.",
-                    "input_schema": schema}],
-            tool_choice={"type": "tool", "name": tool},
-            # anthropic>=1.0 dropped the ``temperature`` keyword; the API still takes it, and
-            # extra_body sends the same wire payload on every SDK version. The API has no seed.
-            extra_body={"temperature": c.temperature},
-        )
+        return {
+            "model": c.model,
+            "max_tokens": max_tokens or c.max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+            "tools": [{"name": tool, "description": f"Record your {name} on the trajectory.",
+                       "input_schema": schema}],
+            "tool_choice": {"type": "tool", "name": tool},
+            "temperature": c.temperature,  # the API has no seed
+        }
+
+    async def ask(self, prompt: str, schema: dict[str, Any], name: str, *,
+                  max_tokens: int | None = None) -> tuple[Any, Usage, Mapping[str, str]]:
+        body = self.body(prompt, schema, name, max_tokens=max_tokens)
+        # anthropic>=1.0 dropped the ``temperature`` keyword; the API still takes it, and
+        # extra_body sends the same wire payload on every SDK version
+        extra = {"temperature": body.pop("temperature")}
+        resp, headers = await self._send(self._client.messages.with_raw_response.create, **body,
+                                         extra_body=extra)
         u = resp.usage
         usage = Usage(requests=1, input_tokens=getattr(u, "input_tokens", 0) or 0,
                       output_tokens=getattr(u, "output_tokens", 0) or 0)

@@ -101,6 +101,7 @@ _BUILTIN: dict[str, str] = {
     "anthropic": "tgrs_agents.teachers.anthropic_judge:AnthropicJudge",
     "reward_model": "tgrs_agents.teachers.reward_model:RewardModelTeacher",
     "student_compat": "tgrs_agents.teachers.student_compat:StudentCompatTeacher",
+    "local_judge": "tgrs_agents.teachers.local_judge:LocalJudgeTeacher",
 }
 _REGISTRY: dict[str, type[Teacher]] = {}
 

@@ -29,15 +29,18 @@ import ast
 import asyncio
 import contextlib
 import functools
+import marshal
 import os
 import re
 import secrets
 import shutil
 import signal
+import sys
 import textwrap
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -90,6 +93,15 @@ class CodeTestsTeacher(Teacher):
         # what killed runs left behind; never a live run's (its uid still has processes)
         sweep_stale(older_than_s=config.timeout_s + 10.0)
 
+    def memo_content(self, candidate: Candidate) -> tuple[str, ...] | None:
+        """What the verdict depends on beyond the config, for the panel's memo
+        (tgrs_agents.curation.memo): the interpreter and the sandbox layers in force, the code under
+        test and the tests. None without code or tests (judged as usual: no sandbox either way)."""
+        code = last_code_block(candidate.final_text)
+        if code is None or not candidate.tests:
+            return None
+        return (self._python or sys.executable, str(self.isolation()), code, candidate.tests)
+
     def isolation(self) -> str | None:
         """The sandbox layers in force for this teacher's interpreter (None before its first run);
         without ``mntns`` the host's files were readable: the run summary says so."""
@@ -104,10 +116,14 @@ class CodeTestsTeacher(Teacher):
             raise TeacherError("record has no 'tests' to run", teacher=self.name)
         nonce = secrets.token_hex(16).encode()
         header = await asyncio.to_thread(_header, tests, code, strict=self.config.strict_types)  # may be long
+        compiled = b""
+        if (self._python or sys.executable) == sys.executable:  # the harness then skips `import ast`
+            compiled = _compiled_tests(tests, header) or b""
+            header += f" compiled={len(compiled)}"
         fds: list[int] = []
         report = b""
         try:
-            tests_fd = memfd(header.encode() + b"\n" + tests.encode("utf-8"))
+            tests_fd = memfd(header.encode() + b"\n" + compiled + tests.encode("utf-8"))
             fds.append(tests_fd)
             nonce_r, nonce_w = os.pipe()
             fds += nonce_r, nonce_w
@@ -161,6 +177,35 @@ def _header(tests: str, code: str, *, strict: bool) -> str:
     rewrite = "unittest" in tests and "main" in tests
     names = ",".join(sorted(n for n in preload if re.fullmatch(r"[\w.]+", n)))
     return f"strict={int(strict)} rewrite={int(rewrite)} preload={names}"
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_tests(tests: str, header: str) -> bytes | None:
+    """The tests compiled here exactly as the harness would (its own ``rewritten``), marshalled; None
+    where compiling fails or warns (the sandbox then compiles them, and its stderr says why). The
+    harness's ``import ast`` alone was a fifth of a strict candidate's time. Cached: a task's
+    candidates share its tests (the header's preload part differs, its options do not)."""
+    options = dict(item.partition("=")[::2] for item in header.split())
+    strict, rewrite = options.get("strict") == "1", options.get("rewrite") == "1"
+    source = tests.encode("utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if strict or rewrite:
+                code = _harness()["rewritten"](source, strict)
+            else:
+                code = compile(source, "tests.py", "exec")
+        except (SyntaxError, ValueError):
+            return None
+    return None if caught else marshal.dumps(code)
+
+
+@functools.cache
+def _harness() -> dict[str, Any]:
+    """The harness's functions, for :func:`_compiled_tests` (its ``main`` runs only as ``__main__``)."""
+    ns: dict[str, Any] = {"__name__": "tgrs_sandbox_harness"}
+    exec(compile(_HARNESS, "sandbox_harness.py", "exec"), ns)
+    return ns
 
 
 @functools.lru_cache(maxsize=256)

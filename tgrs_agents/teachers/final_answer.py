@@ -7,6 +7,7 @@ accepts any of its items.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from fractions import Fraction
@@ -78,6 +79,13 @@ class FinalAnswerTeacher(Teacher):
         if not self.config.case_sensitive:
             a, r = a.casefold(), r.casefold()
         return a == r
+
+    def memo_content(self, candidate: Candidate) -> tuple[str, str] | None:
+        """The answer it reads and the reference, for the panel's memo (tgrs_agents.curation.memo)."""
+        if candidate.reference is None:
+            return None
+        answer = extract_answer(candidate.final_text, self.config.marker)
+        return repr(answer), json.dumps(candidate.reference, sort_keys=True, default=repr)
 
     async def judge(self, candidate: Candidate) -> Verdict:
         if candidate.reference is None:

@@ -66,6 +66,11 @@ class JsonSchemaTeacher(Teacher):
                 field=f"teacher.{config.name}.schema",
             ) from None
         self._validator = cls(schema)
+        self._schema = json.dumps(schema, sort_keys=True)  # a schema_file's content is in no config field
+
+    def memo_content(self, candidate: Candidate) -> tuple[str, str]:
+        """The schema and the text it parses, for the panel's memo (tgrs_agents.curation.memo)."""
+        return self._schema, candidate.final_text
 
     async def judge(self, candidate: Candidate) -> Verdict:
         text = candidate.final_text

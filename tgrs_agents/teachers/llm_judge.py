@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..assets import asset_path
 from ..errors import ConfigError, TeacherError
@@ -53,10 +53,33 @@ class JudgeOutput(BaseModel):
     rationale: str = ""
 
 
+class BatchSettings(BaseModel):
+    """``mode = "batch"``: how requests are grouped into provider batches and how often they are polled.
+
+    A batch is submitted once it holds ``max_items`` requests or ``max_bytes`` bytes, or its first
+    request has waited ``window_s`` (so none waits for a batch that never fills); at most
+    ``max_parked`` candidates wait for batch verdicts at once (the run reads on meanwhile)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_items: int = Field(1000, ge=1, le=50_000)  # OpenAI's ceiling per file (Anthropic's: 100,000)
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    window_s: float = Field(300.0, gt=0)
+    poll_s: float = Field(60.0, gt=0)
+    max_parked: int = Field(10_000, ge=1)
+    max_resubmits: int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _parked_holds_a_batch(self) -> BatchSettings:
+        if self.max_parked < self.max_items:
+            raise ValueError(f"max_parked ({self.max_parked}) must be at least max_items ({self.max_items}): "
+                             "a batch could never fill")
+        return self
+
+
 class JudgeConfig(TeacherConfig):
     OPERATIONAL: ClassVar[frozenset[str]] = TeacherConfig.OPERATIONAL | {
         "api_key_env", "rpm", "tpm", "input_tpm", "output_tpm", "timeout_s", "max_attempts",
-        "price_input_per_mtok", "price_output_per_mtok", "group_wait_ms",
+        "price_input_per_mtok", "price_output_per_mtok", "group_wait_ms", "batch",
     }
     GROUP_ONLY: ClassVar[tuple[str, ...]] = ("mode", "debias", "max_group")
     model: str = Field(min_length=1)
@@ -77,10 +100,11 @@ class JudgeConfig(TeacherConfig):
     max_attempts: int = Field(5, ge=1, le=20)
     cost_rank: int = 10
     seed: int | None = 0  # sent where the API has one; in the identity, so repeats key apart
-    mode: Literal["pointwise", "group"] = "pointwise"
+    mode: Literal["pointwise", "group", "batch"] = "pointwise"  # batch: the provider's batch API
     debias: Literal["none", "swap"] = "none"  # group mode: also judge the reversed order
     max_group: int = Field(16, ge=2, le=64)  # group mode: candidates of one task per call
     group_wait_ms: float = Field(50.0, ge=0)  # group mode: a group closes after this long quiet
+    batch: BatchSettings = BatchSettings()  # batch mode (operational: a verdict is one either way)
 
     @model_validator(mode="after")
     def _group_fields(self) -> JudgeConfig:
@@ -89,9 +113,10 @@ class JudgeConfig(TeacherConfig):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """As every teacher's; a pointwise judge leaves the group-only fields out."""
+        """As every teacher's; a pointwise judge leaves the group-only fields out, and so does a
+        batch one: it asks the same request, so its verdicts share the online ones' ledger keys."""
         ident = super().identity()
-        if self.mode == "pointwise":
+        if self.mode in ("pointwise", "batch"):
             for k in self.GROUP_ONLY:
                 ident.pop(k, None)
         return ident
@@ -196,6 +221,19 @@ class ApiJudge(Teacher):
 
     async def judge(self, candidate: Candidate) -> Verdict:
         return (await self.call(candidate)).value
+
+    def body(self, prompt: str, schema: dict[str, Any], name: str, *,
+             max_tokens: int | None = None) -> dict[str, Any]:
+        """The request :meth:`ask` sends, as the wire body (what a batch line carries)."""
+        raise NotImplementedError
+
+    def request_body(self, candidate: Candidate) -> dict[str, Any]:
+        """The verdict request for ``candidate``, exactly as online (``mode = "batch"`` submits it)."""
+        return self.body(self.prompt_for(candidate), VERDICT_SCHEMA, "verdict")
+
+    def parse_paid(self, answer: Paid[Any]) -> Paid[Verdict]:
+        """A batch answer (the online path's structured output and its usage) parsed as online."""
+        return self._paid(answer.value, answer.usage, answer.headers, self.WHAT)
 
     async def _send(self, create: Callable[..., Any], **request: Any) -> tuple[Any, Mapping[str, str]]:
         """One request through the SDK's raw-response API: the parsed response and its headers;

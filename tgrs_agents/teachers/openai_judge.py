@@ -42,8 +42,8 @@ class OpenAIJudge(ApiJudge):
 
     WHAT: ClassVar[str] = "content"
 
-    async def ask(self, prompt: str, schema: dict[str, Any], name: str, *,
-                  max_tokens: int | None = None) -> tuple[Any, Usage, Mapping[str, str]]:
+    def body(self, prompt: str, schema: dict[str, Any], name: str, *,
+             max_tokens: int | None = None) -> dict[str, Any]:
         c = self.config
         body: dict[str, Any] = {
             "model": c.model,
@@ -55,6 +55,11 @@ class OpenAIJudge(ApiJudge):
         }
         if c.seed is not None:
             body["seed"] = c.seed
+        return body
+
+    async def ask(self, prompt: str, schema: dict[str, Any], name: str, *,
+                  max_tokens: int | None = None) -> tuple[Any, Usage, Mapping[str, str]]:
+        body = self.body(prompt, schema, name, max_tokens=max_tokens)
         data, headers = await self._send(self._post_chat, body=body)
         if hasattr(data, "model_dump"):  # the typed fallback
             data = data.model_dump()

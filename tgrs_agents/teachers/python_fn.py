@@ -4,7 +4,9 @@
 The function takes the :class:`~tgrs_agents.types.Candidate` and returns a bool, a score in
 [0, 1] (passed when ``score >= threshold``), a ``(passed_or_score, rationale)`` pair, or a
 :class:`~tgrs_agents.types.Verdict`. It may be ``async``. A sync function runs on the event loop
-unless ``thread = true`` (use that for anything slower than a millisecond).
+unless ``thread = true`` (use that for anything slower than a millisecond). With ``deterministic =
+true`` the function promises that its verdict depends only on the candidate's content (everything
+but its ``id``): the panel then judges each distinct content once (tgrs_agents.curation.memo).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -30,6 +32,8 @@ class PythonConfig(TeacherConfig):
     function: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     thread: bool = False
+    deterministic: bool = False  # the same content always gets the same verdict: memoized
+    OPERATIONAL: ClassVar[frozenset[str]] = TeacherConfig.OPERATIONAL | {"deterministic"}
 
 
 def load_function(spec: str, base_dir: Path) -> Callable[..., Any]:
@@ -73,6 +77,12 @@ class PythonTeacher(Teacher):
                 field=f"teacher.{config.name}.function",
             ) from None
         self._async = inspect.iscoroutinefunction(self._fn)
+
+    def memo_content(self, candidate: Candidate) -> tuple[str] | None:
+        """Everything but the id, where the panel file says ``deterministic = true``; else None."""
+        if not self.config.deterministic:
+            return None
+        return (candidate.model_dump_json(exclude={"id"}),)
 
     async def judge(self, candidate: Candidate) -> Verdict:
         try:

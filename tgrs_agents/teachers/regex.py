@@ -50,11 +50,17 @@ class RegexTeacher(Teacher):
             flags |= _FLAGS[f]
         self._search = re.compile(config.pattern, flags).search
 
-    async def judge(self, candidate: Candidate) -> Verdict:
+    def memo_content(self, candidate: Candidate) -> tuple[str]:
+        """The text it searches, for the panel's memo (tgrs_agents.curation.memo)."""
+        return (self._text(candidate),)
+
+    def _text(self, candidate: Candidate) -> str:
         if self.config.target == "final":
-            text = candidate.final_text
-        else:
-            text = "\n".join(m.text for m in candidate.messages)
+            return candidate.final_text
+        return "\n".join(m.text for m in candidate.messages)
+
+    async def judge(self, candidate: Candidate) -> Verdict:
+        text = self._text(candidate)
         found = self._search(text) is not None
         ok = found if self.config.must_match else not found
         what = "matches" if found else "does not match"

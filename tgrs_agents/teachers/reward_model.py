@@ -33,7 +33,6 @@ exact verifiers, before API judges). torch and transformers are imported when th
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -43,6 +42,7 @@ from ..errors import ConfigError
 from ..types import Candidate, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
 from .batching import MicroBatcher
+from .loading import load_model, load_tokenizer, torch_device
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -74,25 +74,6 @@ class RewardModelConfig(TeacherConfig):
 
 # ----- helpers shared by the local (torch) teachers ---------------------------------------------
 
-def local_model_ref(model: str, base_dir: Path) -> str:
-    """A model directory relative to the panel file, else to the cwd, else ``model`` as a Hub name."""
-    p = Path(model).expanduser()
-    for cand in ([p] if p.is_absolute() else [base_dir / p, p]):
-        if cand.exists():
-            return str(cand)
-    return model
-
-
-def torch_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device = 'cuda' but torch sees no GPU", field="device")
-    return device
-
-
 def render_conversation(tokenizer: Any, candidate: Candidate) -> str:
     """The trajectory as the tokenizer's chat template writes it; without a template, the judges'
     transcript (:data:`tgrs_agents.chat.JUDGE`: role-tagged lines, tool calls included)."""
@@ -123,18 +104,17 @@ class RewardModelTeacher(Teacher):
                  model: Any = None, tokenizer: Any = None) -> None:
         super().__init__(config, ctx)
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = torch_device(config.device)
         if self.device == "cpu":
             torch.set_flush_denormal(True)
-        ref = local_model_ref(config.model, self.ctx.base_dir)
+        where: dict[str, Any] = {"base_dir": self.ctx.base_dir, "file": self.ctx.source, "field": "model"}
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(ref)
+            tokenizer = load_tokenizer(config.model, **where)
         if model is None:
-            dtype = torch.float32 if self.device == "cpu" else "auto"
             try:
-                model = AutoModelForSequenceClassification.from_pretrained(ref, dtype=dtype)
+                model, _ = load_model(config.model, head="sequence_classifier", device=self.device,
+                                      tokenizer=False, **where)
             except OSError as e:
                 raise ConfigError(f"cannot load reward model {config.model!r}: {e}",
                                   file=self.ctx.source, field="model") from None

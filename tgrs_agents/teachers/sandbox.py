@@ -15,7 +15,8 @@ and :func:`isolation_level` says which are in force, for a run summary:
   nothing uses (65534 if that range is not mapped). Root ignores ``RLIMIT_NPROC`` but this uid
   does not, and one run's fork bomb cannot use up another run's process count.
 * ``userns`` (not root): ``unshare --user --map-root-user``; ``prlimit`` sets NPROC inside it.
-* ``rlimits``: ``RLIMIT_AS`` (memory), ``RLIMIT_NPROC``, ``RLIMIT_FSIZE`` and ``RLIMIT_CORE=0``.
+* ``rlimits``: ``RLIMIT_AS`` (memory), ``RLIMIT_NPROC``, ``RLIMIT_FSIZE`` and ``RLIMIT_CORE=0``, set
+  by the boot before anything else runs (not in a ``preexec_fn``: see :func:`_pdeathsig`).
 * ``nosocket`` (last resort, when there is no netns): an audit hook refuses IP connect, bind and
   DNS. It stops accidental network use, not a determined script.
 
@@ -39,7 +40,6 @@ import logging
 import marshal
 import os
 import random
-import resource
 import shutil
 import signal
 import sys
@@ -162,6 +162,9 @@ async def _run(
     boot_uid = uid if "mntns" in mode and uid is not None else ""
     spec = {"workdir": workdir, "uid": boot_uid, "mntns": int("mntns" in mode), "nosocket": int("nosocket" in mode)}
     spec["tmpfs_mb"] = _FSIZE >> 20  # tmpfs pages escape RLIMIT_AS: keep it small
+    # the rlimits, set by the boot before it does anything else (see _argv: no preexec_fn)
+    spec |= {"as_mb": limits.memory_mb, "fsize": _FSIZE}
+    spec["nproc"] = "" if "userns" in mode else limits.max_processes  # prlimit sets it in a userns
     code = _compiled(source) if python == sys.executable else None
     proc: asyncio.subprocess.Process | None = None
     code_fd: int | None = None
@@ -187,7 +190,7 @@ async def _run(
                 stderr=err,
                 pass_fds=(*pass_fds, *(() if code_fd is None else (code_fd,))),
                 start_new_session=True,
-                preexec_fn=functools.partial(_child_setup, limits, "userns" not in mode),
+                preexec_fn=None if _setpriv() else _pdeathsig,  # None: a vfork, not a copy of this process
             )
             try:
                 await asyncio.wait_for(proc.wait(), limits.timeout_s)
@@ -215,13 +218,16 @@ async def _run(
 
 
 def _argv(mode: Mode, python: str, uid: int | None, limits: SandboxLimits) -> list[str]:
-    """The command line up to the boot's spec (``key=value`` items, ``--``, the script's args)."""
-    argv = []
+    """The command line up to the boot's spec (``key=value`` items, ``--``, the script's args).
+    ``setpriv --pdeathsig`` first: the sandbox dies with this process's thread (kept across the
+    execs that follow), without a ``preexec_fn``."""
+    setpriv = _setpriv()
+    argv = [setpriv, "--pdeathsig=SIGKILL", "--"] if setpriv else []
     if "pidns" in mode:
-        argv = ["unshare", "--fork", "--pid", "--net", "--kill-child"]
+        argv += ["unshare", "--user", "--map-root-user"] if "userns" in mode else ["unshare"]
+        argv += ["--fork", "--pid", "--net", "--kill-child"]
         argv += ["--mount", "--propagation", "private"] if "mntns" in mode else ["--mount-proc"]
     if "userns" in mode:  # RLIMIT_NPROC set inside the user namespace counts the sandbox only
-        argv[1:1] = ["--user", "--map-root-user"]
         argv += ["prlimit", f"--nproc={limits.max_processes}:{limits.max_processes}", "--"]
     if uid is not None and "mntns" not in mode:
         argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--pdeathsig=SIGKILL", "--"]
@@ -264,15 +270,16 @@ def memfd(data: bytes) -> int:
     return fd
 
 
-def _child_setup(limits: SandboxLimits, nproc: bool) -> None:
-    """In the forked child, before exec: die with the parent thread, then lower the rlimits."""
+def _pdeathsig() -> None:
+    """In the forked child, before exec, where there is no ``setpriv``: die with the parent thread.
+    (Any ``preexec_fn`` makes ``subprocess`` fork a full copy of this process instead of a vfork:
+    with torch loaded that cost 28 ms a sandbox, on the event loop.)"""
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    caps = {resource.RLIMIT_AS: limits.memory_mb << 20, resource.RLIMIT_CORE: 0}
-    caps[resource.RLIMIT_FSIZE] = _FSIZE
-    if nproc:
-        caps[resource.RLIMIT_NPROC] = limits.max_processes
-    for res, value in caps.items():
-        resource.setrlimit(res, (value, value))
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
 
 
 def _claim_uid() -> int:

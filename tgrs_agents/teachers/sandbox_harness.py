@@ -9,7 +9,8 @@ it can do without (each costs every candidate milliseconds).
    the tests are in no file the candidate can open. Compile them; where the header asks, first
    drop top-level ``unittest.main()`` calls (the harness runs the TestCase classes itself) and,
    with ``strict=1``, rewrite ``assert a == b`` and ``assert a != b`` into type-strict
-   comparisons (:func:`make_strict_eq`).
+   comparisons (:func:`make_strict_eq`). With ``compiled=N`` the parent (the same interpreter) did
+   this already with :func:`rewritten`: the first N bytes are the marshalled code, then the source.
 2. Import the modules of the header's ``preload`` (what the tests import, and the candidate at
    its top level), then take a snapshot of them, of ``builtins``, ``math``, ``cmath``,
    ``operator`` and their entries in ``sys.modules``: what each function, class or module name
@@ -281,8 +282,13 @@ def main(argv):
     _close(tests_fd)
     options = dict(item.partition("=")[::2] for item in header.decode().split())
     strict = options.get("strict") == "1"
+    compiled = int(options.get("compiled") or 0)
     try:
-        if strict or options.get("rewrite") == "1":
+        if compiled:  # compiled by the parent (same interpreter) with rewritten(): no ast here
+            import marshal
+
+            tests, source = marshal.loads(source[:compiled]), source[compiled:]
+        elif strict or options.get("rewrite") == "1":
             tests = rewritten(source, strict)
         else:
             tests = compile(source, "tests.py", "exec")

@@ -89,7 +89,7 @@ from ..errors import ConfigError
 from ..types import Candidate, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
 from .batching import MicroBatcher
-from .reward_model import local_model_ref, torch_device
+from .loading import ModelRef, load_model, require_gguf, resolve_model_ref, torch_device
 
 RIFD_PROMPT = (
     "Below is the response to an instruction, please guess the corresponding instruction for the "
@@ -194,15 +194,16 @@ class StudentScorer:
         self.pad_id = int(pad if pad is not None else 0)
 
     @classmethod
-    def load(cls, path: str, *, device: str = "auto", **kw: Any) -> StudentScorer:
+    def load(cls, path: str | Path | ModelRef, *, device: str = "auto", base_dir: Path | None = None,
+             **kw: Any) -> StudentScorer:
+        """The scorer over a checkpoint directory, a Hub name, a ``.gguf`` file or ``gguf:PACKAGE``
+        (:func:`~tgrs_agents.teachers.loading.load_model`)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = torch_device(device)
         if dev == "cpu":
             torch.set_flush_denormal(True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if dev == "cpu" else "auto")
+        model, tokenizer = load_model(path, device=dev, base_dir=base_dir)
         return cls(model, tokenizer, device=dev, **kw)
 
     # ----- rendering ---------------------------------------------------------------------------
@@ -361,7 +362,8 @@ class StudentCompatTeacher(Teacher):
                  scorer: StudentScorer | None = None) -> None:
         super().__init__(config, ctx)
         if scorer is None:
-            ref = local_model_ref(config.model, self.ctx.base_dir)
+            ref = resolve_model_ref(config.model, self.ctx.base_dir, file=self.ctx.source, field="model")
+            require_gguf(ref, file=self.ctx.source)
             try:
                 scorer = StudentScorer.load(ref, device=config.device, max_length=config.max_length,
                                             rifd_prompt=config.rifd_prompt, rifd=config.compute_rifd)

@@ -234,7 +234,8 @@ class BatchStandIn:
             end, status, upto = b.created + delay, ("ended" if b.anth else "completed"), b.created + delay
         if now < end:
             return
-        done = len(b.items) if delay <= 0 else int(len(b.items) * min(1.0, (upto - b.created) / delay))
+        full = delay <= 0 or upto >= b.created + delay  # as computed: the ratio below may round under 1
+        done = len(b.items) if full else int(len(b.items) * (upto - b.created) / delay)
         left = "canceled" if status in ("canceled", "cancelled") else "expired"
         for i, (cid, body) in enumerate(b.items):
             b.results.append((cid, *self._answer(b, cid, body)) if i < done else (cid, left, None))

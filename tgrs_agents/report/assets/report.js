@@ -21,7 +21,10 @@
   });
 
   async function unpack(id) {
-    const b64 = document.getElementById(id).textContent.trim();
+    return inflate(document.getElementById(id).textContent.trim());
+  }
+
+  async function inflate(b64) {
     const bin = atob(b64);
     const bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
@@ -47,14 +50,35 @@
     for (const r of D.rounds) $("#f-round").append(el("option", { value: String(r), text: "round " + r }));
   }
 
+  // a large run's details are not in the page: files of META.paged.rows candidates beside it
+  // (report-data/details-K.js, each calling tgrsDetails(K, blob)), loaded when a row is opened
+  const META = JSON.parse($("#meta").textContent);
+  const PAGED = META.paged || null;
+  const pages = new Map(), waiting = new Map();
+  window.tgrsDetails = (k, b64) => { const w = waiting.get(k); if (w) w(b64); };
+  function loadPage(k) {
+    if (!pages.has(k)) pages.set(k, new Promise((resolve, reject) => {
+      waiting.set(k, (b64) => inflate(b64).then(resolve, reject));
+      document.head.append(el("script", { src: `${PAGED.dir}/details-${k}.js`, onerror: () =>
+        reject(new Error(`cannot load ${PAGED.dir}/details-${k}.js (keep it beside report.html)`)) }));
+    }));
+    return pages.get(k);
+  }
+  async function rowDetails(i) {  // {msgs, tools, tl, saved, v} of row i
+    if (!PAGED) { await detailsP; return { msgs: details.msgs[i], tools: details.tools, tl: details.tl[i], saved: details.saved[i], v: details.v[i] }; }
+    const k = Math.floor(i / PAGED.rows), j = i % PAGED.rows, p = await loadPage(k);
+    return { msgs: p.msgs[j], tools: p.tools, tl: p.tl[j], saved: p.saved[j], v: p.v[j] };
+  }
+
   let details = null, lowMsgs = null, lowIds = null;
-  const detailsP = new Promise((r) => setTimeout(r, 50)).then(() => unpack("data-details")).then((d) => {
+  const detailsP = PAGED ? Promise.resolve(null) : new Promise((r) => setTimeout(r, 50)).then(() => unpack("data-details")).then((d) => {
     details = d;
     document.body.dataset.details = "1";
     window.tgrsDetailsMs = performance.now();
     if (state.q) apply(false);
     return d;
   });
+  if (PAGED) document.body.dataset.details = "paged";
 
   const state = { status: "all", by: "any", round: "all", task: "", q: "", page: 0 };
   let matches = new Int32Array(0);
@@ -119,7 +143,8 @@
     }
     $("#rows tbody").replaceChildren(frag);
     $("#count").textContent = `${matches.length.toLocaleString()} of ${N.toLocaleString()} trajectories match`
-      + (state.q && !details ? " (message text still loading)" : "");
+      + (state.q && PAGED ? " (ids, tasks and reasons only: a run this large keeps its messages in report-data/)"
+         : state.q && !details ? " (message text still loading)" : "");
     $("#page-info").textContent = `page ${state.page + 1} of ${pages}`;
     $("#prev").disabled = state.page === 0;
     $("#next").disabled = state.page >= pages - 1;
@@ -154,9 +179,9 @@
     return box;
   }
 
-  function verdictTable(i) {
-    const byT = new Map(details.v[i].map((v) => [v[0], v]));
-    const saved = new Set(details.saved[i]);
+  function verdictTable(d) {
+    const byT = new Map(d.v.map((v) => [v[0], v]));
+    const saved = new Set(d.saved);
     const body = el("tbody");
     for (let t = 0; t < T; t++) {
       const v = byT.get(t), name = D.teachers[t];
@@ -167,13 +192,13 @@
           el("td", { text: "" }), el("td", { text: "" }), el("td", { text: "" }), el("td", { text: "" })));
         continue;
       }
-      const [, passed, score, rationale, cached, cost, lat, err] = v;
+      const [, passed, score, rationale, cached, cost, lat, err, service, wait] = v;
       const cls = err ? "error" : passed ? "pass" : "fail";
       body.append(el("tr", { class: "verdict-row " + cls, "data-teacher": name },
         el("th", { text: name }), el("td", { class: "o", text: err ? "error" : passed ? "passed" : "failed" }),
         el("td", { text: score === null ? "" : Number(score).toFixed(3) }), el("td", { class: "rationale", text: rationale }),
         el("td", { text: cached ? "cached" : "" }), el("td", { text: cost ? "$" + cost.toFixed(5) : "" }),
-        el("td", { text: fmtS(lat) }),
+        el("td", { text: fmtS(lat) + (service !== undefined && service !== null ? ` (service ${fmtS(service)}, limiter wait ${fmtS(wait || 0)})` : "") }),
         el("td", { text: err || "" })));
     }
     const head = el("tr", {}, ...["teacher", "verdict", "score", "rationale", "cache", "cost", "latency", "error"].map((h) => el("th", { text: h })));
@@ -197,13 +222,14 @@
     body.replaceChildren(kv, el("p", { class: "note", text: "loading messages and verdicts…" }));
     state.open = D.id[i];
     saveHash();
-    await detailsP;
+    let d;
+    try { d = await rowDetails(i); } catch (e) { body.replaceChildren(kv, el("p", { class: "note", text: e.message })); return; }
     if (aside.dataset.row !== String(i)) return;
-    const msgs = details.msgs[i] ? JSON.parse(details.msgs[i]) : null;
-    const parts = [kv, el("h3", { text: "Verdicts" }), verdictTable(i), el("h3", { text: "Messages" })];
+    const msgs = d.msgs ? JSON.parse(d.msgs) : null;
+    const parts = [kv, el("h3", { text: "Verdicts" }), verdictTable(d), el("h3", { text: "Messages" })];
     if (msgs) parts.push(el("div", { class: "messages" }, ...msgs.map(messageNode)));
     else parts.push(el("p", { class: "note", text: `messages are not stored for ${status} candidates; see input line ${D.line[i]}` }));
-    const tools = JSON.parse(details.tools[details.tl[i]] || "[]");
+    const tools = JSON.parse(d.tools[d.tl] || "[]");
     if (tools.length) parts.push(el("details", {}, el("summary", { text: `tools offered (${tools.length})` }),
                                     el("pre", { text: JSON.stringify(tools, null, 2) })));
     body.replaceChildren(...parts);

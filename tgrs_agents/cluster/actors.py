@@ -1,0 +1,164 @@
+"""The Ray actors that own the cluster's paid-call state, and the clients workers reach them with.
+
+One named actor per endpoint (``tgrs-bank:<run>:<endpoint key>``) holds its
+:class:`~.leases.LeaseBank`; one actor per run holds the :class:`~.leases.BudgetBook`, one the
+:class:`~.dedupe.ClaimBook`. They are got-or-created by name (:func:`bank_handle`, :func:`book_handle`,
+:func:`claims_handle`), so whichever worker comes first creates it and a restarted one finds the same one.
+Their methods are tiny and synchronous:
+a grant is microseconds, so one actor serves thousands of leases a second
+(``benchmarks/bench_ray_leases.py``), and a lease covers ``LEASE_S`` of rate, so it is far off the
+hot path. Calls a worker need not wait for (a give-back, a 429, a limit learned) are fire-and-forget.
+
+Ray is imported on first use (the actor classes are made then), so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..paid.limits import EndpointLimits
+from .dedupe import ClaimBook
+from .leases import BudgetBook, Lease, LeaseBank
+
+NAMESPACE = "tgrs"
+
+
+class BankActor:
+    def __init__(self, limits: EndpointLimits) -> None:
+        self.bank = LeaseBank(limits)
+
+    def grant(self, requests: int, tokens: float) -> Lease:
+        return self.bank.grant(requests, tokens)
+
+    def give_back(self, epoch: int, requests: float, tokens: float) -> None:
+        self.bank.give_back(epoch, requests, tokens)
+
+    def rate_limited(self, retry_after: float | None) -> int:
+        return self.bank.rate_limited(retry_after)
+
+    def tighten(self, rpm: float | None, tpm: float | None) -> None:
+        self.bank.tighten(rpm, tpm)
+
+    def report(self) -> dict[str, float]:
+        return self.bank.report()
+
+
+class BookActor:
+    def __init__(self, limit_usd: float | None) -> None:
+        self.book = BudgetBook(limit_usd)
+
+    def reserve(self, usd: float) -> float:
+        return self.book.reserve(usd)
+
+    def settle(self, granted: float, spent: float) -> None:
+        self.book.settle(granted, spent)
+
+    def report(self) -> dict[str, Any]:
+        return self.book.report()
+
+
+class ClaimActor:
+    def __init__(self) -> None:
+        self.book = ClaimBook()
+
+    def claim(self, key: str, holder: str) -> bool:
+        return self.book.claim(key, holder)
+
+    def release(self, key: str, holder: str) -> None:
+        self.book.release(key, holder)
+
+    def report(self) -> dict[str, int]:
+        return self.book.report()
+
+
+@functools.cache
+def _remote(cls: type) -> Any:
+    import ray
+
+    return ray.remote(num_cpus=0)(cls)
+
+
+def _named(cls: type, name: str, *args: Any) -> Any:
+    # detached: an actor is owned by whoever created it, and dies with it; the first worker to come
+    # creates these, and a killed worker must not take the cluster's state with it (the driver
+    # removes them when the run ends: :func:`release_run`)
+    return _remote(cls).options(name=name, namespace=NAMESPACE, get_if_exists=True,
+                                lifetime="detached").remote(*args)
+
+
+def bank_handle(run: str, key: str, limits: EndpointLimits) -> Any:
+    """The bank actor of endpoint ``key`` in run ``run`` (created on first use)."""
+    return _named(BankActor, f"tgrs-bank:{run}:{key}", limits)
+
+
+def book_handle(run: str, limit_usd: float | None) -> Any:
+    return _named(BookActor, f"tgrs-book:{run}", limit_usd)
+
+
+def release_run(run: str) -> dict[str, Any]:
+    """Every actor of run ``run``: their last reports (by name), then removed."""
+    import ray
+
+    out: dict[str, Any] = {}
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        parts = a["name"].split(":", 2)  # tgrs-<kind>:<run>[:<endpoint key>]
+        if a.get("namespace") != NAMESPACE or parts[1:2] != [run]:
+            continue
+        h = ray.get_actor(a["name"], namespace=NAMESPACE)
+        out[":".join([parts[0].removeprefix("tgrs-"), *parts[2:]])] = ray.get(h.report.remote())
+        ray.kill(h)
+    return out
+
+
+def claims_handle(run: str) -> Any:
+    return _named(ClaimActor, f"tgrs-claims:{run}")
+
+
+class RayClaims:
+    """:class:`~.dedupe.ClaimClient` over the claim actor's handle."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def claim(self, key: str, holder: str) -> bool:
+        return bool(await self.handle.claim.remote(key, holder))
+
+    def release(self, key: str, holder: str) -> None:
+        self.handle.release.remote(key, holder)
+
+
+class RayBank:
+    """:class:`~.limiter.BankClient` over a bank actor's handle."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def grant(self, requests: int, tokens: float) -> Lease:
+        return await self.handle.grant.remote(requests, tokens)
+
+    def give_back(self, epoch: int, requests: float, tokens: float) -> None:
+        self.handle.give_back.remote(epoch, requests, tokens)
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        self.handle.rate_limited.remote(retry_after)
+
+    def tighten(self, rpm: float | None, tpm: float | None) -> None:
+        self.handle.tighten.remote(rpm, tpm)
+
+
+class RayBook:
+    """:class:`~.budget.BookClient` over the book actor's handle (rare, blocking calls)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def reserve(self, usd: float) -> float:
+        import ray
+
+        return float(ray.get(self.handle.reserve.remote(usd)))
+
+    def settle(self, granted: float, spent: float) -> None:
+        import ray
+
+        ray.get(self.handle.settle.remote(granted, spent))

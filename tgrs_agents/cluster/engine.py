@@ -1,0 +1,202 @@
+"""``tgrs curate --engine ray``: the input in shards, each an ordinary curate run on a Ray worker,
+merged into the run directory's usual files.
+
+Ray Core tasks, not Ray Data: a shard is a whole curate run (its own async pipeline, cascade,
+journal and resume), which a task holds naturally, and a task whose worker dies is re-run by Ray
+(``max_retries``) and resumes from its shard's journal -- nothing lost, nothing written twice. The
+driver keeps the plan (``DIR/cluster.json``: the input's size and the byte ranges), so a restarted
+driver reuses the same shards and every finished shard is done at once.
+
+Layout of ``DIR``::
+
+    cluster.json                 the shard plan
+    shards/NNN/input.jsonl       the shard's bytes of the input (streamed, atomic)
+    shards/NNN/run/              the shard's curate run (journal, outputs, summary)
+    accepted.jsonl ... summary.json   the merge, as a single-process run writes them
+
+Every worker's paid calls share the cluster's state (:mod:`.actors`): one lease bank per endpoint,
+one budget book, the verdict ledger (SQLite, WAL) on the storage every worker sees, and a claim book
+so content in flight on one worker is not paid again by another (:mod:`.dedupe`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..curation.lock import run_lock
+from ..curation.run import CurateOptions, CurateRun
+from ..errors import ConfigError
+from . import require_ray
+from .shards import copy_range, merge, plan
+
+SUMMED = ("input_lines", "valid", "accepted", "rejected", "invalid", "failed", "passed", "pending", "calls",
+          "calls_saved", "cost_usd", "cost_usd_invocation", "rate_limited")
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    index: int
+    source: str
+    start: int
+    end: int
+    dir: str
+    panel: Any  # PanelConfig
+    options: CurateOptions
+    run_id: str
+    budget_usd: float | None  # the book's limit: the run's budget less what earlier invocations spent
+    # the API keys the panel's teachers read (``api_key_env``), as the driver has them: a worker of a
+    # cluster started elsewhere may lack them. In the task's arguments (memory), never in a
+    # runtime_env (which Ray keeps in its control store and shows), a file or a message
+    secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+
+def run_shard(spec: ShardSpec) -> dict[str, Any]:
+    """One shard on a worker: copy its bytes, curate them with the cluster's paid-call state."""
+    from ..curation.panel import Panel
+    from ..paid.ledger import Ledger
+    from ..paid.services import Services
+    from .actors import RayBank, RayBook, RayClaims, bank_handle, book_handle, claims_handle
+    from .budget import SharedBudget
+    from .dedupe import ClusterCached
+    from .limiter import LeasedRegistry
+
+    for name, value in spec.secrets.items():
+        os.environ.setdefault(name, value)
+    d = Path(spec.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    lines = copy_range(spec.source, spec.start, spec.end, d / "input.jsonl")
+    opts = spec.options
+    budget = SharedBudget(opts.budget_usd, book=RayBook(book_handle(spec.run_id, spec.budget_usd)))
+    limiters = LeasedRegistry(lambda key, limits: RayBank(bank_handle(spec.run_id, key, limits)))
+    claims = functools.partial(ClusterCached, claims=RayClaims(claims_handle(spec.run_id)),
+                               holder=f"shard-{spec.index}")
+    services = Services(budget=budget, ledger=Ledger(opts.cache_path) if opts.cache else None,
+                        limiters=limiters, breaker_failures=opts.breaker_failures, cache_factory=claims)
+    try:
+        panel = Panel.from_config(spec.panel, services)
+        run = CurateRun(d / "input.jsonl", spec.panel, d / "run", options=opts, panel=panel, services=services)
+        summary = asyncio.run(run.run())
+    finally:
+        limiters.close()
+        budget.close()
+    return {"index": spec.index, "lines": lines, "summary": summary}
+
+
+def curate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, options: CurateOptions = CurateOptions(),
+                  workers: int = 4, address: str | None = None, shards: int | None = None) -> dict[str, Any]:
+    """Curate ``input_path`` on Ray (``address``: a running cluster; else a local one of ``workers``
+    CPUs); returns the merged summary. Resumable: run it again on the same ``out``."""
+    ray: Any = require_ray()
+    src, out = Path(input_path), Path(out)
+    if workers < 1:
+        raise ConfigError(f"expected at least one worker, got {workers}", field="workers")
+    if not src.is_file():
+        raise ConfigError("--engine ray reads one trajectory file (a directory: run without --engine ray)"
+                          if src.is_dir() else "input file not found", file=src)
+    from ..curation.ingest import input_unit
+    from ..formats import resolve
+
+    fmt, _ = resolve(src, options.input_format)
+    if input_unit(src, fmt) != "line":
+        raise ConfigError(f"--engine ray needs a line format (one record a line); {fmt.name} is not", file=src)
+    options = dataclasses.replace(options, input_format=fmt.name)  # every shard reads as the whole would
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else max(workers, 1), include_dashboard=False,
+                 configure_logging=False, log_to_driver=False)
+    with run_lock(out):
+        specs = _plan(src, out, panel, options, shards or workers)
+        task = ray.remote(num_cpus=1, max_retries=5)(run_shard)
+        from .actors import release_run
+
+        state: dict[str, Any] = {}
+        try:
+            results = sorted(ray.get([task.remote(s) for s in specs]), key=lambda r: r["index"])
+        except ray.exceptions.RayTaskError as e:  # a shard's own error (a bad key, a halt): said as it is
+            from ..errors import TgrsError
+
+            if isinstance(e.cause, TgrsError):
+                raise e.cause from None
+            raise
+        finally:  # the run's actors are detached (a killed worker must not take them along): end them
+            state = release_run(specs[0].run_id) if specs else {}
+        offsets, total = [], 0
+        for r in results:
+            offsets.append(total)
+            total += r["lines"]
+        rows = merge([Path(s.dir) / "run" for s in specs], offsets, out,
+                     shard_inputs=[str(Path(s.dir) / "input.jsonl") for s in specs], source=str(src))
+        summary = merged_summary([r["summary"] for r in results], rows, workers)
+        summary["engine"]["paid_state"] = state  # the bank per endpoint, the book, the claims: last reports
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _plan(src: Path, out: Path, panel: Any, options: CurateOptions, n: int) -> list[ShardSpec]:
+    """The shard plan: reused while the input is the same size (a resumed run), made anew otherwise."""
+    path = out / "cluster.json"
+    size = src.stat().st_size
+    doc = json.loads(path.read_text()) if path.exists() else None
+    if doc is not None and doc["size"] != size:
+        if not options.force:
+            raise ConfigError(f"the input is {size} bytes, {doc['size']} when this run began: --force to start "
+                              "afresh, or another --out", file=src)
+        doc = None
+    if doc is None:  # afresh: a new plan, new shard directories
+        shutil.rmtree(out / "shards", ignore_errors=True)
+        doc = {"input": str(src.resolve()), "size": size, "run_id": uuid.uuid4().hex[:12], "shards": plan(src, n)}
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_text(json.dumps(doc) + "\n")
+        os.replace(tmp, path)
+    before = sum(_spent(out / "shards" / f"{i:03d}" / "run") for i in range(len(doc["shards"])))
+    limit = None if options.budget_usd is None else max(options.budget_usd - before, 0.0)
+    # ``force`` goes to each shard as it is: a shard run archives only a run it cannot resume (another
+    # panel), so a retried shard, or a restarted driver, still resumes what this run began
+    return [ShardSpec(i, str(src), a, b, str(out / "shards" / f"{i:03d}"), panel, options, doc["run_id"], limit,
+                      _secrets(panel)) for i, (a, b) in enumerate(doc["shards"])]
+
+
+def _secrets(panel: Any) -> dict[str, str]:
+    names = {getattr(t, "api_key_env", None) for t in getattr(panel, "teachers", ())}
+    return {n: os.environ[n] for n in names if n and n in os.environ}
+
+
+def _spent(run_dir: Path) -> float:
+    try:
+        return float(json.loads((run_dir / "summary.json").read_text()).get("cost_usd") or 0.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def merged_summary(parts: list[dict[str, Any]], rows: dict[str, int], workers: int) -> dict[str, Any]:
+    """The shards' summaries as one: counts and costs summed, per teacher too; the rest from the first."""
+    s = dict(parts[0]) if parts else {}
+    for k in SUMMED:
+        vals = [p.get(k) for p in parts if isinstance(p.get(k), int | float)]
+        if vals:
+            s[k] = round(sum(vals), 6) if any(isinstance(v, float) for v in vals) else sum(vals)
+    teachers: dict[str, dict[str, Any]] = {}
+    for p in parts:
+        for name, st in (p.get("teachers") or {}).items():
+            if name not in teachers:
+                teachers[name] = dict(st)
+                continue
+            acc = teachers[name]
+            for k, v in st.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and isinstance(acc.get(k), int | float):
+                    acc[k] = acc[k] + v
+    s["teachers"] = teachers
+    s["warnings"] = [w for p in parts for w in p.get("warnings") or ()]
+    s["stopped"] = next((p["stopped"] for p in parts if p.get("stopped")), None)
+    s["wall_s"] = max((p.get("wall_s") or 0.0 for p in parts), default=0.0)
+    s["jury"] = None  # per shard: see shards/NNN/run/summary.json
+    s["engine"] = {"name": "ray", "workers": workers, "shards": len(parts), "rows": rows}
+    return s
