@@ -19,9 +19,9 @@ seat, short-circuit or not: without such complete rows the verdicts a cascade le
 identify each judge's rates (a judge asked only when the others disagree is seen only on hard
 cases). Their decision is the same; only the saving is given up.
 
-A teacher that declares what it reads (``memo_content``: the deterministic verifiers) is never
-run twice on the same content (:mod:`.memo`): a repeat gets the kept verdict, counted in its
-stats as a call and in ``memo_hits``.
+A teacher that declares what it reads (``memo_content``: the deterministic verifiers) and is worth
+remembering (not ``inline``: a sandbox, a user function) is never run twice on the same content
+(:mod:`.memo`): a repeat gets the kept verdict, counted in its stats as a call and in ``memo_hits``.
 """
 
 from __future__ import annotations
@@ -127,8 +127,10 @@ class Panel:
         self.audit = audit
         self.stats = {t.name: TeacherStats() for t in [*self.teachers, *self.reserves]}
         self.memo = shared_memo() if memo is None else memo
+        # an inline verifier (pure CPU, microseconds) judges faster than its memo key is made: only
+        # teachers that suspend (a sandbox, a user function) are worth remembering
         self._memo_ids = {t.name: ident for t in [*self.teachers, *self.reserves]
-                          if (ident := teacher_identity(t)) is not None}
+                          if not getattr(t, "inline", False) and (ident := teacher_identity(t)) is not None}
         self.memo_hits = {name: 0 for name in self._memo_ids}
         self.jury = JuryLog([*names, *self.reserve_names], gold=set(gold), auto=auto)
         self._groups = [list(g) for _, g in groupby(self.teachers, key=lambda t: (t.name in esc, t.cost_rank))]
