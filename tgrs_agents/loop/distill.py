@@ -230,14 +230,10 @@ def trl_config(s: SFTSettings, output_dir: str | Path, *, use_cpu: bool, bf16: b
     )
 
 
-def train_trl(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], s: SFTSettings,
-              output_dir: Path, use_cpu: bool, bf16: bool) -> tuple[list[float], int, list[float]]:
-    """TRL's SFTTrainer as a black box; a callback records loss and time per step.
-
-    Returns (losses, tokens, step_seconds)."""
-    import datasets
-    from transformers import PrinterCallback, TrainerCallback
-    from trl import SFTTrainer
+def step_recorder() -> tuple[Any, list[dict[str, float]], list[float]]:
+    """A Trainer callback keeping each logged loss record and each step's end time (for tokens/s),
+    with the two lists it fills: (callback, records, ends). SFT and DPO use the same one."""
+    from transformers import TrainerCallback
 
     records: list[dict[str, float]] = []
     ends: list[float] = []
@@ -253,12 +249,25 @@ def train_trl(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], 
             if logs and "loss" in logs:
                 records.append(dict(logs))
 
+    return Record(), records, ends
+
+def train_trl(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], s: SFTSettings,
+              output_dir: Path, use_cpu: bool, bf16: bool) -> tuple[list[float], int, list[float]]:
+    """TRL's SFTTrainer as a black box; a callback records loss and time per step.
+
+    Returns (losses, tokens, step_seconds)."""
+    import datasets
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    record, records, ends = step_recorder()
+
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
         trainer = SFTTrainer(model=model, args=trl_config(s, output_dir, use_cpu=use_cpu, bf16=bf16),
                              train_dataset=datasets.Dataset.from_list(examples), processing_class=tokenizer,
-                             callbacks=[Record()])
+                             callbacks=[record])
     finally:
         if bars:
             datasets.enable_progress_bars()

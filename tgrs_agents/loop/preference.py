@@ -46,7 +46,7 @@ from typing import Any
 
 from ..curation.store import atomic_write
 from ..export.pairs import PairSettings, pair_candidates
-from .distill import LoraSettings, SFTSettings, pick_threads
+from .distill import LoraSettings, SFTSettings, pick_threads, step_recorder
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def prefer(model_path: str | Path, pairs_file: str | Path, out_dir: str | Path,
     the reference; saves model + tokenizer to ``out_dir``."""
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import DPOTrainer
 
     t0 = time.perf_counter()
@@ -156,19 +156,7 @@ def prefer(model_path: str | Path, pairs_file: str | Path, out_dir: str | Path,
         peft_config = LoraConfig(r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout,
                                  task_type="CAUSAL_LM", target_modules=tm if isinstance(tm, str) else list(tm))
 
-    records: list[dict[str, float]] = []
-    ends: list[float] = []
-
-    class Record(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            ends.append(time.perf_counter())
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            ends.append(time.perf_counter())
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs and "loss" in logs:
-                records.append(dict(logs))
+    record, records, ends = step_recorder()  # the SFT step's callback: losses and step times
 
     # -- train: the pairs file as datasets reads it (tool-call arguments stay objects), DPOTrainer as is
     threads = torch.get_num_threads()
@@ -183,7 +171,7 @@ def prefer(model_path: str | Path, pairs_file: str | Path, out_dir: str | Path,
             data = datasets.load_dataset("json", data_files=str(pairs_file), split="train", cache_dir=cache)
             trainer = DPOTrainer(model=model, args=dpo_config(s, out_dir, use_cpu=device.type == "cpu", bf16=bf16),
                                  train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
-                                 callbacks=[Record()])
+                                 callbacks=[record])
             trainer.remove_callback(PrinterCallback)
             trainer.train()
             model = trainer.model
