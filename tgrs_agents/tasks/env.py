@@ -18,16 +18,14 @@ without importing upward; :class:`~tgrs_agents.generate.tools.ToolBox` runs them
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..teachers.python_fn import load_function
 from ..types import Task
 
 _EMPTY = {"type": "object", "properties": {}}
@@ -118,41 +116,12 @@ def load_tool_factory(spec: str, *, base_dir: str | Path = ".", source: str | No
                       field: str = "tasks.tools") -> ToolFactory:
     """The factory named by ``"module.path:function"`` or ``"path/to/file.py:function"`` (relative to
     ``base_dir``); every mistake is a ConfigError naming ``source`` and ``field``."""
-    def fail(msg: str) -> ConfigError:
-        return ConfigError(msg, file=source, field=field)
-
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise fail(f"{spec!r} is not MODULE:FUNCTION or FILE.py:FUNCTION")
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target).expanduser()
-        path = path if path.is_absolute() else Path(base_dir) / path
-        if not path.is_file():
-            raise fail(f"tool file not found: {path}")
-        name = f"tgrs_user_tools_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(name)
-        if module is None:
-            mspec = importlib.util.spec_from_file_location(name, path)
-            if mspec is None or mspec.loader is None:
-                raise fail(f"cannot import {path}")
-            module = importlib.util.module_from_spec(mspec)
-            try:
-                mspec.loader.exec_module(module)
-            except Exception as e:
-                raise fail(f"importing {path} failed: {type(e).__name__}: {e}") from None
-            sys.modules[name] = module
-        where = str(path)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise fail(f"cannot import module {target!r}: {type(e).__name__}: {e}") from None
-        where = f"module {target!r}"
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise fail(f"{where} has no {attr!r}")
-    if not callable(fn):
-        raise fail(f"{where}: {attr!r} is not callable")
+    try:
+        fn = load_function(spec, Path(base_dir))
+    except FileNotFoundError as e:
+        raise ConfigError(f"tool {e}", file=source, field=field) from None
+    except (ValueError, ImportError, AttributeError, TypeError) as e:
+        raise ConfigError(str(e), file=source, field=field) from None
     return ToolFactory(fn, spec=spec)
 
 

@@ -37,27 +37,44 @@ class PythonConfig(TeacherConfig):
 
 
 def load_function(spec: str, base_dir: Path) -> Callable[..., Any]:
-    """Import ``module:name`` or ``file.py:name``."""
-    target, _, attr = spec.rpartition(":")
-    if target.endswith(".py") or "/" in target:
-        path = Path(target)
-        if not path.is_absolute():
-            path = base_dir / path
+    """Import ``module:name`` or ``file.py:name`` (a file relative to ``base_dir``): the one loader of
+    user code named in a config (python verifiers, tool factories). Each failure says what is wrong:
+    ``ValueError`` (not MODULE:FUNCTION), ``FileNotFoundError``, ``ImportError`` (the module, or the
+    file's own code failed: the cause chained), ``AttributeError`` (no such name), ``TypeError``
+    (not callable)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ValueError(f"{spec!r} is not MODULE:FUNCTION or FILE.py:FUNCTION")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser()
+        path = path if path.is_absolute() else Path(base_dir) / path
         if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+            raise FileNotFoundError(f"file not found: {path}")
         mod_name = f"_tgrs_user_{abs(hash(str(path.resolve())))}"
         module = sys.modules.get(mod_name)
         if module is None:
             spec_ = importlib.util.spec_from_file_location(mod_name, path)
-            assert spec_ is not None and spec_.loader is not None
+            if spec_ is None or spec_.loader is None:
+                raise ImportError(f"cannot import {path}")
             module = importlib.util.module_from_spec(spec_)
             sys.modules[mod_name] = module
-            spec_.loader.exec_module(module)
+            try:
+                spec_.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[mod_name]
+                raise ImportError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+        where = str(path)
     else:
-        module = importlib.import_module(target)
-    fn = getattr(module, attr)
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:
+            raise ImportError(f"cannot import module {target!r}: {type(e).__name__}: {e}") from e
+        where = f"module {target!r}"
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise AttributeError(f"{where} has no {attr!r}")
     if not callable(fn):
-        raise TypeError(f"{spec} is not callable")
+        raise TypeError(f"{where}: {attr!r} is not callable")
     return fn  # type: ignore[no-any-return]
 
 
