@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train_method.py [--out runs/bench-train-method] [--rounds 3] [--seeds N]
         [--tasks arithmetic] [--methods sft,dpo,sft+dpo] [--quick] [--n-eval N] [--reuse]
-        [--train steps=15 ...] [--train sft+dpo:lr=1e-5 ...]
+        [--train steps=15 ...] [--train sft+dpo:lr=1e-5 ...] [--variant NAME:METHOD:KEY=VALUE,... ...]
 
 Each method runs the built-in demo loop (``tgrs demo``'s config: tiny student, verifier panel,
 held-out pass@1 at T=1.0) with the same seeds; a seed fixes the warm start, so every method of a

@@ -67,7 +67,7 @@ class StudentConfig(_Frozen):
 
 class TasksConfig(_Frozen):
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"allow_overlap"})
-    source: str = "arithmetic"  # "arithmetic" | "code" (built in) | a JSONL file of tasks (id, messages, tools, reference)
+    source: str = "arithmetic"  # "arithmetic" | "code" (built in) | a JSONL task file (id, messages, tools, reference)
     eval_source: str | None = None
     tools: str | None = None  # "module:fn" | "file.py:fn": a tool factory (None: the family's; files: calculator)
     tool_timeout_s: float = Field(10.0, gt=0)  # per tool call

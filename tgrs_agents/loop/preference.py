@@ -51,7 +51,7 @@ from .distill import LoraSettings, SFTSettings, pick_threads, step_recorder
 
 @dataclass(frozen=True)
 class DPOSettings:
-    steps: int = 60
+    steps: int = 10  # as [train] steps: ~two passes over a round's pairs (more moved pass@1 down; README)
     batch_size: int = 16
     lr: float = 5e-5
     beta: float = 0.1  # DPO's temperature: larger keeps the policy closer to the reference
