@@ -194,3 +194,14 @@ def test_an_unloadable_student_fails_at_once_in_one_line(tmp_path, capsys, monke
                                reachable=lambda: asked.append(2) or True)
     assert asked == [1]
     sampling.check_student(LoopConfig(student={"model": str(tmp_path)}))  # a local directory
+    # a GGUF reference is checked for its file, never sent to the hub
+    with pytest.raises(ConfigError, match=r"GGUF file not found: models/smol\.gguf") as e:
+        sampling.check_student(LoopConfig(student={"model": "models/smol.gguf"}, base_dir=str(tmp_path)),
+                               reachable=lambda: asked.append(3) or True)
+    assert e.value.field == "student.model"
+    with pytest.raises(ConfigError, match="no installed package 'no_such_pkg'"):
+        sampling.check_student(LoopConfig(student={"model": "gguf:no-such-pkg"}), reachable=lambda: True)
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    sampling.check_student(LoopConfig(student={"model": "m.gguf"}, base_dir=str(tmp_path)),
+                           reachable=lambda: asked.append(4) or False)
+    assert asked == [1]

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from ..curation.panel_file import pydantic_problem
 from ..errors import ConfigError, InputError
+from ..teachers.loading import GGUF_PREFIX, resolve_model_ref
 from ..types import Task
 from .config import LoopConfig
 
@@ -170,7 +171,8 @@ def hub_cached(name: str) -> bool:
 def check_student(cfg: LoopConfig, reachable: Callable[[], bool] = hub_reachable) -> None:
     """Fail in one line, within seconds, when the student cannot be loaded.
 
-    A local directory is loaded as it is. A name with more than one ``/`` (or starting with ``.``,
+    A local directory is loaded as it is; a GGUF reference (``x.gguf``, ``gguf:PACKAGE``) must name a file
+    that exists (see :mod:`tgrs_agents.teachers.loading`). A name with more than one ``/`` (or starting with ``.``,
     ``/`` or ``~``) is a path, so a missing one is a typo. Anything else is a hub name: from the
     local cache it loads offline (the hub is then put in offline mode when unreachable, so nothing
     waits on retries); otherwise the hub must answer a TCP connection within two seconds.
@@ -181,6 +183,9 @@ def check_student(cfg: LoopConfig, reachable: Callable[[], bool] = hub_reachable
     if Path(s.model).expanduser().exists():
         return
     where = {"file": cfg.source, "field": "student.model"}
+    if s.model.startswith(GGUF_PREFIX) or s.model.lower().endswith(".gguf"):  # a GGUF file, or one a package ships
+        resolve_model_ref(s.model, Path(cfg.base_dir), **where)
+        return
     if s.model.startswith((".", "/", "~")) or s.model.count("/") > 1:
         raise ConfigError(f"cannot load student {s.model!r}: no such directory", **where)
     if reachable():
