@@ -24,7 +24,7 @@ from ..errors import TeacherError
 from ..types import Usage
 from .call import Paid
 from .cost import Price
-from .sdk_errors import classify_status
+from .sdk_errors import classify_sdk_error, classify_status
 
 State = Literal["running", "cancelling", "completed", "failed", "expired", "cancelled"]
 ENDED: frozenset[str] = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -90,6 +90,24 @@ class BatchClient(Protocol):
     async def cancel(self, batch_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class SdkBatchClient:
+    """What both providers' batch clients share: the SDK client, its error classes (classified
+    as online calls are), the price and the provider's limits."""
+
+    def __init__(self, client: Any, sdk: Any, *, name: str, price: Price | None, limits: BatchLimits) -> None:
+        self._sdk = sdk
+        self._client = client
+        self.name = name
+        self.price = price
+        self.limits = limits
+
+    def _classified(self, exc: BaseException) -> BaseException:
+        return classify_sdk_error(exc, self._sdk, self.name) or exc
+
+    async def aclose(self) -> None:
+        await self._client.close()
 
 
 def custom_id(key: str, n: int) -> str:

@@ -26,6 +26,7 @@ from .batch import (
     BatchLimits,
     BatchStatus,
     Item,
+    SdkBatchClient,
     State,
     check_key,
     item_error,
@@ -35,7 +36,6 @@ from .batch import (
 )
 from .call import Paid
 from .cost import Price
-from .sdk_errors import classify_sdk_error
 
 FIND_SLACK_S = 600.0
 
@@ -44,19 +44,12 @@ def _ts(d: datetime | None) -> float:
     return d.timestamp() if d else 0.0
 
 
-class AnthropicBatchClient:
+class AnthropicBatchClient(SdkBatchClient):
     def __init__(self, client: Any, *, name: str = "anthropic-batch", price: Price | None = None,
                  limits: BatchLimits = ANTHROPIC_LIMITS) -> None:
         import anthropic
 
-        self._sdk = anthropic
-        self._client = client
-        self.name = name
-        self.price = price
-        self.limits = limits
-
-    def _classified(self, exc: BaseException) -> BaseException:
-        return classify_sdk_error(exc, self._sdk, self.name) or exc
+        super().__init__(client, anthropic, name=name, price=price, limits=limits)
 
     def item_bytes(self, item: Item) -> int:
         return json_bytes({"custom_id": item[0], "params": item[1]})
@@ -139,6 +132,3 @@ class AnthropicBatchClient:
             await self._client.messages.batches.cancel(batch_id)
         except self._sdk.AnthropicError as e:
             raise self._classified(e) from e
-
-    async def aclose(self) -> None:
-        await self._client.close()

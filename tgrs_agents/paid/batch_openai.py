@@ -19,6 +19,7 @@ from .batch import (
     BatchLimits,
     BatchStatus,
     Item,
+    SdkBatchClient,
     State,
     check_key,
     item_error,
@@ -27,7 +28,6 @@ from .batch import (
 )
 from .call import Paid
 from .cost import Price
-from .sdk_errors import classify_sdk_error
 
 ENDPOINT = "/v1/chat/completions"
 META_KEY = "tgrs_key"
@@ -37,19 +37,12 @@ _STATES: dict[str, State] = {"validating": "running", "in_progress": "running", 
                              "expired": "expired", "cancelled": "cancelled"}
 
 
-class OpenAIBatchClient:
+class OpenAIBatchClient(SdkBatchClient):
     def __init__(self, client: Any, *, name: str = "openai-batch", price: Price | None = None,
                  limits: BatchLimits = OPENAI_LIMITS) -> None:
         import openai
 
-        self._sdk = openai
-        self._client = client
-        self.name = name
-        self.price = price
-        self.limits = limits
-
-    def _classified(self, exc: BaseException) -> BaseException:
-        return classify_sdk_error(exc, self._sdk, self.name) or exc
+        super().__init__(client, openai, name=name, price=price, limits=limits)
 
     def _line(self, item: Item) -> dict:
         return {"custom_id": item[0], "method": "POST", "url": ENDPOINT, "body": item[1]}
@@ -128,6 +121,3 @@ class OpenAIBatchClient:
             await self._client.batches.cancel(batch_id)
         except self._sdk.OpenAIError as e:
             raise self._classified(e) from e
-
-    async def aclose(self) -> None:
-        await self._client.close()
