@@ -128,3 +128,16 @@ def test_teacher_table_alpha_undecided_vetoes_and_unjudged_teachers() -> None:
     assert idle["kappa"] == [None] * 5 and idle["kappa_n"] == [0] * 5
     assert t["rows"][2]["veto_share"] == pytest.approx(0.5) and t["rows"][2]["calls"] == 0
     assert t["rows"][0]["kappa"][1] == 1.0 and t["rows"][0]["kappa"][4] == pytest.approx(0.4)  # vs panel
+
+
+def test_panel_alpha_a_chunk_at_a_time_equals_the_whole_array() -> None:
+    rng = np.random.default_rng(11)
+    truth = rng.random(5_000) < 0.6
+    labels = np.stack([np.where(rng.random(5_000) < 0.85, truth, ~truth) for _ in range(3)]).astype(np.int8)
+    labels[rng.random(labels.shape) < 0.3] = MISSING  # not asked, or an error
+    whole = krippendorff_alpha_nominal(np.where(labels == MISSING, np.nan, labels.astype(float)))
+    assert 0.3 < whole < 0.9
+    for chunk in (1, 7, 1000, 1 << 16):
+        assert panel_alpha(labels, chunk=chunk) == pytest.approx(whole, rel=1e-12)
+    assert math.isnan(panel_alpha(np.full((2, 10), MISSING, np.int8)))
+    assert math.isnan(panel_alpha(np.ones((2, 10), np.int8)))  # one category: undefined

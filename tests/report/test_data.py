@@ -143,7 +143,7 @@ def test_an_expert_iteration_dir_reads_every_round(run_dir: Path, tmp_path: Path
     index = unpack(payloads(data)[0])
     assert index["rounds"] == [1, 2]
     assert index["rnd"] == [1] * single.n + [2] * single.n
-    assert index["id"] == single.cols["id"] * 2  # the same id in two rounds is two candidates
+    assert index["id"] == single.ids() * 2  # the same id in two rounds is two candidates
     assert index["line"][: single.n] == sorted(index["line"][: single.n])
 
 
@@ -155,3 +155,40 @@ def test_a_directory_that_is_not_a_run_is_refused_with_a_hint(run_dir: Path, tmp
     with pytest.raises(RunStoreError, match="did you mean") as e:
         load_run(tmp_path / "top")
     assert str(tmp_path / "top" / "curate") in str(e.value)
+
+
+def test_latencies_batched_into_a_sketch_match_one_at_a_time() -> None:
+    from tgrs_agents.events import Sketch
+    from tgrs_agents.report.spill import LatencyBatch
+
+    rng = np.random.default_rng(3)
+    xs = np.concatenate([rng.lognormal(-7, 2, 70_000), [0.0, 1e-7, 1e-6, 0.5, 12.0]])
+    one, batched = Sketch(), LatencyBatch()
+    for x in xs.tolist():
+        one.add(x)
+        batched.add(x)
+    got = batched.flush()
+    assert got.n == one.n == len(xs) and got.total == pytest.approx(one.total)
+    differ = {k for k in one.counts.keys() | got.counts.keys() if one.counts.get(k) != got.counts.get(k)}
+    assert sum(abs(one.counts.get(k, 0) - got.counts.get(k, 0)) for k in differ) <= 2  # a last-ulp log at a bucket edge
+    assert got.quantiles((1, 50, 90, 99, 100)) == one.quantiles((1, 50, 90, 99, 100))
+
+
+def test_a_teacher_heard_twice_shows_its_last_verdict_once(run_dir: Path, tmp_path: Path) -> None:
+    """A resumed run may hold two verdicts of one teacher on one candidate: the browser shows the last,
+    in the place of the first, and the agreement labels are the last one's."""
+    run = tmp_path / "again"
+    shutil.copytree(run_dir, run)
+    first = jsonl(run / "verdicts.jsonl")[0]
+    again = {**first, "passed": not first["passed"], "rationale": "heard again", "score": 0.5}
+    with (run / "verdicts.jsonl").open("a") as f:
+        f.write(json.dumps(again) + "\n")
+    data = load_run(run)
+    index, details = (unpack(b) for b in payloads(data))
+    i = index["line"].index(first["line"])
+    got = details["v"][i]
+    assert len(got) == len(verdicts_by_line(run_dir)[first["line"]])  # one per teacher heard
+    assert got[0][0] == TEACHERS.index(first["teacher"])  # where its first verdict was (the file's first line)
+    assert got[0][3] == "heard again" and got[0][1] == again["passed"] and got[0][2] == 0.5
+    assert data.labels()[TEACHERS.index(first["teacher"]), i] == int(again["passed"])
+    data.close()

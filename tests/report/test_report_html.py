@@ -307,3 +307,44 @@ def test_a_paged_report_loads_a_trajectory_from_its_details_file(run_dir: Path, 
     names = d.execute_script(
         "return [...document.querySelectorAll('#detail .verdict-row')].map(r => r.dataset.teacher)")
     assert names == TEACHERS
+
+
+@pytest.mark.slow
+def test_a_paged_index_lists_filters_and_opens_candidates_from_its_files(run_dir: Path, browser: Any, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``PAGED_ABOVE`` the index's columns live in report-data/index-K.js too (issue 11, item 7g):
+    the list pages through them, a filter reads them all, and a row opens with its details."""
+    from tgrs_agents.report import html as report_html
+
+    run = tmp_path / "paged-index"
+    shutil.copytree(run_dir, run)
+    monkeypatch.setattr(report_html, "PAGED_ABOVE", 100)
+    monkeypatch.setattr(report_html, "PAGE_ROWS", 64)
+    monkeypatch.setattr(report_html, "INDEX_ROWS", 70)  # a page of 50 rows straddles two index files
+    write_report(run)
+    assert len(list((run / "report-data").glob("index-*.js"))) >= 3
+    acc, rej = _jsonl(run / "accepted.jsonl"), _jsonl(run / "rejected.jsonl")
+    by_line = sorted(acc + rej, key=lambda r: r["line"])
+    d = browser
+    d.get((run / "report.html").resolve().as_uri())
+    _wait(d, "return document.body.dataset.ready === '1' && document.body.dataset.index === 'paged'")
+    assert [r["id"] for r in _rows(d)] == [r["id"] for r in by_line[:50]]
+    assert f"{len(by_line)} of {len(by_line)}" in d.find_element("id", "count").text.replace(",", "")
+    d.execute_script("document.querySelector('#next').click()")
+    _wait(d, "return document.querySelector('#page-info').textContent.startsWith('page 2')")
+    _wait(d, f"return document.querySelector('#rows tbody tr').dataset.id === '{by_line[50]['id']}'")
+    assert [r["id"] for r in _rows(d)] == [r["id"] for r in by_line[50:100]]
+    target = max(rej, key=lambda r: r["line"])  # in the last index file
+    _set(d, "#f-status", "rejected")
+    _wait(d, "return document.querySelector('#count').textContent.includes('trajectories match')")
+    assert f"{len(rej)} of {len(by_line)}" in d.find_element("id", "count").text.replace(",", "")
+    _set(d, "#f-task", target["task_id"])
+    _wait(d, f"return !!document.querySelector(`#rows tbody tr[data-id='{target['id']}']`)")
+    assert all(r["status"] == "rejected" and r["task"] == target["task_id"] for r in _rows(d))
+    d.execute_script("document.querySelector(`#rows tbody tr[data-id='${arguments[0]}']`).click()", target["id"])
+    _wait(d, "return document.querySelector('#detail').dataset.loaded === '1'")
+    assert len(d.find_elements("css selector", "#detail .msg")) == len(target["messages"])
+    d.get((run / "report.html").resolve().as_uri() + f"#open={target['id']}")  # a link to one candidate
+    d.refresh()
+    _wait(d, "return document.querySelector('#detail').dataset.loaded === '1'")
+    assert d.find_element("id", "d-title").text == target["id"]

@@ -30,6 +30,14 @@ def cohen_kappa(a: Sequence[Any] | np.ndarray, b: Sequence[Any] | np.ndarray) ->
     n = x.size
     if n == 0:
         return math.nan
+    if x.dtype.kind in "iu" and y.dtype.kind in "iu":  # labels: a contingency table, no sort, no copies of 8n bytes
+        lo = int(min(x.min(), y.min()))
+        k = int(max(x.max(), y.max())) - lo + 1
+        if k <= 64:
+            counts = np.bincount((x.ravel() - lo).astype(np.intp) * k + (y.ravel() - lo), minlength=k * k)
+            table = counts.reshape(k, k) / n
+            p_o, p_e = float(np.trace(table)), float(table.sum(axis=1) @ table.sum(axis=0))
+            return math.nan if math.isclose(p_e, 1.0) else (p_o - p_e) / (1.0 - p_e)
     cats, inv = np.unique(np.concatenate([x.ravel(), y.ravel()]), return_inverse=True)
     xi, yi = inv[:n], inv[n:]
     p_o = float(np.mean(xi == yi))
@@ -60,13 +68,22 @@ def krippendorff_alpha_nominal(data: Sequence[Sequence[Any]] | np.ndarray) -> fl
     counts = np.zeros((n_units, n_cats))  # n_uc: how many raters gave unit u category c
     unit_idx = np.broadcast_to(np.arange(n_units), arr.shape)[present]
     np.add.at(counts, (unit_idx, codes[present]), 1.0)
+    coinc = _coincidences(counts)
+    return math.nan if coinc is None else _alpha(coinc)
+
+
+def _coincidences(counts: np.ndarray) -> np.ndarray | None:
+    """The coincidence matrix of units x categories counts (None: no unit has two values)."""
     m = counts.sum(axis=1)
     keep = m >= 2
     counts, m = counts[keep], m[keep]
     if counts.shape[0] == 0:
-        return math.nan
+        return None
     w = 1.0 / (m - 1.0)
-    coinc = (counts * w[:, None]).T @ counts - np.diag((counts * w[:, None]).sum(axis=0))
+    return np.asarray((counts * w[:, None]).T @ counts - np.diag((counts * w[:, None]).sum(axis=0)))
+
+
+def _alpha(coinc: np.ndarray) -> float:
     n_c = coinc.sum(axis=1)
     n = n_c.sum()
     disagree_o = coinc.sum() - np.trace(coinc)
@@ -117,18 +134,37 @@ def comparable(labels: np.ndarray, panel: np.ndarray, min_pairs: int = MIN_PAIRS
         for other in [*labels, panel]:
             both = (labels[i] != MISSING) & (other != MISSING)
             n = int(both.sum())
-            if n < min_pairs:
-                row.append(f"not comparable: {n} independent candidates judged by both (fewer than {min_pairs})")
-            elif len(np.unique(labels[i][both])) < 2 or len(np.unique(other[both])) < 2:
-                row.append(f"not comparable: one of the two gave the same verdict on all {n} shared candidates")
-            else:
-                row.append(None)
+            row.append(why_not(n, len(np.unique(labels[i][both])) if n >= min_pairs else 0,
+                               len(np.unique(other[both])) if n >= min_pairs else 0, min_pairs))
         out.append(row)
     return out
 
 
-def panel_alpha(labels: np.ndarray) -> float:
-    return krippendorff_alpha_nominal(np.where(labels == MISSING, np.nan, labels.astype(float)))
+def why_not(n: int, values_a: int, values_b: int, min_pairs: int = MIN_PAIRS) -> str | None:
+    """Why a pair's kappa means nothing (None: it does), from how many candidates both judged and how
+    many distinct verdicts each gave on them."""
+    if n < min_pairs:
+        return f"not comparable: {n} independent candidates judged by both (fewer than {min_pairs})"
+    if values_a < 2 or values_b < 2:
+        return f"not comparable: one of the two gave the same verdict on all {n} shared candidates"
+    return None
+
+
+def panel_alpha(labels: np.ndarray, chunk: int = 1 << 16) -> float:
+    """Krippendorff's alpha of teachers x candidates labels (``MISSING`` = not given), as
+    :func:`krippendorff_alpha_nominal` gives it, a chunk of candidates at a time: the coincidence
+    matrix adds up over units, so memory stays flat however many candidates there are."""
+    cats = np.unique(labels[labels != MISSING]) if labels.size else np.zeros(0, labels.dtype)
+    if len(cats) == 0:
+        return math.nan
+    total: np.ndarray | None = None
+    for a in range(0, labels.shape[1], chunk):
+        part = labels[:, a:a + chunk]
+        counts = np.stack([(part == c).sum(axis=0) for c in cats], axis=1).astype(float)
+        coinc = _coincidences(counts)
+        if coinc is not None:
+            total = coinc if total is None else total + coinc
+    return math.nan if total is None else _alpha(total)
 
 
 def teacher_table(teachers: Sequence[str], labels: np.ndarray, panel: np.ndarray,
@@ -149,11 +185,27 @@ def teacher_table(teachers: Sequence[str], labels: np.ndarray, panel: np.ndarray
         agree_labels, agree_panel = labels[:, independent], panel[independent]
     kappa, n = pairwise(agree_labels, agree_panel)
     why = comparable(agree_labels, agree_panel, min_pairs)
-    rejections = len(decided_by)
     vetoes: dict[str, int] = {}
     for name in decided_by:
         key = name or "(none)"
         vetoes[key] = vetoes.get(key, 0) + 1
+    rates = []
+    for i in range(len(teachers)):
+        judged = labels[i] != MISSING
+        rates.append(float(labels[i][judged].mean()) if judged.any() else None)
+    alpha = panel_alpha(agree_labels) if agree_labels.size else math.nan
+    return build_table(teachers, kappa, n, why, rates, vetoes, len(decided_by), alpha,
+                       int(labels.shape[1]) if labels.ndim == 2 else 0,
+                       int(agree_labels.shape[1]) if agree_labels.ndim == 2 else 0,
+                       latencies, summaries, service, wait)
+
+
+def build_table(teachers: Sequence[str], kappa: np.ndarray, n: np.ndarray, why: list[list[str | None]],
+                rates: list[float | None], vetoes: dict[str, int], rejections: int, alpha: float, candidates: int,
+                independent: int, latencies: Mapping[str, Any], summaries: Sequence[Mapping[str, Any]],
+                service: Mapping[str, Any] | None = None, wait: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The teacher table from its figures (:func:`teacher_table` computes them from arrays,
+    :class:`~.stats.ScopeStats` a chunk of candidates at a time)."""
     rows = []
     for i, name in enumerate(teachers):
         st: dict[str, float] = {}
@@ -161,14 +213,13 @@ def teacher_table(teachers: Sequence[str], labels: np.ndarray, panel: np.ndarray
             for k, v in (s.get("teachers", {}).get(name) or {}).items():
                 if isinstance(v, int | float) and not isinstance(v, bool):
                     st[k] = st.get(k, 0) + v
-        judged = labels[i] != MISSING
         rows.append({
             "teacher": name,
             "calls": int(st.get("calls", 0)),
             "cache_hits": int(st.get("cache_hits", 0)),
             "calls_saved": int(st.get("calls_saved", 0)),
             "errors": int(st.get("errors", 0)),
-            "pass_rate": float(labels[i][judged].mean()) if judged.any() else None,
+            "pass_rate": rates[i],
             "vetoes": vetoes.get(name, 0),
             "veto_share": vetoes.get(name, 0) / rejections if rejections else None,
             "cost_usd": float(st.get("cost_usd", 0.0)),
@@ -180,8 +231,6 @@ def teacher_table(teachers: Sequence[str], labels: np.ndarray, panel: np.ndarray
             "kappa_why": why[i],  # None, or why the pair is not comparable
         })
     others = {k: v for k, v in vetoes.items() if k not in teachers}
-    alpha = panel_alpha(agree_labels) if agree_labels.size else math.nan
     return {"teachers": list(teachers), "rows": rows, "rejections": rejections, "other_vetoes": others,
-            "alpha": None if math.isnan(alpha) else round(alpha, 4),
-            "candidates": int(labels.shape[1]) if labels.ndim == 2 else 0,
-            "independent": int(agree_labels.shape[1]) if agree_labels.ndim == 2 else 0}
+            "alpha": None if math.isnan(alpha) else round(alpha, 4), "candidates": candidates,
+            "independent": independent}

@@ -1,26 +1,28 @@
 """Read a run directory (one curate run, or an expert-iteration loop of them) for the report.
 
-Memory stays flat in the size of the run: one pass over each run's decision files, failed events
-and verdicts keeps, per candidate, only a few numbers in compact arrays (status, round, line,
-score, interned task/reason/decider, one label per teacher) and *where* its messages and verdicts
-lie on disk (file and byte offset), never the messages, rationales or verdict records themselves;
-latency percentiles come from constant-size sketches. The browser's data is then built from those
-offsets in input order, one page of candidates at a time (:meth:`RunData.details`): a small run
-embeds it in the page as one gzipped blob, a large one writes it beside the page in files the
-browser loads as it needs them (see :mod:`.html`).
+One streaming pass over each run's decision files, failed events and verdicts parses every record
+once. Each candidate becomes a fixed-width record on disk (:mod:`.columns`: status, round, line,
+score, interned task/reason/decider, where its id and messages lie in the spill); what the browser
+shows of it -- its id, its messages as one JSON string, each verdict as one JSON array -- is
+serialised there and then into spill files beside the run and remembered by offset, never held.
+While reading, memory holds a line map, each candidate's last verdict offset and one label byte per
+teacher (about 20 bytes a candidate); :meth:`RunData.finish` writes the records out in input order
+with those, and frees them. Many distinct task ids are interned through SQLite (:mod:`.intern`).
+Latency percentiles come from constant-size sketches. The browser's data is then joined from those
+bytes in input order, one page of candidates at a time (:mod:`.pages`), with no second parse, and
+the statistics are computed a chunk at a time (:mod:`.stats`).
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import gzip
 import json
+import tempfile
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,11 +31,15 @@ from ..curation.layout import CurateDir, LoopDir
 from ..errors import RunStoreError
 from ..events import Sketch
 from .agreement import MISSING
+from .columns import DECIDED, Column, RecordFile
+from .intern import Interner
+from .spill import VERDICT, Blocks, LatencyBatch, Spill, gather
 
 STATUS = ("accepted", "rejected", "passed", "failed", "pending")  # passed: accepted, best_k not final
 _DECISIONS = (("accepted", 0), ("rejected", 1), ("passed", 2))
 _NONE = 255  # a label not given (MISSING as an unsigned byte)
 _ERROR = 2  # asked, but the teacher failed: no judgement
+_MARK = np.frombuffer(b"FPE", dtype=np.uint8)  # a label's letter (0 failed, 1 passed, 2 error)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -53,15 +59,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) of every whole line of ``path`` (a torn last line is left out)."""
+def _lines(path: Path) -> Iterator[bytes]:
+    """Every whole line of ``path`` (a torn last line is left out)."""
     if path.exists():
         with path.open("rb") as f:
-            off = 0
             for raw in f:
                 if raw.endswith(b"\n"):
-                    yield off, raw
-                off += len(raw)
+                    yield raw
 
 
 def find_sources(run_dir: Path) -> tuple[str, dict[str, Any], list[Source]]:
@@ -80,147 +84,149 @@ def find_sources(run_dir: Path) -> tuple[str, dict[str, Any], list[Source]]:
                         f"accepted.jsonl){hint}")
 
 
-class _Interner:
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self.values: list[str] = []
-
-    def __call__(self, value: str) -> int:
-        i = self.index.get(value)
-        if i is None:
-            i = self.index[value] = len(self.values)
-            self.values.append(value)
-        return i
-
-
-def _columns() -> dict[str, Any]:
-    return {"id": [], "task": array("i"), "st": array("b"), "by": array("i"), "score": array("d"),
-            "rnd": array("i"), "reason": array("i"), "line": array("q"), "saved": array("i"),
-            "tl": array("i"), "src": array("i"), "off": array("q")}
-
-
 @dataclass
 class RunData:
-    """Every candidate of a run as compact columns (numpy arrays once :meth:`finish` ran; ``id`` is a
-    list) plus where its messages (``src``, ``off``) and verdicts (``vrow``, ``voff``) are on disk."""
+    """Every candidate of a run as records on disk (``cols``: one :class:`~.columns.Column` per field
+    once :meth:`finish` ran; :meth:`rows` reads a slice of them), its id in ``idspill`` (a JSON string
+    at ``io``/``il``), and where its messages (``mo``/``ml``) and verdicts lie, serialised, in the spill
+    file: ``vh`` is the offset of a candidate's last verdict, each verdict there begins with the offset
+    of the one before it (-1 for its first), so memory holds nothing per verdict; ``l0``, ``l1``, ...
+    are its label from each teacher (0/1, ``_ERROR``, ``_NONE``)."""
 
     kind: str
     summary: dict[str, Any]
     sources: list[Source]
     teachers: list[str] = field(default_factory=list)
-    cols: dict[str, Any] = field(default_factory=_columns)
-    files: list[Path] = field(default_factory=list)  # what ``src`` and ``vsrc`` index
-    vrow: Any = field(default_factory=lambda: array("i"))  # per verdict: its candidate's row
-    vsrc: Any = field(default_factory=lambda: array("i"))
-    voff: Any = field(default_factory=lambda: array("q"))
+    cols: dict[str, Column] = field(default_factory=dict)  # once :meth:`finish` ran: input order, on disk
+    vh: Any = field(default_factory=lambda: array("q"))  # while reading: each row's last verdict
     label_rows: list[bytearray] = field(default_factory=list)  # per teacher: 0/1, _ERROR, _NONE
     errors: dict[str, int] = field(default_factory=dict)  # error verdicts per teacher
     latency: dict[tuple[int | None, str], dict[str, Sketch]] = field(default_factory=dict)
-    t_decided: Any = field(default_factory=lambda: array("d"))  # curate decisions over time
-    s_decided: Any = field(default_factory=lambda: array("b"))
-    tasks: _Interner = field(default_factory=_Interner)
-    reasons: _Interner = field(default_factory=_Interner)
-    names: _Interner = field(default_factory=_Interner)  # deciding teachers (and "best_k")
-    tools: _Interner = field(default_factory=_Interner)
-    saved_sets: _Interner = field(default_factory=_Interner)  # JSON lists of saved teachers
-    _rows: dict[int, int] = field(default_factory=dict)  # line -> row, of the source being read
+    tasks: Interner = field(default_factory=Interner)
+    reasons: Interner = field(default_factory=Interner)
+    names: Interner = field(default_factory=Interner)  # deciding teachers (and "best_k")
+    tools: Interner = field(default_factory=Interner)
+    saved_sets: Interner = field(default_factory=Interner)  # JSON lists of saved teachers
+    spill_dir: Path | None = None
+    _rows: Any = field(default_factory=lambda: array("i"))  # line -> row (-1: none), of the source being read
+
+    def __post_init__(self) -> None:
+        self._tix: dict[str, int] = {t: i for i, t in enumerate(self.teachers)}
+        near = self.spill_dir or (self.sources[0].dir if self.sources else Path(tempfile.gettempdir()))
+        self.spill, self.idspill = Spill(near), Spill(near)
+        for interner in (self.tasks, self.reasons, self.names, self.tools, self.saved_sets):
+            interner.near = near  # many distinct values move to a scratch SQLite file there
+        self.records = RecordFile(near)  # in the order met; :meth:`finish` sorts it to input order
+        self.decided = RecordFile(near, DECIDED)  # curate decisions over time (time, 0 accepted / 1 rejected)
+        self._orders: list[Any] = []  # per source read: its rows in line order
 
     @property
     def n(self) -> int:
-        return len(self.cols["id"])
+        return len(self.records)
 
     @property
     def timeline(self) -> list[tuple[float, int]]:
-        return list(zip(self.t_decided, self.s_decided, strict=True))
+        return list(zip(self.decided.field("t").tolist(), self.decided.field("s").tolist(), strict=True))
 
     def _teacher(self, name: str) -> int:
-        if name not in self.teachers:
+        t = self._tix.get(name)
+        if t is None:
+            t = self._tix[name] = len(self.teachers)
             self.teachers.append(name)
-        while len(self.label_rows) < len(self.teachers):
-            self.label_rows.append(bytearray([_NONE]) * self.n)
-        return self.teachers.index(name)
+            self.label_rows.append(bytearray())
+        return t
 
-    def _file(self, path: Path) -> int:
-        if path not in self.files:
-            self.files.append(path)
-        return self.files.index(path)
+    def _row_of(self, line: int) -> int:
+        return self._rows[line] if 0 <= line < len(self._rows) else -1
 
-    def _row(self, rnd: int | None, line: int, cand_id: str, task: str, status: int, rec: dict[str, Any],
-             src: int, off: int) -> int:
-        c = self.cols
-        i = self._rows[line] = self.n
-        c["id"].append(cand_id)
-        c["task"].append(self.tasks(task))
-        c["st"].append(status)
-        by = rec.get("decided_by")
-        c["by"].append(self.names(by) if by else -1)
-        c["score"].append(round(float(rec.get("score") or 0.0), 4))
-        c["rnd"].append(-1 if rnd is None else rnd)
-        c["reason"].append(self.reasons(str(rec.get("reason") or "")))
-        c["line"].append(line)
-        c["saved"].append(self.saved_sets(orjson.dumps(rec.get("saved") or []).decode()))
-        c["tl"].append(self.tools(orjson.dumps(rec.get("tools") or []).decode()))
-        c["src"].append(src if rec.get("messages") is not None else -1)
-        c["off"].append(off)
-        for lab in self.label_rows:
-            lab.append(_NONE)
-        return i
+    def _row(self, rnd: int | None, line: int, cand_id: str, task: str, status: int, rec: dict[str, Any]) -> int:
+        get, rows = rec.get, self._rows
+        i = len(self.records)
+        if line >= len(rows):
+            rows.extend([-1] * (max(line + 1, 2 * len(rows)) - len(rows)))
+        rows[line] = i
+        io, il = self.idspill.put(orjson.dumps(cand_id))
+        by = get("decided_by")
+        saved, tools = get("saved"), get("tools")
+        mo, ml = self._spill_messages(get("messages"))
+        self.records.append((self.tasks(task), status, self.names(by) if by else -1,
+                             round(float(get("score") or 0.0), 4), -1 if rnd is None else rnd,
+                             self.reasons(str(get("reason") or "")), line,
+                             self.saved_sets(orjson.dumps(saved).decode() if saved else "[]"),
+                             self.tools(orjson.dumps(tools).decode() if tools else "[]"), io, il, mo, ml))
+        self.vh.append(-1)
+        return i  # its labels: _NONE until a verdict sets one (label rows grow as verdicts come)
+
+    def _spill_messages(self, msgs: Any) -> tuple[int, int]:
+        """Spill messages as the JSON string the browser parses ((0, 0): none)."""
+        return self.spill.put(orjson.dumps(orjson.dumps(msgs).decode())) if msgs is not None else (0, 0)
 
     def read(self, src: Source) -> None:
         rnd = src.round
-        self._rows = {}
+        self._rows = array("i")
         run = CurateDir(src.dir)
         for name, status in _DECISIONS:
-            fi = self._file(run.jsonl(name))
-            for off, raw in _lines(run.jsonl(name)):
+            for raw in _lines(run.jsonl(name)):
                 rec = orjson.loads(raw)
-                if rec["line"] not in self._rows:
-                    self._row(rnd, rec["line"], str(rec.get("id", "")), str(rec.get("task_id", "")), status, rec,
-                              fi, off)
-        for _, raw in _lines(run.jsonl("events")):
+                if self._row_of(rec["line"]) < 0:
+                    self._row(rnd, rec["line"], str(rec.get("id", "")), str(rec.get("task_id", "")), status, rec)
+        for raw in _lines(run.jsonl("events")):
             if b'"accepted"' not in raw and b'"rejected"' not in raw and b'"failed"' not in raw:
                 continue
             ev = orjson.loads(raw)
             kind = ev.get("type")
-            if kind == "failed" and ev.get("line") not in self._rows:
-                self._row(rnd, ev["line"], str(ev.get("candidate_id", "")), "", 3, ev, -1, 0)
+            if kind == "failed" and self._row_of(ev.get("line", -1)) < 0:
+                self._row(rnd, ev["line"], str(ev.get("candidate_id", "")), "", 3, ev)
             elif kind in ("accepted", "rejected") and "t" in ev:
-                self.t_decided.append(float(ev["t"]))
-                self.s_decided.append(0 if kind == "accepted" else 1)
-        vf = self._file(run.jsonl("verdicts"))
-        for off, raw in _lines(run.jsonl("verdicts")):
-            v = orjson.loads(raw)
-            i = self._rows.get(v["line"])
-            if i is None:
-                i = self._row(rnd, v["line"], str(v.get("id", "")), "", 4, {"reason": "no decision recorded yet"},
-                              -1, 0)
-            t = self._teacher(v["teacher"])
-            err = v.get("error")
-            self.vrow.append(i)
-            self.vsrc.append(vf)
-            self.voff.append(off)
-            self.label_rows[t][i] = _ERROR if err is not None else int(bool(v.get("passed")))
-            if err is not None:
-                self.errors[v["teacher"]] = self.errors.get(v["teacher"], 0) + 1
-            elif not v.get("cached"):
-                sk = self.latency.setdefault((rnd, v["teacher"]), {})
-                sk.setdefault("latency_s", Sketch()).add(float(v.get("latency_s") or 0.0))
-                if "service_s" in v or "wait_s" in v:  # a paid call: where its time went
-                    sk.setdefault("service_s", Sketch()).add(float(v.get("service_s") or 0.0))
-                    sk.setdefault("wait_s", Sketch()).add(float(v.get("wait_s") or 0.0))
+                self.decided.append((float(ev["t"]), 0 if kind == "accepted" else 1))
+        lat: dict[tuple[str, str], LatencyBatch] = {}
+        for raw in _lines(run.jsonl("verdicts")):
+            self._verdict(rnd, orjson.loads(raw), lat)
+        for (name, key), b in lat.items():
+            self.latency.setdefault((rnd, name), {}).setdefault(key, Sketch()).merge(b.flush())
         self._from_input(src)
-        self._rows = {}
+        rows = np.frombuffer(self._rows, dtype=np.int32)
+        self._orders.append(rows[rows >= 0].copy())
+        self._rows = array("i")
+
+    def _verdict(self, rnd: int | None, v: dict[str, Any], lat: dict[tuple[str, str], LatencyBatch]) -> None:
+        get, line, name = v.get, v["line"], v["teacher"]
+        i = self._rows[line] if 0 <= line < len(self._rows) else -1
+        if i < 0:
+            i = self._row(rnd, line, str(get("id", "")), "", 4, {"reason": "no decision recorded yet"})
+        t = self._tix.get(name)
+        if t is None:
+            t = self._teacher(name)
+        err, passed = get("error"), bool(get("passed"))
+        frag = orjson.dumps([t, passed if err is None else None, get("score"), get("rationale") or "",
+                             bool(get("cached")), get("cost_usd") or 0.0, get("latency_s") or 0.0, err,
+                             get("service_s"), get("wait_s")])
+        vh = self.vh
+        vh[i] = self.spill.put(VERDICT.pack(vh[i], len(frag), t) + frag)[0]
+        lab = self.label_rows[t]
+        if i >= len(lab):
+            lab.extend(bytes([_NONE]) * (max(i + 1, 2 * len(lab)) - len(lab)))
+        lab[i] = _ERROR if err is not None else int(passed)
+        if err is not None:
+            self.errors[name] = self.errors.get(name, 0) + 1
+        elif not get("cached"):
+            keys = ("latency_s", "service_s", "wait_s") if "service_s" in v or "wait_s" in v else ("latency_s",)
+            for key in keys:  # a paid call: where its time went, too
+                b = lat.get((name, key))
+                if b is None:
+                    b = lat[(name, key)] = LatencyBatch()
+                b.add(float(get(key) or 0.0))
 
     def _from_input(self, src: Source) -> None:
         """Failed and pending candidates have no decision line: take their messages from the input."""
-        c = self.cols
-        want = {line: i for line, i in self._rows.items() if c["src"][i] < 0}
+        rows = np.frombuffer(self._rows, dtype=np.int32)
+        lines = np.flatnonzero(rows >= 0)
+        no_msgs = self.records.field("ml")[rows[lines]] == 0
+        want = dict(zip(lines[no_msgs].tolist(), rows[lines][no_msgs].tolist(), strict=True))
         path = Path(_read_json(CurateDir(src.dir).meta).get("input", ""))
         if not want or not path.is_file():
             return
-        fi = self._file(path)
         with path.open("rb") as f:
-            off = 0
             for line, raw in enumerate(f, 1):
                 i = want.pop(line, None)
                 if i is not None:
@@ -229,37 +235,61 @@ class RunData:
                     except orjson.JSONDecodeError:
                         rec = None
                     if isinstance(rec, dict):
-                        c["task"][i] = self.tasks(str(rec.get("task_id", "")))
-                        c["tl"][i] = self.tools(orjson.dumps(rec.get("tools") or []).decode())
-                        if rec.get("messages") is not None:
-                            c["src"][i], c["off"][i] = fi, off
+                        mo, ml = self._spill_messages(rec.get("messages"))
+                        self.records.set(i, task=self.tasks(str(rec.get("task_id", ""))), mo=mo, ml=ml,
+                                         tl=self.tools(orjson.dumps(rec.get("tools") or []).decode()))
                     if not want:
                         break
-                off += len(raw)
 
     def finish(self) -> None:
         """Put the candidates in input order (round, then line), as numpy columns."""
-        c = self.cols
-        order = np.lexsort((np.frombuffer(c["line"], dtype=np.int64), np.frombuffer(c["rnd"], dtype=np.int32)))
-        dtypes = {"b": np.int8, "i": np.int32, "q": np.int64, "d": np.float64}
-        for k, v in c.items():
-            if k == "id":
-                c[k] = [v[i] for i in order]
-            else:
-                c[k] = np.frombuffer(v, dtype=dtypes[v.typecode])[order] if len(v) else np.zeros(0, dtypes[v.typecode])
-        self.label_rows = [bytearray(np.frombuffer(lab, dtype=np.uint8)[order].tobytes()) for lab in self.label_rows]
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        vrow = rank[np.frombuffer(self.vrow, dtype=np.int32)] if len(self.vrow) else np.zeros(0, np.int64)
-        by_row = np.argsort(vrow, kind="stable")  # a candidate's verdicts in file order
-        self.vrow = vrow[by_row]
-        self.vsrc = np.frombuffer(self.vsrc, dtype=np.int32)[by_row] if len(self.vsrc) else np.zeros(0, np.int32)
-        self.voff = np.frombuffer(self.voff, dtype=np.int64)[by_row] if len(self.voff) else np.zeros(0, np.int64)
+        self.spill.flush()
+        self.idspill.flush()
+        n = len(self.records)
+        # sources are read in round order and each one's rows listed in line order: that is input order
+        order = np.concatenate(self._orders) if self._orders else np.zeros(0, np.int32)
+        if len(order) != n:  # rows no line map saw (cannot happen for well-formed runs): sort them
+            order = np.lexsort((self.records.field("line"), self.records.field("rnd")))
+        vh = np.frombuffer(self.vh, dtype=np.int64) if n else np.zeros(0, np.int64)
+        labs = [np.frombuffer(bytes(lab[:n]) + bytes([_NONE]) * (n - len(lab)), dtype=np.uint8)
+                for lab in self.label_rows]  # rows grew lazily
+        extra: dict[str, tuple[Any, Any]] = {"vh": ("<i8", vh.__getitem__)}
+        for t, lab in enumerate(labs):
+            extra[f"l{t}"] = ("u1", lab.__getitem__)
+        raw, self.records = self.records, self.records.sorted(order, extra)
+        raw.close()
+        self.vh, self.label_rows, self._orders = array("q"), [], []
+        self.cols = {k: Column(self.records, k) for k in self.records.dtype.names or ()}
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start`` to ``stop`` (input order) as records: one field a column."""
+        return self.records.rows(start, stop)
+
+    def verdicts(self, i: int, blocks: Blocks) -> list[tuple[int, bytes]]:
+        """Row ``i``'s verdicts, (teacher, JSON array), in the order they were written."""
+        return self.verdicts_at(int(self.cols["vh"][i]), blocks)
+
+    def verdicts_at(self, off: int, blocks: Blocks) -> list[tuple[int, bytes]]:
+        """The verdicts of the row whose last verdict is spilled at ``off``, in the order written."""
+        out = []
+        while off >= 0:
+            prev, n, t = VERDICT.unpack(blocks.get(off, VERDICT.size))
+            out.append((t, blocks.get(off + VERDICT.size, n)))
+            off = prev
+        return out[::-1]
+
+    def ids(self, start: int = 0, stop: int | None = None) -> list[str]:
+        return orjson.loads(self.ids_json(start, self.n if stop is None else stop))
+
+    def ids_json(self, start: int, stop: int) -> bytes:
+        """Rows ``start`` to ``stop``'s ids as a JSON list, joined from the blob."""
+        rows = self.rows(start, stop)
+        return b"[" + b",".join(gather(self.idspill, rows["io"].tolist(), rows["il"].tolist())) + b"]"
 
     def labels(self) -> np.ndarray:
         out = np.full((len(self.teachers), self.n), MISSING, dtype=np.int8)
-        for ti, lab in enumerate(self.label_rows):
-            raw = np.frombuffer(bytes(lab), dtype=np.uint8)
+        for ti in range(len(self.teachers)):
+            raw = np.asarray(self.cols[f"l{ti}"])
             out[ti] = np.where(raw <= 1, raw, MISSING).astype(np.int8)
         return out
 
@@ -276,72 +306,37 @@ class RunData:
         empty = np.array([s == "[]" for s in self.saved_sets.values] or [True])
         return empty[np.asarray(self.cols["saved"], dtype=np.int64)] if self.n else np.zeros(0, bool)
 
+    def marks_of(self, start: int, stop: int) -> list[str]:
+        """Per row, one letter per teacher: P passed, F failed, E error, S saved by short-circuit, . not asked."""
+        T = len(self.teachers)
+        if not T or start >= stop:
+            return [""] * max(stop - start, 0)
+        sets = [_saved_names(s) for s in self.saved_sets.values]
+        grid = np.empty((stop - start, T), dtype=np.uint8)
+        rows = self.rows(start, stop)
+        saved = rows["saved"].astype(np.int64)
+        for t, name in enumerate(self.teachers):
+            raw = rows[f"l{t}"]
+            in_set = np.array([name in s for s in sets] or [False])[saved]
+            grid[:, t] = np.where(raw <= 2, _MARK[np.minimum(raw, 2)], np.where(in_set, ord("S"), ord(".")))
+        flat = grid.tobytes().decode("ascii")
+        return [flat[j:j + T] for j in range(0, len(flat), T)]
+
     def marks(self, i: int) -> str:
-        """One letter per teacher: P passed, F failed, E error, S saved by short-circuit, . not asked."""
-        saved = self.saved(i)
-        return "".join("PFE"[(1, 0, 2).index(lab[i])] if lab[i] != _NONE else "S" if name in saved else "."
-                       for name, lab in zip(self.teachers, self.label_rows, strict=True))
-
-    # --- reading back from disk ------------------------------------------------------------------
-    def _handle(self, fi: int) -> IO[bytes]:
-        h = self._open.get(fi)
-        if h is None:
-            h = self._open[fi] = self.files[fi].open("rb")
-        return h
-
-    def _read_at(self, fi: int, off: int) -> dict[str, Any] | None:
-        h = self._handle(fi)
-        h.seek(off)
-        try:
-            rec = orjson.loads(h.readline())
-        except orjson.JSONDecodeError:
-            return None
-        return rec if isinstance(rec, dict) else None
-
-    def _verdict(self, j: int) -> dict[str, Any] | None:
-        return self._read_at(int(self.vsrc[j]), int(self.voff[j]))
-
-    def details(self, start: int, stop: int) -> dict[str, Any]:
-        """The browser's details of rows ``start`` to ``stop``: messages, tools, saved teachers and
-        verdicts, read back from the run's files."""
-        tix = {t: j for j, t in enumerate(self.teachers)}
-        c = self.cols
-        out: dict[str, Any] = {"tools": self.tools.values, "tl": [], "msgs": [], "saved": [], "v": []}
-        lo = int(np.searchsorted(self.vrow, start))
-        try:
-            for i in range(start, stop):
-                rec = self._read_at(int(c["src"][i]), int(c["off"][i])) if c["src"][i] >= 0 else None
-                msgs = rec.get("messages") if rec is not None else None
-                out["msgs"].append(orjson.dumps(msgs).decode() if msgs is not None else "")
-                out["tl"].append(int(c["tl"][i]))
-                out["saved"].append(self.saved(i))
-                vs: dict[str, list[Any]] = {}
-                while lo < len(self.vrow) and self.vrow[lo] == i:
-                    v = self._verdict(lo)
-                    lo += 1
-                    if v is None:
-                        continue
-                    vs[v["teacher"]] = [bool(v.get("passed")) if v.get("error") is None else None, v.get("score"),
-                                        v.get("rationale") or "", bool(v.get("cached")), v.get("cost_usd") or 0.0,
-                                        v.get("latency_s") or 0.0, v.get("error"), v.get("service_s"),
-                                        v.get("wait_s")]
-                out["v"].append([[tix[t], *v] for t, v in vs.items()])
-        finally:
-            self.close()
-        return out
+        return self.marks_of(i, i + 1)[0]
 
     def close(self) -> None:
-        for h in self._open.values():
-            h.close()
-        self._open.clear()
-
-    def __post_init__(self) -> None:
-        self._open: dict[int, IO[bytes]] = {}
+        self.spill.close()
+        self.idspill.close()
+        self.records.close()
+        self.decided.close()
+        for interner in (self.tasks, self.reasons, self.names, self.tools, self.saved_sets):
+            interner.close()
 
 
 def load_run(run_dir: str | Path) -> RunData:
     kind, summary, sources = find_sources(Path(run_dir))
-    data = RunData(kind, summary, sources)
+    data = RunData(kind, summary, sources, spill_dir=Path(run_dir))
     for s in sources:
         for t in s.summary.get("teachers", {}):
             data._teacher(t)
@@ -351,23 +346,8 @@ def load_run(run_dir: str | Path) -> RunData:
     return data
 
 
-def pack(obj: Any) -> str:
-    return base64.b64encode(gzip.compress(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY),
-                                          compresslevel=6, mtime=0)).decode()
-
-
-def index_of(data: RunData) -> dict[str, Any]:
-    """The browser's index: a few columns per candidate, for the list and its filters."""
-    c = data.cols
-    return {
-        "teachers": data.teachers, "names": data.names.values, "tasks": data.tasks.values,
-        "reasons": data.reasons.values, "status": list(STATUS),
-        "rounds": sorted({s.round for s in data.sources if s.round is not None}),
-        **{k: c[k] for k in ("id", "task", "st", "by", "score", "rnd", "reason", "line")},
-        "marks": [data.marks(i) for i in range(data.n)],
-    }
-
-
 def payloads(data: RunData) -> tuple[str, str]:
     """(index, details) blobs for a page that embeds all of its data."""
-    return pack(index_of(data)), pack(data.details(0, data.n))
+    from .pages import details_json, index_json, pack
+
+    return pack(index_json(data, 0, data.n)), pack(details_json(data, 0, data.n))

@@ -6,8 +6,10 @@ percentiles, Cohen's kappa with each other teacher and with the panel, Krippendo
 a trajectory browser. For an expert-iteration directory: per-round curves (pass@1, pass@k,
 acceptance rate, cost per accepted sample) and the same table and browser over every round's
 curate run, with a round filter. The browser's data is gzipped JSON decompressed in the page
-(``DecompressionStream``) and rendered one page of rows at a time, so 100,000 candidates open in
-a few seconds. :func:`screenshot_report` saves PNGs of the page with headless Chromium.
+(``DecompressionStream``) and rendered one page of rows at a time; above ``PAGED_ABOVE`` candidates
+it is not in the page but beside it, in ``report-data/`` files the page loads as it needs them
+(:mod:`.pages`), so the page stays small and writing it holds one page of candidates at a time.
+:func:`screenshot_report` saves PNGs of the page with headless Chromium.
 """
 
 from __future__ import annotations
@@ -27,21 +29,18 @@ from ..curation.store import atomic_write
 from ..errors import TgrsError
 
 try:
-    import numpy as np
-
     from ..events import Sketch
-    from .agreement import teacher_table
-    from .data import RunData, index_of, load_run, pack
+    from .data import RunData, load_run
+    from .pages import DATA_DIR, INDEX_ROWS, PAGE_ROWS, PAGED_ABOVE, details_json, index_head, index_json, pack
+    from .pages import write_pages as _write_pages
     from .plots import plots_html
+    from .stats import Scan
 except ImportError as e:  # numpy (and matplotlib) come with the [report] extra
     _MISSING: ImportError | None = e
 else:
     _MISSING = None
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-PAGED_ABOVE = 10_000  # candidates: above this the browser's details are paged from files beside the page
-PAGE_ROWS = 2_000  # candidates per details file
-DATA_DIR = "report-data"
 _SUM_KEYS = ("input_lines", "valid", "accepted", "rejected", "invalid", "failed", "pending", "calls",
              "calls_saved", "cost_usd", "rate_limited", "wall_s")
 
@@ -110,23 +109,20 @@ def _merged(data: RunData, teacher: str, rnd: int | None, key: str) -> Sketch:
     return out
 
 
-def _teachers(data: RunData, labels: np.ndarray, panel: np.ndarray) -> str:
-    rnd, st, by = np.asarray(data.cols["rnd"]), np.asarray(data.cols["st"]), data.cols["by"]
-    independent = data.independent()
-    names = data.names.values
+def _scopes(data: RunData) -> list[int | None]:
+    return [None] + ([s.round for s in data.sources] if data.kind == "loop" else [])
+
+
+def _teachers(data: RunData, scan: Scan) -> str:
     scopes: list[tuple[str, str, int | None]] = [("all", "all rounds" if data.kind == "loop" else "this run", None)]
     if data.kind == "loop":
         scopes += [(f"round-{s.round}", f"round {s.round}", s.round) for s in data.sources]
     parts, options = [], []
     for i, (name, label, r) in enumerate(scopes):
-        mask = np.ones(data.n, bool) if r is None else rnd == r
-        rej = np.flatnonzero(mask & (st == 1))
         lat, service, wait = ({t: _merged(data, t, r, key) for t in data.teachers}
                               for key in ("latency_s", "service_s", "wait_s"))
         sums = [s.summary for s in data.sources if r is None or s.round == r]
-        t = teacher_table(data.teachers, labels[:, mask], panel[mask],
-                          [names[by[j]] if by[j] >= 0 else None for j in rej], lat, sums,
-                          independent=independent[mask], service=service, wait=wait)
+        t = scan.scopes[r].table(data.teachers, lat, sums, service=service, wait=wait)
         parts.append(_scope_html(name, label, t, hidden=i > 0))
         options.append(f'<option value="{_esc(name)}">{_esc(label)}</option>')
     pick = f'<label>scope <select id="teacher-scope">{"".join(options)}</select></label>' if len(scopes) > 1 else ""
@@ -210,6 +206,8 @@ def _rounds_table(data: RunData) -> str:
     cols = (("round", "round"), ("samples", "generated"), ("accepted", "accepted"),
             ("acceptance_rate", "acceptance"), ("pooled", "pooled"), ("sft_rows", "trained on (rows)"),
             ("pass@1", "pass@1"))
+    if any("cost_usd" in r for r in data.summary.get("rounds", [])):  # what each round paid (tgrs_agents.loop.budget)
+        cols += (("cost_usd", "paid $"), ("cost_per_accepted_usd", "$ / accepted"))
     head = "".join(f"<th>{_esc(h)}</th>" for _, h in cols)
 
     def cell(r: dict[str, Any], k: str) -> str:
@@ -218,6 +216,8 @@ def _rounds_table(data: RunData) -> str:
             return "–"
         if k == "sft_rows" and r.get("carried_over"):
             return "0 (student carried over)"
+        if k in ("cost_usd", "cost_per_accepted_usd"):
+            return f"{v:.6f}"
         return f"{v:.0%}" if k == "acceptance_rate" else f"{v:.3f}" if k == "pass@1" else f"{v:,}"
 
     body = "".join("<tr>" + "".join(f"<td>{cell(r, k)}</td>" for k, _ in cols) + "</tr>"
@@ -227,21 +227,24 @@ def _rounds_table(data: RunData) -> str:
             f"</tr></thead><tbody>{body}</tbody></table>")
 
 
-def render(data: RunData, run_dir: Path, paged: dict[str, Any] | None = None) -> str:
-    """The page; ``paged`` (pages, page size, folder): the details are in files beside it, not inline."""
-    labels, panel = data.labels(), data.panel()
-    index = pack(index_of(data))
-    details = "" if paged else pack(data.details(0, data.n))
+def render(data: RunData, run_dir: Path, paged: dict[str, Any] | None = None,
+           paged_index: dict[str, Any] | None = None) -> str:
+    """The page; ``paged`` / ``paged_index`` (pages, page size, folder): the details / the index's
+    columns are in files beside it, not inline (the index's shared tables always are)."""
+    scan = Scan(data, _scopes(data))  # the statistics, a chunk of candidates at a time
+    index = pack(index_head(data) if paged_index else index_json(data, 0, data.n))
+    details = "" if paged else pack(details_json(data, 0, data.n))
     kind = f"expert iteration, {len(data.summary['rounds']) - 1} rounds" if data.kind == "loop" else "curate run"
     parts = {
         "title": _esc(f"tgrs report: {run_dir.name}"), "heading": _esc(str(run_dir)), "kind": _esc(kind),
         "generated": _esc(time.strftime("%Y-%m-%d %H:%M:%S")),
         "cards": _cards(data), "notes": _notes(data) + _rounds_table(data),
-        "plots": plots_html(data, labels), "teachers": _teachers(data, labels, panel),
+        "plots": plots_html(data, scan), "teachers": _teachers(data, scan),
         "css": (ASSETS / "report.css").read_text(), "js": (ASSETS / "report.js").read_text(),
         "index": index, "details": details,
         # JSON in a script element: not HTML-escaped (the page reads it), only "</" kept out
-        "meta": json.dumps({"kind": data.kind, "n": data.n, **({"paged": paged} if paged else {})})
+        "meta": json.dumps({"kind": data.kind, "n": data.n, **({"paged": paged} if paged else {}),
+                            **({"index": paged_index} if paged_index else {})})
         .replace("</", "<\\/"),
     }
     template = (ASSETS / "report.html").read_text()
@@ -256,34 +259,26 @@ def write_report(run_dir: str | Path) -> Path:
     out = run_dir / "report.html"
     was_enabled = gc.isenabled()
     gc.disable()  # millions of small, long-lived lists: the cyclic GC would double the time
+    data = None
     try:
         data = load_run(run_dir)
-        paged = write_pages(data, run_dir / DATA_DIR) if data.n > PAGED_ABOVE else None
+        paged, index = write_pages(data, run_dir / DATA_DIR) if data.n > PAGED_ABOVE else (None, None)
         if paged is None:
             shutil.rmtree(run_dir / DATA_DIR, ignore_errors=True)  # an earlier, larger report's
-        page = render(data, run_dir.resolve(), paged)
+        page = render(data, run_dir.resolve(), paged, index)
     finally:
+        if data is not None:
+            data.close()
         if was_enabled:
             gc.enable()
     atomic_write(out, page)
     return out
 
 
-def write_pages(data: RunData, folder: Path) -> dict[str, Any]:
-    """The browser's details in files of ``PAGE_ROWS`` candidates (``details-K.js``: a script that
-    hands its gzipped JSON to the page, so it loads from ``file://`` too); one page in memory at a
-    time. Written to a new folder that then replaces the old one."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    pages = 0
-    for start in range(0, data.n, PAGE_ROWS):
-        blob = pack(data.details(start, min(start + PAGE_ROWS, data.n)))
-        (tmp / f"details-{pages}.js").write_text(f'tgrsDetails({pages}, "{blob}");\n')
-        pages += 1
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return {"pages": pages, "rows": PAGE_ROWS, "dir": folder.name}
+def write_pages(data: RunData, folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The browser's details in files of ``PAGE_ROWS`` candidates and its index in files of
+    ``INDEX_ROWS`` (see :func:`.pages.write_pages`)."""
+    return _write_pages(data, folder, PAGE_ROWS, INDEX_ROWS)
 
 
 def maybe_write_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Path | None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .columns import CHUNK, RecordFile
 from .data import RunData
+from .stats import Scan
 
 
 def _esc(x: Any) -> str:
@@ -72,6 +74,9 @@ def round_curves(data: RunData) -> list[tuple[str, str]]:
     for r in judged:
         s = costs.get(r["round"], {})
         acc = s.get("accepted") or r.get("accepted") or 0
+        if "cost_usd" in r:  # the round's whole cost (judge, refine, ...: tgrs_agents.loop.budget)
+            cpa.append(r.get("cost_per_accepted_usd") or 0.0)
+            continue
         cpa.append(s.get("cost_usd", 0.0) / acc if acc else 0.0)
     ax.plot([r["round"] for r in judged], cpa, marker="o", color="C3")
     ax.set_xlabel("round")
@@ -80,45 +85,81 @@ def round_curves(data: RunData) -> list[tuple[str, str]]:
     return out
 
 
-def run_plots(data: RunData, labels: np.ndarray) -> list[tuple[str, str]]:
+def _decision_curve(decided: RecordFile) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Seconds since the first decision and how many were accepted / rejected by then, at up to 4000
+    points (not 1M) of the decisions in time order. They were logged in that order: then a chunk at a
+    time; otherwise sorted in memory."""
+    n = len(decided)
+    shown = np.unique(np.linspace(0, n - 1, min(n, 4000)).astype(np.int64))
+    t, counts, carry = np.empty(len(shown)), [np.empty(len(shown), np.int32) for _ in range(2)], [0, 0]
+    last: tuple[Any, Any] | None = None
+    first = 0.0
+    for a in range(0, n, CHUNK):
+        rec = decided.rows(a, a + CHUNK)
+        when, s = rec["t"], rec["s"]
+        if last is not None:
+            when, s = np.concatenate([[last[0]], when]), np.concatenate([[last[1]], s])
+        later = (when[1:] > when[:-1]) | ((when[1:] == when[:-1]) & (s[1:] >= s[:-1]))
+        if not later.all() or np.isnan(when).any():  # not in time order: sort them all, as before
+            return _decision_curve_sorted(decided, shown)
+        when, s = rec["t"], rec["s"]
+        last = (when[-1], s[-1])
+        if a == 0:
+            first = when[0]
+        pick = (shown >= a) & (shown < a + len(rec))
+        t[pick] = when[shown[pick] - a] - first
+        for status in (0, 1):
+            cs = np.cumsum(s == status, dtype=np.int32) + np.int32(carry[status])
+            counts[status][pick] = cs[shown[pick] - a]
+            carry[status] = int(cs[-1])
+    return t, counts
+
+
+def _decision_curve_sorted(decided: RecordFile, shown: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    when, s = decided.field("t"), decided.field("s")
+    order = np.lexsort((s, when))
+    s = s[order]
+    return when[order[shown]] - when[order[0]], [np.cumsum(s == status, dtype=np.int32)[shown] for status in (0, 1)]
+
+
+def run_plots(data: RunData, scan: Scan) -> list[tuple[str, str]]:
     out = []
-    if data.timeline and data.kind == "curate":  # a loop's rounds are hours apart
+    if len(data.decided) and data.kind == "curate":  # a loop's rounds are hours apart
         fig, ax = _fig("decisions over time")
-        tl = np.array(sorted(data.timeline))
-        t = tl[:, 0] - tl[0, 0]
+        t, counts = _decision_curve(data.decided)
         for status, name, color in ((0, "accepted", "C2"), (1, "rejected", "C3")):
-            ax.plot(t, np.cumsum(tl[:, 1] == status), label=name, color=color)
+            ax.plot(t, counts[status], label=name, color=color)
         ax.set_xlabel("seconds since the first decision")
         ax.legend()
         out.append(("decisions over time", _png(fig)))
     if data.teachers:
         fig, ax = _fig("teacher outcomes")
-        per_set = np.bincount(np.asarray(data.cols["saved"], dtype=np.int64), minlength=len(data.saved_sets.values))
+        per_set = scan.per_set[:len(data.saved_sets)]
         sets = [json.loads(names) for names in data.saved_sets.values]
         saved = [sum(int(c) for c, names in zip(per_set, sets, strict=False) if t in names) for t in data.teachers]
         err = [data.errors.get(t, 0) for t in data.teachers]
         bottom = np.zeros(len(data.teachers))
-        for vals, name, color in (((labels == 1).sum(axis=1), "passed", "C2"), ((labels == 0).sum(axis=1), "failed",
-                                  "C3"), (err, "error", "C1"), (saved, "saved (not called)", "0.75")):
+        every = scan.scopes[None]
+        for vals, name, color in ((every.passed, "passed", "C2"), (every.judged - every.passed, "failed", "C3"),
+                                  (err, "error", "C1"), (saved, "saved (not called)", "0.75")):
             ax.bar(data.teachers, vals, bottom=bottom, label=name, color=color)
             bottom = bottom + np.asarray(vals)
         fig.legend(loc="outside lower center", ncols=4, fontsize=8)
         out.append(("teacher outcomes", _png(fig)))
-    st, score = np.asarray(data.cols["st"]), np.asarray(data.cols["score"], dtype=float)
     if data.n:
         fig, ax = _fig("panel score by decision")
-        bins = np.linspace(min(0.0, score.min()), max(1.0, score.max()), 21)
-        ax.hist([score[np.isin(st, (0, 2))], score[st == 1]], bins=bins, label=["accepted", "rejected"],
-                color=["C2", "C3"], stacked=True)
+        bins, acc, rej = scan.bins, scan.acc, scan.rej  # counts: no copy of every score in matplotlib
+        ax.stairs(acc, bins, fill=True, label="accepted", color="C2")
+        ax.stairs(acc + rej, bins, baseline=acc, fill=True, label="rejected", color="C3")
         ax.legend()
         out.append(("panel score by decision", _png(fig)))
     return out
 
 
-def plots_html(data: RunData, labels: np.ndarray) -> str:
+def plots_html(data: RunData, scan: Scan) -> str:
     """The report's plots as ``<figure>`` elements with embedded PNGs (or a note without matplotlib)."""
     try:
-        plots = (round_curves(data) if data.kind == "loop" else []) + run_plots(data, labels)
+        plots = (round_curves(data) if data.kind == "loop" else []) + run_plots(data, scan)
     except ImportError:
         return '<p class="note">Install matplotlib (<code>pip install tgrs-agents[report]</code>) for plots.</p>'
     return "".join(f'<figure><img class="plot" alt="{_esc(t)}" title="{_esc(t)}" src="data:image/png;base64,{b}">'

@@ -32,6 +32,11 @@
     return JSON.parse(await new Response(stream).text());
   }
 
+  // a large run's index is not in the page either: its shared tables are, and its columns are in files
+  // of META.index.rows candidates (report-data/index-K.js, each calling tgrsIndex(K, blob)), loaded
+  // for the rows shown, and all of them (once) when a filter needs every candidate
+  const META = JSON.parse($("#meta").textContent);
+  const IDX = META.index || null;
   let D;
   try {
     if (typeof DecompressionStream === "undefined") throw new Error("this browser has no DecompressionStream");
@@ -40,7 +45,43 @@
     $("#count").textContent = "cannot read the embedded data: " + e.message;
     return;
   }
-  const N = D.id.length, T = D.teachers.length;
+  const N = IDX ? META.n : D.id.length, T = D.teachers.length;
+  const COLS = ["task", "st", "by", "score", "rnd", "reason", "line"];
+  if (IDX) {
+    D.id = new Array(N);
+    D.marks = new Array(N);
+    for (const c of COLS) D[c] = c === "score" ? new Float64Array(N) : new Int32Array(N);
+    document.body.dataset.index = "paged";
+  }
+  const ipages = new Map(), iwaiting = new Map();
+  let iloaded = 0;
+  window.tgrsIndex = (k, b64) => { const w = iwaiting.get(k); if (w) w(b64); };
+  function loadIndexPage(k) {
+    if (!ipages.has(k)) ipages.set(k, new Promise((resolve, reject) => {
+      iwaiting.set(k, (b64) => inflate(b64).then((p) => {
+        const o = k * IDX.rows;
+        for (let j = 0; j < p.id.length; j++) { D.id[o + j] = p.id[j]; D.marks[o + j] = p.marks[j]; }
+        for (const c of COLS) D[c].set(p[c], o);
+        iloaded++;
+        resolve();
+      }, reject));
+      document.head.append(el("script", { src: `${IDX.dir}/index-${k}.js`, onerror: () =>
+        reject(new Error(`cannot load ${IDX.dir}/index-${k}.js (keep it beside report.html)`)) }));
+    }));
+    return ipages.get(k);
+  }
+  function ensureRows(lo, hi) {  // the index of rows lo..hi-1
+    const ps = [];
+    if (IDX && hi > lo) for (let k = Math.floor(lo / IDX.rows); k <= Math.floor((hi - 1) / IDX.rows); k++) ps.push(loadIndexPage(k));
+    return Promise.all(ps);
+  }
+  async function ensureAll() {
+    if (!IDX) return;
+    for (let k = 0; k < IDX.pages && iloaded < IDX.pages; k++) {
+      $("#count").textContent = `loading the index: page ${k + 1} of ${IDX.pages}…`;
+      await loadIndexPage(k);
+    }
+  }
   const taskIndex = new Map(D.tasks.map((t, i) => [t, i]));
   if (!D.rounds.length) document.body.classList.add("no-rounds");
   for (const s of D.status) $("#f-status").append(el("option", { value: s, text: s }));
@@ -52,7 +93,6 @@
 
   // a large run's details are not in the page: files of META.paged.rows candidates beside it
   // (report-data/details-K.js, each calling tgrsDetails(K, blob)), loaded when a row is opened
-  const META = JSON.parse($("#meta").textContent);
   const PAGED = META.paged || null;
   const pages = new Map(), waiting = new Map();
   window.tgrsDetails = (k, b64) => { const w = waiting.get(k); if (w) w(b64); };
@@ -81,10 +121,21 @@
   if (PAGED) document.body.dataset.details = "paged";
 
   const state = { status: "all", by: "any", round: "all", task: "", q: "", page: 0 };
-  let matches = new Int32Array(0);
+  let matches = new Int32Array(0), everyRow = null, applying = 0;
 
-  function apply(resetPage = true) {
-    const t0 = performance.now();
+  async function apply(resetPage = true) {
+    const t0 = performance.now(), gen = ++applying;
+    if (IDX && state.status === "all" && state.by === "any" && state.round === "all" && !state.task && !state.q) {
+      everyRow = everyRow || Int32Array.from({ length: N }, (_, i) => i);  // nothing to read to list them all
+      matches = everyRow;
+      if (resetPage) state.page = 0;
+      await render();
+      saveHash();
+      window.tgrsLastApplyMs = performance.now() - t0;
+      return;
+    }
+    try { await ensureAll(); } catch (e) { $("#count").textContent = e.message; return; }
+    if (gen !== applying) return;
     const st = D.status.indexOf(state.status), by = D.names.indexOf(state.by);
     const rnd = state.round === "all" ? null : Number(state.round);
     const task = state.task ? (taskIndex.has(state.task) ? taskIndex.get(state.task) : -2) : -1;
@@ -109,7 +160,7 @@
     }
     matches = out.subarray(0, k);
     if (resetPage) state.page = 0;
-    render();
+    await render();
     saveHash();
     window.tgrsLastApplyMs = performance.now() - t0;
   }
@@ -124,11 +175,17 @@
     return span;
   }
 
-  function render() {
+  let rendering = 0;
+  async function render() {
+    const gen = ++rendering;
     const pages = Math.max(1, Math.ceil(matches.length / PAGE));
     state.page = Math.min(Math.max(state.page, 0), pages - 1);
     const frag = document.createDocumentFragment();
-    const start = state.page * PAGE;
+    const start = state.page * PAGE, stop = Math.min(start + PAGE, matches.length);
+    if (IDX && stop > start) {
+      try { await ensureRows(matches[start], matches[stop - 1] + 1); } catch (e) { $("#count").textContent = e.message; return; }
+      if (gen !== rendering) return;
+    }
     for (let j = start; j < Math.min(start + PAGE, matches.length); j++) {
       const i = matches[j], status = D.status[D.st[i]];
       const tr = el("tr", { "data-row": String(i), "data-id": D.id[i], "data-status": status,
@@ -282,15 +339,16 @@
     if (h.has(k)) { state[k] = h.get(k); $(sel).value = state[k]; }
   }
   if (h.has("q")) await detailsP;
-  apply();
+  await apply();
   state.page = Math.max(0, Number(h.get("page") || 1) - 1);
-  render();
+  await render();
   document.body.dataset.ready = "1";
   window.tgrsFirstPageMs = performance.now();
   if (viewMode === "browser") document.body.classList.add("only-browser");
   if (h.get("section")) document.getElementById(h.get("section"))?.scrollIntoView();
   const open = h.get("open");
   if (open) {
+    if (open !== "first") await ensureAll();
     const i = open === "first" ? matches[0] : D.id.indexOf(open);
     if (i !== undefined && i >= 0) await openRow(i);
   }
