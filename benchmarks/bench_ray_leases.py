@@ -7,6 +7,10 @@ lease is ``LeaseBank.LEASE_S`` of the endpoint's rate. This measures, on local R
 * one client's round trip (``await grant.remote()``, one at a time);
 * the actor's throughput with ``--clients`` callers keeping ``--depth`` grants each in flight.
 
+The run's claim actor (:class:`tgrs_agents.cluster.actors.ClaimActor`, exactly-once verdicts across
+workers) is asked once per *paid call* on a ledger miss (a claim, then a fire-and-forget release), so it
+is measured the same way: its claims/s bound the cluster's paid calls a second, whatever the endpoints.
+
 Then the arithmetic: one actor keeps up
 whatever the endpoint's rate (5 leases/s cover it), and each busy worker costs it about two calls
 a second (a grant and a give-back per ``VALID_S``): about ``leases/s / 2`` workers on one endpoint
@@ -23,7 +27,7 @@ import time
 
 import ray
 
-from tgrs_agents.cluster.actors import bank_handle
+from tgrs_agents.cluster.actors import bank_handle, claims_handle
 from tgrs_agents.cluster.leases import LeaseBank
 from tgrs_agents.paid.limits import EndpointLimits
 
@@ -44,6 +48,27 @@ def client(run: str, seconds: float, depth: int) -> int:
                 n += 1
 
         await asyncio.gather(*(lane() for _ in range(depth)))
+        return n
+
+    return asyncio.run(main())
+
+
+@ray.remote(num_cpus=0)
+def claimer(run: str, seconds: float, depth: int, who: int) -> int:
+    h = claims_handle(run)
+
+    async def main() -> int:
+        n, end = 0, time.monotonic() + seconds
+
+        async def lane(j: int) -> None:
+            nonlocal n
+            while time.monotonic() < end:
+                key = f"{who}-{j}-{n}"
+                await h.claim.remote(key, f"w{who}")
+                h.release.remote(key, f"w{who}")
+                n += 1
+
+        await asyncio.gather(*(lane(j) for j in range(depth)))
         return n
 
     return asyncio.run(main())
@@ -83,6 +108,13 @@ def main() -> None:
     print(f"an endpoint needs 1/{LeaseBank.LEASE_S} = {1 / LeaseBank.LEASE_S:g} leases/s whatever its rate; a worker "
           f"renews at least every {LeaseBank.VALID_S:g} s (a grant and a give-back): one bank actor keeps up with "
           f"~{rate / per_worker:,.0f} busy workers on one endpoint")
+    ray.get(claims_handle("bench").report.remote())  # started
+    t = time.perf_counter()
+    n = sum(ray.get([claimer.remote("bench", args.seconds, args.depth, i) for i in range(args.clients)]))
+    wall = time.perf_counter() - t
+    crate = n / args.seconds
+    print(f"claims: {args.clients} clients x {args.depth} in flight: {n} claims (+ releases) in {args.seconds:.0f} s "
+          f"(wall {wall:.1f} s) = {crate:,.0f} paid calls/s ({crate * 60:,.0f}/min) through one claim actor")
     ray.shutdown()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from tgrs_agents.cluster.actors import RayBank, RayBook, bank_handle, book_handle
 from tgrs_agents.cluster.engine import curate_on_ray
 from tgrs_agents.curation.panel_file import load_panel
-from tgrs_agents.curation.run import CurateOptions
+from tgrs_agents.curation.run import CurateOptions, CurateRun
 from tgrs_agents.paid.limits import EndpointLimits
 from tgrs_agents.tasks.arithmetic_data import write_synthetic
 
@@ -51,19 +49,6 @@ def test_the_book_actor_is_one_budget(ray_local):
     assert book.reserve(0.1) == 0.0
     book.settle(0.6, 0.1)  # spent 0.1 of an allowance of 0.6: 0.5 back
     assert book.reserve(1.0) == pytest.approx(0.5)
-
-
-@pytest.fixture(scope="module")
-def standin():
-    proc = subprocess.Popen([sys.executable, "-m", "tgrs_agents.testing.standin", "--port", "0", "--plan",
-                             json.dumps({"rpm": 2400, "latency_mean_s": 0.05, "seed": 1})],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert line.startswith("PORT "), line
-    yield f"http://127.0.0.1:{int(line.split()[1])}"
-    proc.terminate()
-    proc.wait(10)
-    proc.stdout.close()
 
 
 def test_paid_shards_share_one_limit(ray_local, standin, tmp_path, monkeypatch):
@@ -104,7 +89,10 @@ def test_a_worker_killed_mid_run_resumes_its_shard(ray_local, standin, tmp_path,
     panel.write_text("\n".join(['policy = "unanimous"', "[[teacher]]", 'name = "judge"', 'kind = "openai"',
                                 'model = "gpt-4o-mini"', f'base_url = "{standin}/v1"', f'api_key_env = "{KEY_ENV}"',
                                 "max_tokens = 64", "rpm = 2400"]) + "\n")
+    import random
+
     n, in_flight = 300, 16
+    at = random.randint(10, 150)  # a random moment: after this many of shard 0's verdicts
     data = write_synthetic(tmp_path / "in.jsonl", n, seed=4, per_task=1)
     run = tmp_path / "run"
     killed: list[int] = []
@@ -114,7 +102,7 @@ def test_a_worker_killed_mid_run_resumes_its_shard(ray_local, standin, tmp_path,
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if len(verdicts.read_bytes().splitlines()) >= 30:
+                if len(verdicts.read_bytes().splitlines()) >= at:
                     pid = int(lock.read_text().split()[0])
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -130,13 +118,18 @@ def test_a_worker_killed_mid_run_resumes_its_shard(ray_local, standin, tmp_path,
                       workers=2)
     t.join()
     after = json.load(urllib.request.urlopen(f"{standin}/stats", timeout=10))
-    assert killed, "the worker was never killed: the test proves nothing"
+    assert killed, f"the worker was never killed (at {at}): the test proves nothing"
     ids = [json.loads(line)["id"] for name in ("accepted", "rejected")
            for line in (run / f"{name}.jsonl").read_text().splitlines()]
     where = {str(p.relative_to(run)): len(p.read_text().splitlines()) for p in run.rglob("*.jsonl")}
     assert len(ids) == len(set(ids)) == n, (killed, where, s)  # nothing lost, none written twice
     assert s["accepted"] + s["rejected"] == n
     calls = after.get("requests", 0) - before.get("requests", 0)
-    assert n <= calls <= n + in_flight  # repaid: at most the calls in flight at the kill
+    assert n <= calls <= n + in_flight, at  # repaid: at most the calls in flight at the kill
+    one = tmp_path / "single"  # the outputs equal a single process's on the same input
+    asyncio.run(CurateRun(data, load_panel(panel), one, options=CurateOptions(cache=False)).run())
+    for name in ("accepted", "rejected"):
+        assert sorted(map(json.loads, (run / f"{name}.jsonl").read_text().splitlines()), key=str) == sorted(
+            map(json.loads, (one / f"{name}.jsonl").read_text().splitlines()), key=str), (name, at)
     key = b"sk-test-cluster-not-a-real-key"
     assert not any(key in p.read_bytes() for p in run.rglob("*") if p.is_file())

@@ -33,7 +33,7 @@ def rows(path: Path, drop: tuple[str, ...] = ()) -> list[str]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     # broken lines every 37th; synthetic_lines also plants one repeated id (its second use is in the same
-    # shard as its first: cross-shard repeats are not detected yet, see the module docstring of engine)
+    # shard as its first; repeats across shards: tests/cluster/test_repeats.py)
     path = tmp_path_factory.mktemp("in") / "in.jsonl"
     path.write_text("".join(line + "\n" for line in synthetic_lines(600, seed=3, bad_every=37)))
     return path

@@ -215,3 +215,14 @@ def test_the_book_refuses_nothing_without_a_limit():
     assert book.reserve(5.0) == 5.0
     book.settle(5.0, 2.0)
     assert book.spent_usd == 2.0 and book.out_usd == 0.0
+
+
+def test_the_first_second_is_paced_from_the_first_grant_not_the_banks_creation():
+    clock = FakeClock()
+    bank = LeaseBank(EndpointLimits(rpm=3000), clock)  # 50/s; a lease is 0.2 s: 10 requests
+    clock.t += 30.0  # created by the driver long before any worker asks
+    first = bank.grant(1 << 30)
+    second = bank.grant(1 << 30)
+    assert first.requests == second.requests == 10
+    assert first.wait_s == pytest.approx(9 / 50)  # one request banked, the rest paced
+    assert second.wait_s == pytest.approx(19 / 50)

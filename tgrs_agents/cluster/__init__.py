@@ -8,7 +8,14 @@ one ledger for the whole cluster.
 * :mod:`.actors` -- the Ray actors that own the bank and the book (the only module importing Ray
   at import time; nothing imports it until ``--engine ray`` runs);
 * :mod:`.shards` and :mod:`.engine` -- line-aligned byte-range shards, one curate run per shard on a
-  Ray worker, merged into the run directory's usual files.
+  Ray worker, merged into the run directory's usual files;
+* :mod:`.ids` -- the id pre-pass: a repeated id whose first use is in an earlier shard is set aside
+  as one process sets it aside, and never judged;
+* :mod:`.api` -- ``tgrs_agents.curate``: the local engine or this one;
+* the loop's generate stage on Ray (``[generate] engine = "ray"``) is :mod:`tgrs_agents.loop.ray_rollouts`:
+  the tasks split over workers, one model replica each.
+
+What runs where on a real cluster, and how far it scales: ``docs/scale.md``.
 
 Ray is an optional extra (``pip install tgrs-agents[ray]``): ``import tgrs_agents`` never imports it.
 """

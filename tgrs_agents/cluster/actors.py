@@ -79,12 +79,16 @@ def _remote(cls: type) -> Any:
     return ray.remote(num_cpus=0)(cls)
 
 
+HEAD = {"node:__internal_head__": 0.001}  # Ray's resource of the head node: the actors live there
+
+
 def _named(cls: type, name: str, *args: Any) -> Any:
     # detached: an actor is owned by whoever created it, and dies with it; the first worker to come
     # creates these, and a killed worker must not take the cluster's state with it (the driver
-    # removes them when the run ends: :func:`release_run`)
-    return _remote(cls).options(name=name, namespace=NAMESPACE, get_if_exists=True,
-                                lifetime="detached").remote(*args)
+    # removes them when the run ends: :func:`release_run`). On the head node, which lives as long as
+    # the cluster (a worker node may be preempted, and the state with it): see docs/scale.md
+    return _remote(cls).options(name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+                                resources=HEAD).remote(*args)
 
 
 def bank_handle(run: str, key: str, limits: EndpointLimits) -> Any:

@@ -11,6 +11,8 @@ Layout of ``DIR``::
 
     cluster.json                 the shard plan
     shards/NNN/input.jsonl       the shard's bytes of the input (streamed, atomic)
+    shards/NNN/ids.jsonl         the pre-pass: the shard's ids; foreign.jsonl: those an earlier
+                                 shard used first, set aside as one process sets them aside (.ids)
     shards/NNN/run/              the shard's curate run (journal, outputs, summary)
     accepted.jsonl ... summary.json   the merge, as a single-process run writes them
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -36,6 +39,7 @@ from ..curation.lock import run_lock
 from ..curation.run import CurateOptions, CurateRun
 from ..errors import ConfigError
 from . import require_ray
+from .ids import cross_shard_repeats, scan_shard, seed_index
 from .shards import copy_range, merge, plan
 
 SUMMED = ("input_lines", "valid", "accepted", "rejected", "invalid", "failed", "passed", "pending", "calls",
@@ -59,9 +63,18 @@ class ShardSpec:
     secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
 
+def prepare_shard(spec: ShardSpec) -> dict[str, Any]:
+    """The pre-pass on a worker: the shard's bytes copied, its ids listed (:mod:`.ids`)."""
+    d = Path(spec.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    lines = copy_range(spec.source, spec.start, spec.end, d / "input.jsonl")
+    return {"index": spec.index, "lines": lines, "ids": scan_shard(d / "input.jsonl", spec.options.input_format)}
+
+
 def run_shard(spec: ShardSpec) -> dict[str, Any]:
     """One shard on a worker: copy its bytes, curate them with the cluster's paid-call state."""
     from ..curation.panel import Panel
+    from ..formats import resolve
     from ..paid.ledger import Ledger
     from ..paid.services import Services
     from .actors import RayBank, RayBook, RayClaims, bank_handle, book_handle, claims_handle
@@ -72,9 +85,10 @@ def run_shard(spec: ShardSpec) -> dict[str, Any]:
     for name, value in spec.secrets.items():
         os.environ.setdefault(name, value)
     d = Path(spec.dir)
-    d.mkdir(parents=True, exist_ok=True)
-    lines = copy_range(spec.source, spec.start, spec.end, d / "input.jsonl")
+    lines = prepare_shard(spec)["lines"]  # done already (the pre-pass): counted again, never copied twice
     opts = spec.options
+    fmt = resolve(d / "input.jsonl", opts.input_format)[0]
+    seed_index(d, fmt, spec.panel.fingerprint(), force=opts.force)  # the ids earlier shards used first
     budget = SharedBudget(opts.budget_usd, book=RayBook(book_handle(spec.run_id, spec.budget_usd)))
     limiters = LeasedRegistry(lambda key, limits: RayBank(bank_handle(spec.run_id, key, limits)))
     claims = functools.partial(ClusterCached, claims=RayClaims(claims_handle(spec.run_id)),
@@ -109,35 +123,107 @@ def curate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, option
     if input_unit(src, fmt) != "line":
         raise ConfigError(f"--engine ray needs a line format (one record a line); {fmt.name} is not", file=src)
     options = dataclasses.replace(options, input_format=fmt.name)  # every shard reads as the whole would
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else max(workers, 1), include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
+    _start(ray, workers, address)
     with run_lock(out):
         specs = _plan(src, out, panel, options, shards or workers)
+        prepare = ray.remote(num_cpus=1, max_retries=5)(prepare_shard)
         task = ray.remote(num_cpus=1, max_retries=5)(run_shard)
         from .actors import release_run
 
         state: dict[str, Any] = {}
         try:
-            results = sorted(ray.get([task.remote(s) for s in specs]), key=lambda r: r["index"])
-        except ray.exceptions.RayTaskError as e:  # a shard's own error (a bad key, a halt): said as it is
-            from ..errors import TgrsError
-
-            if isinstance(e.cause, TgrsError):
-                raise e.cause from None
-            raise
+            if specs:
+                _start_state(specs[0])  # the run's actors start while the pre-pass runs
+            # the pre-pass: a repeated id whose first use is in an earlier shard is set aside, as one
+            # process sets it aside, and never judged (see .ids)
+            prepared = sorted(_get(ray, [prepare.remote(s) for s in specs]), key=lambda r: r["index"])
+            offsets = list(itertools.accumulate((r["lines"] for r in prepared), initial=0))[:len(prepared)]
+            repeats = cross_shard_repeats([Path(s.dir) for s in specs], offsets, out)
+            results = sorted(_get(ray, [task.remote(s) for s in specs]), key=lambda r: r["index"])
         finally:  # the run's actors are detached (a killed worker must not take them along): end them
             state = release_run(specs[0].run_id) if specs else {}
-        offsets, total = [], 0
-        for r in results:
-            offsets.append(total)
-            total += r["lines"]
         rows = merge([Path(s.dir) / "run" for s in specs], offsets, out,
                      shard_inputs=[str(Path(s.dir) / "input.jsonl") for s in specs], source=str(src))
         summary = merged_summary([r["summary"] for r in results], rows, workers)
         summary["engine"]["paid_state"] = state  # the bank per endpoint, the book, the claims: last reports
+        summary["engine"]["cross_shard_repeats"] = repeats  # set aside by the pre-pass, never judged
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _start_state(spec: ShardSpec) -> None:
+    """Create the run's actors from the driver: the book, the claims, a bank per endpoint of the panel
+    (got by building the panel here, on the workers' registry). Each actor is a process of its own,
+    seconds to start on a busy machine: started now, they come up while the pre-pass runs instead of
+    when the first shard asks. A panel that cannot be built (a missing key) fails here, before any shard."""
+    from ..curation.panel import Panel
+    from ..paid.services import Services
+    from .actors import RayBank, bank_handle, book_handle, claims_handle
+    from .limiter import LeasedRegistry
+
+    book_handle(spec.run_id, spec.budget_usd)
+    claims_handle(spec.run_id)
+    limiters = LeasedRegistry(lambda key, limits: RayBank(bank_handle(spec.run_id, key, limits)))
+    services = Services(limiters=limiters)
+    panel = Panel.from_config(spec.panel, services)
+    asyncio.run(panel.aclose())
+    services.close()
+
+
+def _warm(_: int) -> int:
+    import importlib
+    import time
+
+    for name in ("tgrs_agents.curation.run", "tgrs_agents.paid.services", "tgrs_agents.cluster.actors", "openai"):
+        try:  # what a shard imports first; openai only where the api extra is installed
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    time.sleep(0.1)  # held a moment, so the n tasks run on n workers at once
+    return os.getpid()
+
+
+def warm_workers(n: int, *, address: str | None = None) -> set[int]:
+    """Start ``n`` Ray workers with a shard's modules imported; their pids. Ray keeps a job's idle
+    workers (up to its CPUs), so the next :func:`curate_on_ray` in this driver starts on them instead
+    of paying worker start-up (seconds each); a second run in one driver gets the same for free."""
+    ray: Any = require_ray()
+    _start(ray, n, address)
+    return set(ray.get([ray.remote(num_cpus=1)(_warm).remote(i) for i in range(n)]))
+
+
+def _start(ray: Any, workers: int, address: str | None) -> None:
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else max(workers, 1), include_dashboard=False,
+                 configure_logging=False, log_to_driver=False)
+
+
+async def acurate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, engine: str = "ray",
+                         options: CurateOptions = CurateOptions(), workers: int = 4, address: str | None = None,
+                         bus: Any = None) -> dict[str, Any]:
+    """:func:`curate_on_ray` for ``await curate(..., engine="ray")``: Ray is started in this thread
+    (it sets its signal handlers here), the run waits in another, so the event loop stays free."""
+    if engine != "ray":
+        raise ConfigError(f"expected engine 'local' or 'ray', got {engine!r}", field="engine")
+    if bus is not None:
+        raise ConfigError("bus= needs engine='local': with Ray each shard journals its own events "
+                          "(DIR/shards/NNN/run/events.jsonl)", field="bus")
+    if workers < 1:
+        raise ConfigError(f"expected at least one worker, got {workers}", field="workers")
+    _start(require_ray(), workers, address)
+    return await asyncio.to_thread(curate_on_ray, input_path, panel, out, options=options, workers=workers,
+                                   address=address)
+
+
+def _get(ray: Any, refs: list[Any]) -> list[Any]:
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:  # a shard's own error (a bad key, a halt): said as it is
+        from ..errors import TgrsError
+
+        if isinstance(e.cause, TgrsError):
+            raise e.cause from None
+        raise
 
 
 def _plan(src: Path, out: Path, panel: Any, options: CurateOptions, n: int) -> list[ShardSpec]:
@@ -180,7 +266,7 @@ def merged_summary(parts: list[dict[str, Any]], rows: dict[str, int], workers: i
     """The shards' summaries as one: counts and costs summed, per teacher too; the rest from the first."""
     s = dict(parts[0]) if parts else {}
     for k in SUMMED:
-        vals = [p.get(k) for p in parts if isinstance(p.get(k), int | float)]
+        vals: list[float] = [p[k] for p in parts if isinstance(p.get(k), int | float)]
         if vals:
             s[k] = round(sum(vals), 6) if any(isinstance(v, float) for v in vals) else sum(vals)
     teachers: dict[str, dict[str, Any]] = {}

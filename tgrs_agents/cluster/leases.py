@@ -83,6 +83,10 @@ class LeaseBank:
     def grant(self, requests: int, tokens: float = 0.0) -> Lease:
         """Grant at most a lease's worth (never less than one request, nor than ``tokens``)."""
         now = self.clock.now()
+        if self.stats.grants == 0 and self.requests is not None:
+            # paced from the first grant, not from the bank's creation: the driver creates it early
+            # (while the pre-pass runs), and a bucket filled meanwhile would let the first second herd
+            self.requests.tokens, self.requests.t = min(self.requests.tokens, 1.0), now
         n = max(1, min(int(requests), self.lease_size()[0]))
         wait = 0.0
         if self.requests is not None:

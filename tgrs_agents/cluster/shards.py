@@ -98,7 +98,7 @@ def merge(run_dirs: Sequence[Path], line_offsets: Sequence[int], out: Path, *,
     return rows
 
 
-_FIRST = re.compile(r"(was first used on line )(\d+)")
+_FIRST = re.compile(r"(was first used on line )(-?\d+)")  # below 1: in an earlier shard (.ids)
 
 
 class _Fix:
@@ -108,7 +108,7 @@ class _Fix:
         self.offset = offset
         self.path = shard_input if source is not None else None
         self.source = source
-        self.where = re.compile(re.escape(shard_input) + r":(\d+)") if self.path else None
+        self.where = re.compile(re.escape(self.path) + r":(\d+)") if self.path else None
 
     def __call__(self, raw: bytes) -> bytes:
         if not self.offset and self.path is None:
