@@ -55,41 +55,20 @@ class Prompt:
     rubric: str
 
 
-QUESTIONS = ["What is your favourite season and why?", "Describe a cat in a sentence.",
-             "Why do people drink coffee?", "What is the sun?"]
-KEYWORDS = [("Describe the ocean.", "blue"), ("Tell me about bread.", "flour"),
-            ("Describe a city at night.", "lights"), ("What do you like about music?", "rhythm")]
-JSONS = [("a", "b", "a colour", "an animal"), ("name", "age", "a first name", "a number"),
-         ("city", "country", "a city", "its country"), ("x", "y", "a fruit", "a vegetable")]
-BULLETS = ["fruits", "colours", "animals", "countries"]
-
-
 def prompts(per_kind: int) -> list[Prompt]:
+    """``per_kind`` prompts of six constraint kinds, from the ``instructions`` family's own tables
+    (:mod:`tgrs_agents.tasks.instructions_data`: the same texts and checks the loop trains on)."""
+    from tgrs_agents.tasks import instructions_data as idata
+
+    def one(kind: str, item: Any, param: Any) -> Prompt:
+        return Prompt(kind, *idata.constraint(kind, item, param))
+
     out: list[Prompt] = []
-    for q in QUESTIONS[:per_kind]:
-        out.append(Prompt("lowercase", f"{q} Answer in lowercase letters only, with no capital letters.",
-                          {"kind": "regex", "pattern": r"\A[^A-Z]*[a-z][^A-Z]*\Z"},
-                          "Is the reply written entirely in lowercase letters, with no capital letters?"))
-        out.append(Prompt("uppercase", f"{q} Answer in capital letters only.",
-                          {"kind": "regex", "pattern": r"\A[^a-z]*[A-Z][^a-z]*\Z"},
-                          "Is the reply written entirely in capital letters?"))
-        out.append(Prompt("short", f"{q} Answer in at most ten words.",
-                          {"kind": "regex", "pattern": r"\A\s*(?:\S+\s+){0,9}\S+\s*\Z"},
-                          "Is the reply at most ten words long?"))
-    for q, kw in KEYWORDS[:per_kind]:
-        out.append(Prompt("keyword", f"{q} Use the word '{kw}' in your answer.",
-                          {"kind": "regex", "pattern": rf"(?i)\b{kw}\b"},
-                          f"Does the reply contain the word '{kw}'?"))
-    for a, b, da, db in JSONS[:per_kind]:
-        schema = {"type": "object", "required": [a, b], "properties": {a: {}, b: {}}}
-        out.append(Prompt("json", f'Reply only with a JSON object with the keys "{a}" and "{b}": '
-                                  f'"{a}" is {da} and "{b}" is {db}.',
-                          {"kind": "json_schema", "schema": schema},
-                          f'Is the reply a JSON object with the keys "{a}" and "{b}"?'))
-    for things in BULLETS[:per_kind]:
-        out.append(Prompt("bullets", f"List exactly three {things}, one per line, each line starting with '- '.",
-                          {"kind": "regex", "pattern": r"\A\s*(?:- [^\n]+\n+){2}- [^\n]+\s*\Z"},
-                          "Does the reply list exactly three items as lines starting with '- '?"))
+    for q in idata.QUESTIONS[:per_kind]:
+        out += [one("lowercase", q, None), one("uppercase", q, None), one("short", q, 10)]
+    out += [one("keyword", q, q[1]) for q in idata.QUESTIONS[4:4 + per_kind]]
+    out += [one("json", keys, None) for keys in idata.JSON_KEYS[:per_kind]]
+    out += [one("bullets", things, None) for things in idata.THINGS[:per_kind]]
     return out
 
 

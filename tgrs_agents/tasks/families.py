@@ -1,4 +1,4 @@
-"""The built-in task families by name (``[tasks] source = "arithmetic"`` or ``"code"``).
+"""The built-in task families by name (``[tasks] source = "arithmetic"``, ``"code"`` or ``"instructions"``).
 
 Each brings what the loop needs from it: its train/held-out splits, the warm-start demonstrations
 of the tiny student, its tool factory, the panel that judges and evaluates it by default, and the
@@ -45,6 +45,9 @@ FAMILIES: dict[str, Family] = {
                          "teachers/panel-verifiers.toml", None),
     "code": Family("code", "code", "tgrs_agents.tasks.code:make_tools", "teachers/panel-code.toml",
                    "teachers/panel-code.toml", max_new_tokens=64),
+    "instructions": Family("instructions", "instructions", "tgrs_agents.tasks.instructions:make_tools",
+                           "teachers/panel-instructions.toml", "teachers/panel-instructions.toml",
+                           max_new_tokens=64),
 }
 
 
@@ -54,10 +57,12 @@ def family(source: str) -> Family | None:
 
 
 def task_canonical(task: Task) -> str | None:
-    """The canonical form of a built-in family's task (arithmetic, then code); None otherwise."""
+    """The canonical form of a built-in family's task (instructions, code, then arithmetic); None otherwise."""
     from .arithmetic import task_canonical as arithmetic
     from .code import task_canonical as code
+    from .instructions import task_canonical as instructions
 
-    key = code(task)
+    key = instructions(task)
+    key = key if key is not None else code(task)
     return key if key is not None else arithmetic(task)
 

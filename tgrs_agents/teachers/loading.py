@@ -110,6 +110,20 @@ def require_gguf(ref: ModelRef, *, file: str | Path | None = None, field: str = 
                           file=file, field=field)
 
 
+def left_pad(rows: Any, pad_id: int) -> tuple[Any, Any]:
+    """(input ids, attention mask) of token-id rows aligned at the right edge: a batch's next token
+    is at position -1 of every row (generation and next-token scoring both read it there)."""
+    import torch
+
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
 def torch_device(device: str) -> str:
     import torch
 

@@ -42,7 +42,7 @@ from ..types import Candidate, Verdict
 from .base import BuildContext, Teacher, TeacherConfig
 from .batching import MicroBatcher
 from .llm_judge import render_prompt
-from .loading import load_model, torch_device
+from .loading import left_pad, load_model, torch_device
 
 DEFAULT_PROMPT = (
     "Here is a request and a reply to it.\n\n"
@@ -120,13 +120,7 @@ class LocalJudgeScorer:
         """``(score, mass)`` per prompt text, one left-padded forward pass (see the module docstring)."""
         import torch
 
-        rows = [self.encode(t) for t in texts]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+        ids, mask = left_pad([self.encode(t) for t in texts], self.pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
