@@ -7,10 +7,11 @@ none of torch, transformers, openai or anthropic.
 import importlib
 from typing import TYPE_CHECKING
 
+from .cluster.api import curate
 from .curation.panel import Panel
 from .curation.panel_file import PanelConfig, load_panel
 from .curation.policy import Policy, make_policy, select_best_k
-from .curation.run import CurateOptions, CurateRun, curate
+from .curation.run import CurateOptions, CurateRun
 from .errors import (
     BudgetExhausted,
     CallsStopped,

@@ -235,22 +235,47 @@ def _print_rounds(summary: dict[str, Any]) -> None:
     print(f"total wall time {summary['wall_s']:.0f}s")
 
 
-def _loop(cfg: Any, out: str, accept_all: bool, force: bool = False) -> int:
+def _loop(cfg: Any, out: str, accept_all: bool, force: bool = False, **kw: Any) -> int:
     from .curation.lock import run_lock
     from .loop.rounds import ExpertIteration
 
     with run_lock(out):  # one process per run directory (each round's curate run takes its own)
-        summary = ExpertIteration(cfg, out, accept_all=accept_all, force=force).run()
+        summary = ExpertIteration(cfg, out, accept_all=accept_all, force=force, **kw).run()
     _print_rounds(summary)
+    if summary.get("cost_usd") or summary.get("budget_usd") is not None:
+        per = summary.get("cost_per_accepted_usd")
+        budget = summary.get("budget_usd")
+        print(f"paid ${summary['cost_usd']:.4f} in all (${summary['cost_usd_invocation']:.4f} this time)"
+              + (f", ${per:.4f} per accepted sample" if per else "")
+              + (f"; budget ${budget:.4f}" if budget is not None else ""))
+    if summary.get("stopped"):
+        print("stopped early by the budget: run the same command with a larger budget to resume")
     print(f"outputs in {out}/ (summary.json, round-*/)")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
     from .loop.config import load_run_config
 
     overrides = {"rounds": args.rounds} if args.rounds is not None else {}
-    return _loop(load_run_config(args.config, **overrides), args.out, args.accept_all, args.force)
+    cfg = load_run_config(args.config, **overrides)
+    if args.budget_usd is not None:  # the command line wins over [budget] usd (operational: no refusal)
+        if args.budget_usd < 0:
+            raise ConfigError(f"must be >= 0; got {args.budget_usd}", field="--budget-usd")
+        cfg = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"usd": args.budget_usd})})
+    cache = {"cache": not args.no_cache, "cache_path": args.cache}
+    if args.dry_run:
+        from .loop.dryrun import dry_run_loop, print_plan
+        from .loop.rounds import ExpertIteration
+
+        plan = dry_run_loop(ExpertIteration(cfg, args.out, accept_all=args.accept_all, log=lambda s: None, **cache))
+        if args.json:
+            print(json.dumps(plan, indent=2))
+        else:
+            print_plan(plan, args.out)
+        return 0
+    return _loop(cfg, args.out, args.accept_all, args.force, **cache)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -303,7 +328,9 @@ def _report(args: argparse.Namespace) -> int:
     from .report.html import screenshot_report, write_report
 
     path = write_report(args.dir)
-    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in a browser)")
+    paged = (path.parent / "report-data").is_dir()  # a large run's pages (a small run's report removes it)
+    where = f"with its pages in {path.parent / 'report-data'}/: keep them beside it" if paged else "self-contained"
+    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {where}; open it in a browser)")
     if args.screenshots:
         for png in screenshot_report(args.dir):
             print(f"screenshot: {png}")
@@ -393,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int, default=None)
     r.add_argument("--accept-all", action="store_true", help="the control: SFT on every candidate")
     r.add_argument("--force", action="store_true", help="archive a run of another config in --out and start afresh")
+    r.add_argument("--budget-usd", type=float, default=None, metavar="USD",
+                   help="cap on everything the run pays for, all rounds and invocations (overrides [budget] usd); "
+                   "the run stops at a stage boundary when it is reached, and resumes with a larger one")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the paid calls and an upper bound on their cost per round and in all; call nothing")
+    r.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    r.add_argument("--no-cache", action="store_true", help="do not use the verdict ledger")
+    r.add_argument("--cache", default=None, help="verdict ledger file (default: ~/.cache/tgrs-agents/verdicts.sqlite)")
     r.set_defaults(fn=_run)
     dc = sub.add_parser("demo-curate", help="curate a generated trajectory file with verifiers")
     dc.add_argument("--out", default="runs/demo-curate")

@@ -137,20 +137,23 @@ class RunStore:
 
     # --- opening and resuming ------------------------------------------------------------------
     def open(
-        self, *, panel_toml: str, panel_fp: str, input_path: Path, force: bool = False
+        self, *, panel_toml: str, panel_fp: str, input_path: Path, force: bool = False,
+        input_fp: str | None = None,
     ) -> ResumeState:
-        """Recover (or start) the run; an OS error is a :class:`RunStoreError` naming the file."""
+        """Recover (or start) the run; an OS error is a :class:`RunStoreError` naming the file.
+        ``input_fp``: the input's fingerprint when its file is still growing (a streamed round)."""
         target = self.dir
         try:
             return self._open(panel_toml=panel_toml, panel_fp=panel_fp, input_path=input_path,
-                              force=force)
+                              force=force, input_fp=input_fp)
         except OSError as e:
             raise io_failure(e, target, "cannot open the run") from None
 
-    def _open(self, *, panel_toml: str, panel_fp: str, input_path: Path, force: bool) -> ResumeState:
+    def _open(self, *, panel_toml: str, panel_fp: str, input_path: Path, force: bool,
+              input_fp: str | None = None) -> ResumeState:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.files.meta
-        in_fp = input_fingerprint(input_path)
+        in_fp = input_fp or input_fingerprint(input_path)
         state = ResumeState()
         run_id = None
         if meta_path.exists():

@@ -24,7 +24,9 @@ that takes none), through the run's paid-call services (limiter, retries, budget
 ``price_input_per_mtok`` / ``price_output_per_mtok`` for a model without a list price, 0 for a
 self-hosted one). A served model cannot be fine-tuned from here, so ``openai`` needs
 ``rounds = 0``: the run measures the served model's pass@1 / pass@k on the held-out split (a
-baseline for the loop's students), and any ``rounds >= 1`` is a ConfigError.
+baseline for the loop's students), and any ``rounds >= 1`` is a ConfigError. To distil from a served
+model instead, name it in ``[generator]`` (:class:`GeneratorConfig`): it samples each round's candidates
+and the local student learns from what the panel accepts.
 
 Every mistake is a :class:`~tgrs_agents.errors.ConfigError` naming the file and the field.
 
@@ -67,7 +69,7 @@ class StudentConfig(_Frozen):
 
 class TasksConfig(_Frozen):
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"allow_overlap"})
-    source: str = "arithmetic"  # "arithmetic" | "code" (built in) | a JSONL task file (id, messages, tools, reference)
+    source: str = "arithmetic"  # "arithmetic" | "code" | "instructions" (built in) | a JSONL task file
     eval_source: str | None = None
     tools: str | None = None  # "module:fn" | "file.py:fn": a tool factory (None: the family's; files: calculator)
     tool_timeout_s: float = Field(10.0, gt=0)  # per tool call
@@ -79,7 +81,10 @@ class TasksConfig(_Frozen):
 
 
 class GenerateConfig(_Frozen):
-    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+    # engine, workers: like batch_size, the same distribution with other draws (tgrs_agents.loop.ray_rollouts)
+    # stream, chunk_tasks: when the panel sees the candidates, and the chunks they are sampled in
+    # (tgrs_agents.loop.stream; a chunk's draws depend on its index)
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"batch_size", "engine", "workers", "stream", "chunk_tasks"})
     n: int = Field(8, ge=1)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -87,6 +92,10 @@ class GenerateConfig(_Frozen):
     max_turns: int = Field(3, ge=1)
     max_tokens: int = Field(120, ge=1)
     batch_size: int = Field(768, ge=1)
+    engine: Literal["local", "ray"] = "local"  # ray: tasks split over Ray workers, a model replica each
+    workers: int = Field(2, ge=1)  # with engine = "ray" (RAY_ADDRESS: join that cluster)
+    stream: bool = True  # the panel judges each chunk of rollouts as it is written (false: after the round)
+    chunk_tasks: int | None = Field(None, ge=1)  # tasks per chunk (None: a sixteenth of the round)
 
 
 class PanelRef(_Frozen):
@@ -108,11 +117,12 @@ class SFTSection(_Frozen):
     lr: float = Field(5e-4, gt=0)
     backend: Literal["auto", "trl", "torch"] = "auto"
     lora_r: int | None = Field(None, ge=1)  # LoRA rank (alpha = 2 * rank); None: full fine-tuning
+    max_length: int = Field(128, ge=8)  # tokens kept per row (its start): a real model's tool rows need ~1024
 
     def settings(self, seed: int) -> SFTSettings:
         lora = None if self.lora_r is None else LoraSettings(r=self.lora_r, alpha=2 * self.lora_r)
         return SFTSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=seed,
-                           backend=self.backend, lora=lora)
+                           backend=self.backend, lora=lora, max_length=self.max_length)
 
 
 class TrainSection(_Frozen):
@@ -173,9 +183,39 @@ class RefineConfig(_Frozen):
     price_output_per_mtok: float | None = Field(None, ge=0)
 
 
+class GeneratorConfig(_Frozen):
+    """``[generator]``: a served model samples each round's candidates in the student's place (plain
+    distillation from a strong teacher). The panel judges what it wrote, the local student is trained
+    on what the panel keeps, and pass@k stays the student's. Every call crosses the run's paid-call
+    services, as a judge's does (limiter per endpoint, retries, budget, cost); see
+    tgrs_agents.loop.sampling."""
+
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({
+        "api_key_env", "price_input_per_mtok", "price_output_per_mtok", "rpm", "tpm", "max_concurrency"})
+    backend: Literal["openai"] = "openai"  # any OpenAI-compatible chat endpoint
+    model: str  # the served model's name
+    base_url: str | None = None  # None: api.openai.com
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; "" for a server without keys
+    price_input_per_mtok: float | None = Field(None, ge=0)  # USD per million tokens (None: list price)
+    price_output_per_mtok: float | None = Field(None, ge=0)
+    rpm: float | None = Field(None, gt=0)  # the endpoint's limits, when known (else learned from its headers)
+    tpm: float | None = Field(None, gt=0)
+    max_concurrency: int = Field(256, ge=1)
+    system: str | None = None  # instructions for the generator alone (e.g. the answer format), kept out of
+    #   the candidates: the student learns to answer without them
+
+
+class BudgetConfig(_Frozen):
+    """``[budget]``: what a ``tgrs run`` may pay for in all (judges, refiner, a served student or
+    ``[generator]``, every round and invocation; see tgrs_agents.loop.budget). Operational: the whole
+    section stays out of the run's fingerprint, so a run its budget stopped resumes with a larger one."""
+
+    usd: float | None = Field(None, ge=0)  # None: no cap
+
+
 class LoopConfig(_Frozen):
     # rounds: how far to go (finished rounds stay valid); base_dir, source: where the file was
-    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"rounds", "base_dir", "source"})
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"rounds", "base_dir", "source", "budget"})
     rounds: int = Field(3, ge=0)  # 0: evaluate the starting student only
     eval_k: int = Field(8, ge=1)
     eval_temperature: float = Field(1.0, ge=0)
@@ -192,6 +232,8 @@ class LoopConfig(_Frozen):
     warm_start: WarmStartConfig = WarmStartConfig()
     filters: FiltersConfig = FiltersConfig()
     refine: RefineConfig = RefineConfig()
+    generator: GeneratorConfig | None = None  # [generator]: a served model samples the candidates
+    budget: BudgetConfig = BudgetConfig()  # operational (see BudgetConfig)
     base_dir: str = "."
     source: str | None = None  # the config file, for error messages (set by load_run_config)
 
@@ -199,8 +241,9 @@ class LoopConfig(_Frozen):
     def _servable(self) -> LoopConfig:
         if self.student.backend == "openai" and self.rounds > 0:
             raise ConfigError(f"a served model cannot be fine-tuned: backend \"openai\" needs rounds = 0 "
-                              f"(evaluate it); got rounds = {self.rounds}", file=self.source,
-                              field="student.backend")
+                              f"(evaluate it); got rounds = {self.rounds}. To distil from it, name it in "
+                              f"[generator] (backend, model, base_url) and train a local [student]",
+                              file=self.source, field="student.backend")
         return self
 
     def resolve(self, relative: str) -> Path:

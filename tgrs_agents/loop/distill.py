@@ -331,8 +331,10 @@ def distill(model_path: str | Path, data: str | Path | Sequence[dict[str, Any]],
     # -- data: chat template with tools, assistant mask; rows with nothing to learn are dropped
     rows, template = load_rows(data), training_template(tokenizer)
     examples = [e for e in (encode(tokenizer, r, s.max_length, template) for r in rows) if any(e["assistant_masks"])]
-    if not examples:
-        raise ConfigError("no row has an assistant token to train on",
+    if not examples:  # say so when the rows have assistant turns, all past the cut
+        cut = any(any(encode(tokenizer, r, 1 << 30, template)["assistant_masks"]) for r in rows)
+        why = f" in its first {s.max_length} tokens (raise max_length: [sft] max_length)" if cut else ""
+        raise ConfigError(f"no row has an assistant token{why} to train on",
                           file=data if isinstance(data, str | Path) else None)
 
     # -- train (the caller's thread count is restored afterwards)

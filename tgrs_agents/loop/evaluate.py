@@ -159,7 +159,7 @@ async def judge_samples(samples: Iterable[dict[str, Any] | Candidate], panel_cfg
     async def one(key: str, c: Candidate) -> None:
         async with gate:
             decision, _ = await panel.judge(c)
-        decided[key] = decision.accepted
+        decided[key] = decision.accepted is True
 
     try:
         async with asyncio.TaskGroup() as tg:

@@ -78,6 +78,10 @@ def identity(cfg: LoopConfig, arm: str, panel: Any = None) -> dict[str, Any]:
             if path is not None and path.is_file():
                 tasks[key] = f"{name} (sha256 {file_digest(path)})"
     _environment(cfg, ident)
+    if cfg.generator is None:  # no [generator]: runs made before it keep their fingerprint
+        ident.pop("generator", None)
+    if cfg.sft.max_length == type(cfg.sft).model_fields["max_length"].default:  # likewise [sft] max_length
+        ident["sft"].pop("max_length", None)
     if cfg.warm_start.file is None:  # runs made before [warm_start] file keep their fingerprint
         ident["warm_start"].pop("file")
     elif (path := cfg.resolve(cfg.warm_start.file)).is_file():
@@ -112,8 +116,8 @@ def _environment(cfg: LoopConfig, ident: dict[str, Any]) -> None:
         return
     from .evaluate import eval_panel_path
 
-    path = eval_panel_path(cfg)
-    ident["eval"] = {"panel": f"{name} (sha256 {file_digest(path)})" if path is not None else name}
+    panel_path = eval_panel_path(cfg)
+    ident["eval"] = {"panel": f"{name} (sha256 {file_digest(panel_path)})" if panel_path is not None else name}
 
 
 def fingerprint(ident: dict[str, Any]) -> str:

@@ -19,6 +19,12 @@ carries over to the next round, and the round's entry says ``sft_carried_over``.
 ``dpo`` or ``sft+dpo`` (:mod:`tgrs_agents.loop.preference`) the round also makes preference pairs
 (stage ``pairs``, ``round-K/pairs.jsonl``) and runs DPO on them (stage ``dpo``); with ``dpo`` alone there
 is no pool and no SFT, and a round without pairs says ``dpo_carried_over``.
+
+Money (:mod:`tgrs_agents.loop.budget`): ``[budget] usd`` caps everything the run pays for, every round
+and invocation; the verdict ledger is on (``cache``), so a verdict is never paid for twice. Stages that
+may pay start only within the budget; when it is reached the run stops at a stage boundary, says so in
+one line, and the same command with a larger budget resumes. ``summary.json`` has each round's cost
+(``cost_usd``, ``stage_cost_usd``, ``cost_per_accepted_usd``) and the run's (``cost_usd``, ``budget_usd``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from ..curation.layout import LoopDir, RoundDir
 from ..curation.store import atomic_write, iter_jsonl
 from ..errors import ConfigError, InputError
 from ..types import Task
-from .config import LoopConfig
+from .budget import SPEND_FILE, BudgetStop, RunBudget, RunBudgetGuard, curate_cost, spend_by_round, total_spent
+from .config import GeneratorConfig, LoopConfig
 from .evaluate import eval_counts, summarize, task_results
 from .fingerprint import claim, identity
 from .pool import pool_round
@@ -74,18 +81,30 @@ def _pm(value: float, se: float | None) -> str:
     return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
 
 
+def _paid(r: Round) -> str:
+    """``, paid $0.0123 ($0.0004 per accepted)`` for a round that paid for something."""
+    total = sum((r.cost or {}).values())
+    if total <= 0:
+        return ""
+    per = f" (${total / r.judged.accepted:.4f} per accepted)" if r.judged and r.judged.accepted else ""
+    return f", paid ${total:.4f}{per}"
+
+
 class ExpertIteration:
     """The loop over one run directory; :meth:`run` does every stage not finished yet.
 
-    ``services`` are the run's paid-call services (limiters, budget): a served student
-    (``backend = "openai"``) samples through them.
+    ``services`` are the run's paid-call services (limiters, budget, ledger): a served student
+    (``backend = "openai"``), the refiner and an API eval panel call through them (default: a
+    :class:`~tgrs_agents.loop.budget.RunBudget` that journals each cost to ``spend.jsonl``, and the
+    verdict ledger unless ``cache=False``; ``cache_path``: its file, default the user's cache).
     """
 
     CALIBRATION_TASKS = 128  # held-out demonstrations a student_compat teacher calibrates on
 
     def __init__(self, cfg: LoopConfig, out: str | Path, *, accept_all: bool = False,
                  log: Log | None = None, live: bool | None = None, services: Services | None = None,
-                 force: bool = False) -> None:
+                 force: bool = False, cache: bool = True, cache_path: str | None = None) -> None:
+        from ..paid.ledger import Ledger
         from ..paid.services import Services
 
         self.cfg = cfg
@@ -95,7 +114,12 @@ class ExpertIteration:
         self.force = force
         self.log = log or (lambda s: print(s, flush=True))
         self._live = sys.stdout.isatty() if live is None else live
-        self.services = services or Services()
+        self.cache, self.cache_path = cache, cache_path
+        self.services = services or Services(budget=RunBudget(journal=self.dir / SPEND_FILE),
+                                             ledger=Ledger(cache_path) if cache else None)
+        limit = self.cfg.budget.usd if self.cfg.budget.usd is not None else self.services.budget.limit_usd
+        self.guard: RunBudgetGuard | None = None  # made once the directory is claimed (run)
+        self._limit = limit
         try:  # our own progress lines replace transformers' per-load progress bars
             from transformers.utils import logging as hf_logging
 
@@ -104,8 +128,16 @@ class ExpertIteration:
             pass
 
     def _stage(self, rnd: int, name: str, kind: type[R], fn: Callable[[], R]) -> R:
-        return run_stage(self.layout.round(rnd).done(name), kind, fn, label=f"round {rnd}: {name}",
-                         live=self._live, log=self.log)
+        return run_stage(self.layout.round(rnd).done(name), kind, partial(self._paying, rnd, name, fn),
+                         label=f"round {rnd}: {name}", live=self._live, log=self.log)
+
+    def _paying(self, rnd: int, name: str, fn: Callable[[], R]) -> R:
+        """A stage within the budget (see tgrs_agents.loop.budget.RunBudgetGuard.run)."""
+        from .dryrun import stage_bound
+
+        if self.guard is None:
+            return fn()
+        return self.guard.run(rnd, name, fn, lambda: stage_bound(self, rnd, name).usd)
 
     def model_dir(self, rnd: int) -> Path:
         """The student after round ``rnd`` (round 0 of a real model is the base model itself; a round
@@ -218,9 +250,11 @@ class ExpertIteration:
             raise ConfigError(f"no demonstrations in {path}", file=self.cfg.source, field="warm_start.file")
         return rng.sample(rows, min(n, len(rows)))
 
-    def _rollouts(self, model_path: Path, tasks: list[Task], n: int, temperature: float,
+    def _rollouts(self, model_path: Path | GeneratorConfig, tasks: list[Task], n: int, temperature: float,
                   id_prefix: str) -> tuple[list[dict[str, Any]], Any]:
         return rollouts(self.cfg, model_path, tasks, n, temperature, id_prefix, self.services)
+
+    _rollouts.own_sampler = True  # type: ignore[attr-defined]  # (see chunked: one put in its place samples whole rounds)
 
     def evaluate(self, rnd: int, held: list[Task]) -> Evaluated:
         """pass@1 and pass@k with standard errors; the per-task counts go to ``round-K/eval.jsonl``."""
@@ -234,26 +268,104 @@ class ExpertIteration:
 
     def generate(self, rnd: int, train: list[Task]) -> Generated:
         g = self.cfg.generate
-        recs, stats = self._rollouts(self.model_dir(rnd - 1), train, g.n, g.temperature, f"r{rnd}-")
+        if self.chunked:  # with [generate] stream (the default) the panel judges each chunk as it is written
+            res, stats = self._streamed(rnd, train, judge=g.stream and not self.accept_all)
+            timing = res.timing() if res.streamed else {"streamed": False}
+            return Generated(samples=res.samples, gen_tokens=stats.generated_tokens,
+                             gen_tokens_per_s=round(stats.tokens_per_s, 1), streamed=timing["streamed"],
+                             generate_s=timing.get("generate_s"), judge_s=timing.get("judge_s"),
+                             overlap_s=timing.get("overlap_s"), gen_judge_s=timing.get("round_s"))
+        recs, stats = self._rollouts(self.cfg.generator or self.model_dir(rnd - 1), train, g.n, g.temperature,
+                                     f"r{rnd}-")  # a [generator] samples in the student's place
         atomic_write(self.layout.round(rnd).candidates, _jsonl(recs))
         return Generated(samples=len(recs), gen_tokens=stats.generated_tokens,
                          gen_tokens_per_s=round(stats.tokens_per_s, 1))
 
-    def judge(self, rnd: int) -> Judged:
+    @property
+    def chunked(self) -> bool:
+        """Whether rounds are sampled in chunks (tgrs_agents.loop.stream) and judged through its feed: a
+        local student on the local engine. A served generator or student samples the whole round at once
+        (its calls are paid, and a budget sees them per stage), the ray engine splits it over workers, and
+        so does a :meth:`_rollouts` of one's own (an override on a subclass or instance: scripted rollouts)."""
+        own = "_rollouts" not in vars(self) and getattr(type(self)._rollouts, "own_sampler", False)
+        return (own and self.cfg.generate.engine == "local" and self.cfg.generator is None
+                and self.cfg.student.backend != "openai")
+
+    def _streamed(self, rnd: int, train: list[Task], *, judge: bool) -> tuple[Any, Any]:
+        """Round ``rnd``'s candidates made chunk by chunk into ``candidates.jsonl`` (what a killed run
+        kept is kept) and, with ``judge``, judged by the panel: as they are written with ``[generate]
+        stream``, else after the round. Returns (StreamResult, RolloutStats)."""
+        from ..generate.rollouts import RolloutStats
+        from .stream import generate_and_judge, stream_fingerprint, student_chunks
+
+        g, rd, prefix = self.cfg.generate, self.layout.round(rnd), f"r{rnd}-"
+        curate = None
+        if judge:
+            from ..curation.panel_file import load_panel
+            from ..curation.run import CurateRun
+
+            panel = load_panel(self.panel_file())
+            panel = self.student_panel(panel, self.model_dir(rnd - 1), self.calibration(rnd, panel))
+            options = self.judge_options(rnd, panel)
+
+            def curate(feed: Any) -> Any:
+                return CurateRun(rd.candidates, panel, rd.curate.dir, options=options, source=feed).run()
+
+        stats = RolloutStats()
+
+        async def go() -> Any:
+            async with student_chunks(self.cfg, self.model_dir(rnd - 1), g.n, g.temperature, prefix, self.services,
+                                      stats) as chunk:
+                return await generate_and_judge(chunk, train, g.n, rd.candidates, judge=curate, stream=g.stream,
+                                                chunk_tasks=g.chunk_tasks,
+                                                fingerprint=stream_fingerprint(train, g.n, prefix))
+
+        res = asyncio.run(go())
+        if res.summary is not None:
+            self.budget_stopped(rnd, res.summary)
+        return res, stats
+
+    def judge(self, rnd: int, train: list[Task] | None = None) -> Judged:
         rd = self.layout.round(rnd)
         if self.accept_all:
             recs = list(iter_jsonl(rd.candidates))
             atomic_write(rd.file(RoundDir.ALL_ACCEPTED), _jsonl(recs))
             return Judged(accepted=len(recs), acceptance_rate=1.0, accepted_file=RoundDir.ALL_ACCEPTED)
+        if self.chunked:  # through the stream's feed (a streamed round was judged as it was generated)
+            self.panel_file()  # a missing panel file fails before the tasks are read
+            res, _ = self._streamed(rnd, train if train is not None else self.tasks()[0], judge=True)
+            summary = res.summary
+            return Judged(accepted=summary["accepted"],
+                          acceptance_rate=round(summary["accepted"] / max(summary["valid"], 1), 4),
+                          calls_saved=summary["calls_saved"], accepted_file=RoundDir.CURATE_ACCEPTED)
         from ..curation.panel_file import load_panel
-        from ..curation.run import CurateOptions, curate
+        from ..curation.run import curate
 
         panel = load_panel(self.panel_file())
         panel = self.student_panel(panel, self.model_dir(rnd - 1), self.calibration(rnd, panel))
-        summary = asyncio.run(curate(rd.candidates, panel, rd.curate.dir, options=CurateOptions(cache=False)))
+        summary = asyncio.run(curate(rd.candidates, panel, rd.curate.dir, options=self.judge_options(rnd, panel)))
+        self.budget_stopped(rnd, summary)
         return Judged(accepted=summary["accepted"],
                       acceptance_rate=round(summary["accepted"] / max(summary["valid"], 1), 4),
                       calls_saved=summary["calls_saved"], accepted_file=RoundDir.CURATE_ACCEPTED)
+
+    def judge_options(self, rnd: int, panel: Any) -> Any:
+        """The round's curate options: the verdict ledger when the panel has priced judges, and the budget
+        left once everything else the run paid is counted (curate caps its directory's total)."""
+        from ..curation.run import CurateOptions
+        from .dryrun import priced
+
+        budget = None
+        if self._limit is not None:
+            budget = max(self._limit - (total_spent(self.dir) - curate_cost(self.layout.round(rnd).curate.dir)), 0.0)
+        return CurateOptions(cache=self.cache and bool(priced(panel)), cache_path=self.cache_path, budget_usd=budget)
+
+    def budget_stopped(self, rnd: int, summary: dict[str, Any]) -> None:
+        """Raise :class:`~tgrs_agents.loop.budget.BudgetStop` if the budget stopped the round's curate run
+        (its pending candidates are judged when the run resumes with a larger one)."""
+        if str(summary.get("stopped") or "").startswith("budget") and self.guard is not None:
+            raise BudgetStop(self.guard.line(rnd, "judge", total_spent(self.dir), f"{summary['pending']} "
+                                             "candidates not judged yet", during=True), round=rnd, stage="judge")
 
     def refine(self, rnd: int, accepted_file: str, refiner: Any = None) -> Refined:
         """Teacher rewrites of the accepted data; the round's student keeps, per candidate, the version
@@ -267,7 +379,7 @@ class ExpertIteration:
         if refiner is None:
             assert r.model is not None
             refiner = OpenAIRefiner(r.model, base_url=r.base_url, api_key_env=r.api_key_env, target=r.target,
-                                    price_input_per_mtok=r.price_input_per_mtok,
+                                    services=self.services, price_input_per_mtok=r.price_input_per_mtok,
                                     price_output_per_mtok=r.price_output_per_mtok)
         scorer = StudentCompatTeacher(StudentCompatConfig(name="refine_student", kind="student_compat",
                                                           model=str(self.model_dir(rnd - 1))))
@@ -361,17 +473,38 @@ class ExpertIteration:
                               file=self.cfg.source, field="train.method")
         train, held = self.tasks()
         self.claim()
+        self.guard = RunBudgetGuard(self.dir, self._limit, self.services.budget)
+        rounds: list[Round] = []
+        try:
+            return self._rounds(train, held, rounds, t0)
+        except BudgetStop as e:  # at a stage boundary: the directory resumes with a larger budget
+            from ..report.html import maybe_write_report
+
+            self.log(f"[tgrs] {e}")
+            summary = self.summary(rounds, t0, stopped=str(e))
+            maybe_write_report(self.dir, log=self.log)
+            return summary
+        finally:
+            if isinstance(self.services.budget, RunBudget):
+                self.services.budget.close()
+            self.services.close()
+
+    def _cost(self, rnd: int) -> dict[str, float]:
+        return spend_by_round(self.dir).get(rnd, {})
+
+    def _rounds(self, train: list[Task], held: list[Task], rounds: list[Round], t0: float) -> dict[str, Any]:
         start: WarmStart | BaseCheckpoint
         if self.cfg.student.model == "tiny":
             start = self._stage(0, "warm_start", WarmStart, lambda: self.warm_start(train, held))
         else:  # a real model: round 0 is the base model itself
             start = self._stage(0, "base_model", BaseCheckpoint,
                                 lambda: BaseCheckpoint(base_model=self.cfg.student.model))
-        rounds = [Round(0, self._stage(0, "eval", Evaluated, partial(self.evaluate, 0, held)), start=start)]
+        rounds.append(Round(0, self._stage(0, "eval", Evaluated, partial(self.evaluate, 0, held)), start=start,
+                            cost=self._cost(0)))
         self._report(rounds, t0)
         for rnd in range(1, self.cfg.rounds + 1):
             gen = self._stage(rnd, "generate", Generated, partial(self.generate, rnd, train))
-            judged = self._stage(rnd, "judge", Judged, partial(self.judge, rnd))
+            judged = self._stage(rnd, "judge", Judged, partial(self.judge, rnd, train))
             refined = None
             if self.cfg.refine.model is not None:
                 refined = self._stage(rnd, "refine", Refined, partial(self.refine, rnd, judged.accepted_file))
@@ -385,14 +518,21 @@ class ExpertIteration:
                 preferred = self._stage(rnd, "dpo", Preferred, partial(self.dpo, rnd, paired))
             ev = self._stage(rnd, "eval", Evaluated, partial(self.evaluate, rnd, held))
             rounds.append(Round(rnd, ev, generated=gen, judged=judged, refined=refined, pooled=pooled,
-                                trained=trained, paired=paired, preferred=preferred))
+                                trained=trained, paired=paired, preferred=preferred, cost=self._cost(rnd)))
             self._report(rounds, t0)
         return self.summary(rounds, t0)
 
-    def summary(self, rounds: list[Round], t0: float) -> dict[str, Any]:
-        """``summary.json``: the arm, k, one entry per round, the wall time so far."""
+    def summary(self, rounds: list[Round], t0: float, stopped: str | None = None) -> dict[str, Any]:
+        """``summary.json``: the arm, k, one entry per round, the cost and the wall time so far;
+        ``stopped``: why the run stopped before its last round (the budget), else None."""
+        spent = total_spent(self.dir)
+        before = self.guard.spent_before if self.guard is not None else 0.0
+        accepted = sum(r.judged.accepted for r in rounds if r.judged is not None)
         s = {"arm": self.arm, "method": self.cfg.train.method, "eval_k": self.cfg.eval_k,
-             "rounds": [r.to_json() for r in rounds], **self._walls(t0).to_json()}
+             "rounds": [r.to_json() for r in rounds], "cost_usd": round(spent, 6),
+             "cost_usd_invocation": round(max(spent - before, 0.0), 6), "budget_usd": self._limit,
+             "cost_per_accepted_usd": round(spent / accepted, 6) if accepted else None, "stopped": stopped,
+             **self._walls(t0).to_json()}
         atomic_write(self.layout.summary, json.dumps(s, indent=2))
         return s
 
@@ -426,4 +566,4 @@ class ExpertIteration:
             extra += (f", {r.paired.pairs} pairs" + (": no pairs, DPO carries the model over"
                                                     if r.preferred.carried_over else ""))
         self.log(f"[tgrs] round {r.round}: pass@1 {_pm(r.eval.pass1, r.eval.pass1_se)}, "
-                 f"pass@{k} {_pm(r.eval.passk, r.eval.passk_se)}{extra} ({time.perf_counter() - t0:.0f}s)")
+                 f"pass@{k} {_pm(r.eval.passk, r.eval.passk_se)}{extra}{_paid(r)} ({time.perf_counter() - t0:.0f}s)")

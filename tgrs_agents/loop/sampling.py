@@ -1,6 +1,6 @@
 """What the loop samples: the task splits, the student's generation backend, and the rollouts.
 
-* :func:`load_tasks`: a built-in family (``arithmetic``, ``code``: :mod:`tgrs_agents.tasks.families`),
+* :func:`load_tasks`: a built-in family (``arithmetic``, ``code``, ``instructions``: :mod:`tgrs_agents.tasks.families`),
   or two JSONL files of tasks (training and held-out; without an ``[eval] panel`` every held-out
   task needs a ``reference``, which the final_answer check compares answers with).
   Held-out tasks that are also training tasks are refused (:mod:`tgrs_agents.loop.contamination`)
@@ -10,6 +10,10 @@
 * :func:`student_backend`: ``[student] backend``: ``transformers`` or ``vllm`` load the round's
   checkpoint; ``openai`` samples from the served model through the run's paid-call services
   (:class:`~tgrs_agents.generate.openai_backend.OpenAIChatBackend`: limiter, retries, budget).
+  With a ``[generator]`` the generate stage passes ``cfg.generator`` in the student's place: a served
+  model writes the candidates (through the same services, costed like a judge) while evaluation
+  stays on the student (:func:`served_backend` builds both served backends). Its ``system``
+  instructions go to the generator alone and are left out of the candidates (:func:`served_record`).
 * :func:`tool_factory`: ``[tasks] tools``, the rollouts' tool factory (:mod:`tgrs_agents.tasks.env`):
   a user's, else the family's (a task file's: the calculator, as before). :func:`load_tasks` checks
   it once (it imports, makes tools, and every task's ``tools`` are among them), so a bad one fails
@@ -34,8 +38,8 @@ from pydantic import ValidationError
 from ..curation.panel_file import pydantic_problem
 from ..errors import ConfigError, InputError
 from ..teachers.loading import GGUF_PREFIX, resolve_model_ref
-from ..types import Task
-from .config import LoopConfig
+from ..types import Message, Task
+from .config import GeneratorConfig, LoopConfig, StudentConfig
 
 if TYPE_CHECKING:
     from ..paid.services import Services
@@ -184,7 +188,7 @@ def check_student(cfg: LoopConfig, reachable: Callable[[], bool] = hub_reachable
         return
     where = {"file": cfg.source, "field": "student.model"}
     if s.model.startswith(GGUF_PREFIX) or s.model.lower().endswith(".gguf"):  # a GGUF file, or one a package ships
-        resolve_model_ref(s.model, Path(cfg.base_dir), **where)
+        resolve_model_ref(s.model, Path(cfg.base_dir), file=cfg.source, field="student.model")
         return
     if s.model.startswith((".", "/", "~")) or s.model.count("/") > 1:
         raise ConfigError(f"cannot load student {s.model!r}: no such directory", **where)
@@ -202,19 +206,14 @@ def check_student(cfg: LoopConfig, reachable: Callable[[], bool] = hub_reachable
     raise ConfigError(f"cannot load student {s.model!r}: not a local path and the hub is unreachable", **where)
 
 
-def student_backend(cfg: LoopConfig, model_path: Path | str, services: Services) -> Any:
-    """The generation backend of the student at ``model_path`` (a served student: its model name)."""
+def student_backend(cfg: LoopConfig, model_path: Path | str | GeneratorConfig, services: Services) -> Any:
+    """The generation backend of the student at ``model_path`` (a served student: its model name); of the
+    served ``[generator]`` when ``model_path`` is ``cfg.generator`` (what the generate stage samples from)."""
+    if isinstance(model_path, GeneratorConfig):
+        return served_backend(model_path, services, source=cfg.source, field="generator")
     s = cfg.student
     if s.backend == "openai":
-        from ..generate.openai_backend import OpenAIChatBackend
-
-        endpoint: dict[str, Any] = {"base_url": s.base_url} if s.base_url else {}  # else the backend's default
-        try:
-            return OpenAIChatBackend(s.model, **endpoint, api_key_env=s.api_key_env or None, services=services,
-                                     price_input_per_mtok=s.price_input_per_mtok,
-                                     price_output_per_mtok=s.price_output_per_mtok)
-        except ConfigError as e:
-            raise ConfigError(e.detail, file=cfg.source, field="student") from None
+        return served_backend(s, services, source=cfg.source, field="student")
     try:
         if s.backend == "vllm":
             from ..generate.vllm_backend import VLLMBackend
@@ -228,13 +227,41 @@ def student_backend(cfg: LoopConfig, model_path: Path | str, services: Services)
                           file=cfg.source, field="student.model") from None
 
 
-def rollouts(cfg: LoopConfig, model_path: Path | str, tasks: list[Task], n: int, temperature: float,
-             id_prefix: str, services: Services) -> tuple[list[dict[str, Any]], Any]:
-    """(trajectories, :class:`~tgrs_agents.generate.rollouts.RolloutStats`): ``n`` rollouts per task."""
+def served_backend(s: StudentConfig | GeneratorConfig, services: Services, *, source: str | None,
+                   field: str) -> Any:
+    """An :class:`~tgrs_agents.generate.openai_backend.OpenAIChatBackend` for a served model (``[student]``
+    with ``backend = "openai"``, or ``[generator]``), its calls through the run's ``services``: the
+    endpoint's shared limiter, the retry policy, the budget. A missing key or price names ``field``."""
+    from ..generate.openai_backend import OpenAIChatBackend
+
+    endpoint: dict[str, Any] = {"base_url": s.base_url} if s.base_url else {}  # else the backend's default
+    if isinstance(s, GeneratorConfig):
+        endpoint.update(rpm=s.rpm, tpm=s.tpm, max_concurrency=s.max_concurrency)
+    try:
+        return OpenAIChatBackend(s.model, **endpoint, api_key_env=s.api_key_env or None, services=services,
+                                 price_input_per_mtok=s.price_input_per_mtok,
+                                 price_output_per_mtok=s.price_output_per_mtok)
+    except ConfigError as e:
+        raise ConfigError(e.detail, file=source, field=field) from None
+
+
+def rollouts(cfg: LoopConfig, model_path: Path | str | GeneratorConfig, tasks: list[Task], n: int,
+             temperature: float, id_prefix: str, services: Services) -> tuple[list[dict[str, Any]], Any]:
+    """(trajectories, :class:`~tgrs_agents.generate.rollouts.RolloutStats`): ``n`` rollouts per task, from
+    the student at ``model_path`` or (``model_path`` is ``cfg.generator``) the served generator, whose
+    trajectories say so in ``metadata.generator`` (its ``system`` instructions are left out of them)."""
+    # the tasks split over Ray workers (tgrs_agents.loop.ray_rollouts); a served generator's calls stay here
+    if cfg.generate.engine == "ray" and not isinstance(model_path, GeneratorConfig):
+        from .ray_rollouts import rollouts_on_ray
+        return rollouts_on_ray(cfg, model_path, tasks, n, temperature, id_prefix, services)
     from ..generate.base import SamplingParams
     from ..generate.rollouts import RolloutStats, rollout
 
     g = cfg.generate
+    served = model_path if isinstance(model_path, GeneratorConfig) else None
+    if served is not None and served.system:  # the generator's instructions, not the student's prompt
+        tasks = [t.model_copy(update={"messages": [Message(role="system", content=served.system), *t.messages]})
+                 for t in tasks]
     tools = tool_factory(cfg)
     params = SamplingParams(n=n, temperature=temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
                             seed=cfg.seed)
@@ -246,8 +273,20 @@ def rollouts(cfg: LoopConfig, model_path: Path | str, tasks: list[Task], n: int,
             recs = await rollout(backend, tasks, n=n, tools=tools, tool_timeout_s=cfg.tasks.tool_timeout_s,
                                  params=params,
                                  max_turns=g.max_turns, max_tokens=g.max_tokens, id_prefix=id_prefix, stats=stats)
+            if served is not None:
+                for r in recs:
+                    served_record(r, served)
             return recs, stats
         finally:
             await backend.aclose()
 
     return asyncio.run(go())
+
+
+def served_record(rec: dict[str, Any], g: GeneratorConfig) -> None:
+    """A served generator's trajectory as the student will learn it: without the generator's ``system``
+    instructions (prompt distillation: the student is evaluated without them), and saying who wrote it."""
+    msgs = rec["messages"]
+    if g.system and msgs and msgs[0].get("role") == "system" and msgs[0].get("content") == g.system:
+        rec["messages"] = msgs[1:]
+    rec.setdefault("metadata", {})["generator"] = f"{g.backend}:{g.model}"

@@ -96,9 +96,20 @@ class Evaluated(StageResult):
 
 @dataclass(frozen=True, kw_only=True)
 class Generated(StageResult):
+    """The round's candidates. A streamed round (tgrs_agents.loop.stream) judges them in this stage too:
+    ``streamed``, and the wall seconds of generating, of judging (the panel's run, start to end), of
+    both at once (``overlap_s``) and of the two together (``gen_judge_s``), left out when not streamed."""
+
     samples: int
     gen_tokens: int
     gen_tokens_per_s: float
+    streamed: bool | None = None
+    generate_s: float | None = None
+    judge_s: float | None = None
+    overlap_s: float | None = None
+    gen_judge_s: float | None = None
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"streamed", "generate_s", "judge_s", "overlap_s",
+                                                    "gen_judge_s"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +211,7 @@ class Round:
     trained: Trained | None = None
     paired: Paired | None = None  # train.method "dpo" / "sft+dpo"
     preferred: Preferred | None = None
+    cost: dict[str, float] | None = None  # USD paid per stage (tgrs_agents.loop.budget); None: not counted
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"round": self.round, **self.eval.to_json()}
@@ -227,6 +239,12 @@ class Round:
             if self.paired is not None and self.preferred is not None:
                 walls.update(pairs=self.paired.wall_s, dpo=self.preferred.wall_s)
             out["stage_wall_s"] = {**walls, "eval": self.eval.wall_s}
+        if self.cost is not None:  # cost_usd: the round's, every stage; per accepted sample of the round
+            total = sum(self.cost.values())
+            out["cost_usd"] = round(total, 6)
+            out["stage_cost_usd"] = {k: round(v, 6) for k, v in self.cost.items()}
+            accepted = self.judged.accepted if self.judged is not None else 0
+            out["cost_per_accepted_usd"] = round(total / accepted, 6) if accepted else None
         return out
 
 

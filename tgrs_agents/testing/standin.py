@@ -10,10 +10,12 @@ The real ``openai.AsyncOpenAI`` / ``anthropic.AsyncAnthropic`` clients talk to i
         srv.stats["429"], srv.requests[-1]["body"]
 
 Routes: ``POST /v1/chat/completions`` (ChatCompletion whose message content is the verdict as a JSON
-string), ``POST /v1/messages`` (Message with one ``tool_use`` block whose input is the verdict; the tool
-name is ``tool_choice.name`` from the request, default ``record_verdict``), ``GET /stats`` (the outcome
-counters) and ``GET /arrivals`` (``[time, outcome]`` of each logged request, for timelines). The batch
-APIs (OpenAI files and batches, Anthropic message batches) are ``srv.batches``: :mod:`.standin_batch`.
+string; with ``chat=``, a served model: ``chat(body)`` returns the assistant message, ``content`` and/or
+``tool_calls``, or None for the verdict), ``POST /v1/messages`` (Message with one ``tool_use`` block
+whose input is the verdict; the tool name is ``tool_choice.name`` from the request, default
+``record_verdict``), ``GET /stats`` (the outcome counters) and ``GET /arrivals`` (``[time, outcome]`` of
+each logged request, for timelines). The batch APIs (OpenAI files and batches, Anthropic message
+batches) are ``srv.batches``: :mod:`.standin_batch`.
 
 Each API request resolves to one outcome: ``"401"`` when no key is sent (``Authorization: Bearer`` or
 ``x-api-key``; the Anthropic SDK 2.x sends its key as a Bearer token), else the next scripted outcome
@@ -199,9 +201,11 @@ def _oa_duration(s: float) -> str:  # OpenAI's "20ms" / "1.5s" / "6m0s" style
 
 
 class StandIn:
-    def __init__(self, plan: FaultPlan | None = None, *, brain: Callable[[str], dict] | None = None) -> None:
+    def __init__(self, plan: FaultPlan | None = None, *, brain: Callable[[str], dict] | None = None,
+                 chat: Callable[[dict], dict | None] | None = None) -> None:
         self.plan = plan or FaultPlan()
         self.brain = brain or default_brain
+        self.chat = chat  # a served model: request body -> assistant message, or None for the brain's verdict
         self.script: collections.deque[str] = collections.deque()
         self.stats: collections.Counter[str] = collections.Counter()
         self.requests: list[dict] = []
@@ -395,6 +399,9 @@ class StandIn:
         if outcome in ("ok", "slow", "malformed"):
             prompt = "\n".join([system, *(
                 _text(m.get("content")) for m in messages if m.get("role") in ("user", "system"))])
+            message = self.chat(body) if self.chat is not None and not anth else None
+            if message is not None:
+                return 200, hdrs, self._openai_message(body, rid, message, in_tokens, rec)
             verdict = self.brain(prompt)
             if anth:
                 return 200, hdrs, self._anthropic_message(body, rid, verdict, in_tokens, ol, outcome)
@@ -472,6 +479,22 @@ class StandIn:
                          "message": {"role": "assistant", "content": content, "refusal": None}}],
             "usage": {"prompt_tokens": in_tokens, "completion_tokens": out_tokens,
                       "total_tokens": in_tokens + out_tokens},
+        }).encode()
+
+    @staticmethod
+    def _openai_message(body: dict, rid: str, message: dict, in_tokens: int, rec: dict) -> bytes:
+        """A served model's turn (``chat``): its ``content`` and ``tool_calls`` as the assistant message;
+        the usage it reports is kept in the request's log entry (``rec["usage"]``)."""
+        content, calls = message.get("content"), message.get("tool_calls") or None
+        out_tokens = max(1, (len(content or "") + len(json.dumps(calls or []))) // 4)
+        rec["usage"] = {"prompt_tokens": in_tokens, "completion_tokens": out_tokens}
+        return json.dumps({
+            "id": f"chatcmpl-{rid[4:]}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model") or "stand-in", "system_fingerprint": None,
+            "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": content, "refusal": None,
+                                     "tool_calls": calls}}],
+            "usage": {**rec["usage"], "total_tokens": in_tokens + out_tokens},
         }).encode()
 
     def _anthropic_message(self, body: dict, rid: str, verdict: dict, in_tokens: int,
