@@ -40,6 +40,25 @@ def test_every_subscriber_gets_every_event_in_subscription_then_publication_orde
     assert got == [("first", 1), ("second", 1), ("first", 2), ("second", 2), ("first", 3), ("second", 3)]
 
 
+def test_a_subscriber_skips_the_kinds_it_names_and_wants_says_whether_anyone_listens() -> None:
+    bus = EventBus()
+    assert not bus.wants(CandidateLoaded)  # no subscriber: a publisher need not build the event
+    journal: list[Event] = []
+    stop = bus.subscribe(journal.append, skip=(CandidateLoaded, VerdictReceived))
+    assert not bus.wants(CandidateLoaded) and bus.wants(RunStopped)
+    bus.publish(CandidateLoaded(candidate_id="c1", line=1))
+    bus.publish(RunStopped(reason="x"))
+    assert [type(e) for e in journal] == [RunStopped]
+    progress: list[Event] = []
+    bus.subscribe(progress.append)  # a progress display wants everything: the answer changes at once
+    assert bus.wants(CandidateLoaded)
+    bus.publish(CandidateLoaded(candidate_id="c2", line=2))
+    assert [type(e) for e in progress] == [CandidateLoaded] and len(journal) == 1
+    stop()
+    bus.publish(RunStopped(reason="y"))
+    assert len(journal) == 1 and len(progress) == 2
+
+
 def test_delivery_is_synchronous_in_the_publishers_call() -> None:
     bus = EventBus()
     seen: list[Event] = []

@@ -119,18 +119,38 @@ Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    """Deliver each published event to every subscriber, in order."""
+    """Deliver each published event to every subscriber, in order.
+
+    A subscriber may say which kinds it ignores (``skip``): a publisher of a frequent kind asks
+    :meth:`wants` first and does not even build the event when no one would read it.
+    """
 
     def __init__(self) -> None:
-        self._subs: list[Subscriber] = []
+        self._subs: list[tuple[Subscriber, tuple[type, ...]]] = []
+        self._wants: dict[type, bool] = {}
 
-    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
-        self._subs.append(fn)
-        return lambda: self._subs.remove(fn)
+    def subscribe(self, fn: Subscriber, *, skip: tuple[type, ...] = ()) -> Callable[[], None]:
+        entry = (fn, skip)
+        self._subs.append(entry)
+        self._wants.clear()
+
+        def unsubscribe() -> None:
+            self._subs.remove(entry)
+            self._wants.clear()
+
+        return unsubscribe
+
+    def wants(self, kind: type) -> bool:
+        """Whether any subscriber takes events of ``kind``."""
+        got = self._wants.get(kind)
+        if got is None:
+            got = self._wants[kind] = any(not issubclass(kind, skip) for _, skip in self._subs)
+        return got
 
     def publish(self, event: Event) -> None:
-        for fn in tuple(self._subs):  # a subscriber may unsubscribe itself during delivery
-            fn(event)
+        for fn, skip in tuple(self._subs):  # a subscriber may unsubscribe itself during delivery
+            if not isinstance(event, skip):
+                fn(event)
 
 
 class Sketch:
@@ -166,7 +186,8 @@ class Sketch:
         """The ``qs`` percentiles (0-100); None for each when there are no values."""
         if not self.n:
             return [None for _ in qs]
-        out, keys, seen, k = [], sorted(self.counts), 0, 0
+        out: list[float | None] = []
+        keys, seen, k = sorted(self.counts), 0, 0
         for q in qs:
             rank = q / 100 * (self.n - 1)  # the rank numpy's linear percentile interpolates at
             while seen + self.counts[keys[k]] <= rank:

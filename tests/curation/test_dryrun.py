@@ -203,3 +203,20 @@ def test_a_dry_run_on_a_directory_of_trajectories_counts_what_the_run_reads(
     assert (dry["candidates"], dry["invalid"]) == (real["valid"], real["invalid"]) == (3, 1)
     for name in ("gpt_a", "gpt_b"):  # an upper bound on what the run then paid
         assert real["teachers"][name]["calls"] <= dry["teachers"][name]["calls"]
+
+
+def test_a_repeated_judge_is_bounded_as_k_paid_calls_per_candidate_and_never_called(
+        tmp_path: Path, data: tuple[Path, Path, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    full, _, recs = data
+    n_good = sum(map(good, recs))
+    with StandIn(brain=brain) as srv:
+        panel = write_panel(tmp_path, srv)
+        text = panel.read_text().replace('name = "gpt_b"', 'name = "gpt_b"\nrepeats = 3\ntemperature = 0.7')
+        panel.write_text(text)
+        dry = tgrs(capsys, str(full), "--panel", str(panel), "--out", str(tmp_path / "dry"), "--dry-run")
+        assert srv.stats["requests"] == 0  # a repeated seat is as paid as a single one
+    a, b = dry["teachers"]["gpt_a"], dry["teachers"]["gpt_b"]
+    assert a["calls"] == n_good
+    assert b["calls"] == 3 * n_good  # every repeat counts: the upper bound of k calls a candidate
+    assert b["cost_usd"] == pytest.approx(3 * a["cost_usd"], rel=0.02)
+    assert dry["paid_calls_at_most"] == 4 * n_good

@@ -210,3 +210,14 @@ def test_the_memo_is_bounded_least_recently_used_first() -> None:
         assert memo.bytes <= 10_000 and memo.evictions >= 3
 
     asyncio.run(go())
+
+
+def test_a_plain_sync_python_teacher_runs_in_line_and_a_memoised_threaded_or_async_one_does_not() -> None:
+    """In line: no task, no semaphore (a sync function cannot suspend anyway); the memo only serves
+    teachers that are not in line, so ``deterministic = true`` keeps it out of line."""
+    spec = "tgrs_agents.tasks.code:compiles"
+    assert PythonTeacher(PythonConfig(name="c", function=spec)).inline is True
+    assert PythonTeacher(PythonConfig(name="c", function=spec, deterministic=True)).inline is False
+    assert PythonTeacher(PythonConfig(name="c", function=spec, thread=True)).inline is False
+    panel = Panel([PythonTeacher(PythonConfig(name="c", function=spec))], make_policy("unanimous", ["c"]))
+    assert "c" not in panel._sems  # called directly

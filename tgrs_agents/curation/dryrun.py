@@ -84,8 +84,8 @@ class _Predict:
         if hit is not None:
             self.stats.cache_hits += 1
             return hit.model_copy(update={"teacher": self.name, "cached": True})
-        est_in, est_out = self.w.estimate(cand)
-        self.stats.calls += 1
+        est_in, est_out = self.w.estimate(cand)  # a repeated seat's: its k calls' tokens
+        self.stats.calls += getattr(self.w, "k", 1)  # ... and its k calls
         self.stats.input_tokens += est_in
         self.stats.output_tokens += est_out
         online = self.w.price.cost(est_in, est_out)

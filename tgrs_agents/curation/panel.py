@@ -83,9 +83,10 @@ class _Case:
         if seat is not None and (v.error is None or self.panel.next_reserve(self.used) is None):
             self.seats[seat] = v
         self.outcome = self.policy.decide(self.seats)
-        if self.done() and self.decided_by is None:
+        done = self.done()
+        if done and self.decided_by is None:
             self.decided_by = v.teacher
-        return self.done()
+        return done
 
     async def fill(self, seat: str) -> None:
         """Reserves for a seat whose teacher failed for good, until one answers or none is left."""
@@ -217,7 +218,10 @@ class Panel:
             msg = f"{type(e).__name__}: {e}"
             v = Verdict.failure(teacher.name, msg, latency_s=time.perf_counter() - t0)
         if v.latency_s == 0.0 and not v.cached:
-            v = v.model_copy(update={"latency_s": time.perf_counter() - t0})
+            if teacher.inline and type(v) is Verdict:  # a verdict made by this call (the inline teachers
+                v.__dict__["latency_s"] = time.perf_counter() - t0  # build theirs): timed in place, no copy
+            else:
+                v = v.model_copy(update={"latency_s": time.perf_counter() - t0})
         self.stats[teacher.name].add(v)
         return v
 
@@ -288,15 +292,17 @@ class Panel:
             if case.done():
                 break
             todo = [t for t in group if t.name not in case.trail]
+            done = False
             for t in [t for t in todo if t.inline]:
                 v = await self._call(t, cand)
-                case.record(v, t.name)
+                done = case.record(v, t.name)
                 if v.error is not None:
                     await case.fill(t.name)
-                if case.done() or case.stop:
+                    done = case.done()
+                if done or case.stop:
                     break
             slow = [t for t in todo if not t.inline]
-            if case.done() or case.stop or not slow:
+            if done or case.stop or not slow or case.done():
                 if case.stop:
                     raise case.stop[0]
                 continue

@@ -45,7 +45,17 @@ from ..paid.ledger import Ledger
 from ..paid.services import Services
 from ..types import Candidate, Decision, Verdict
 from .batching import BatchStage
-from .ingest import IdIndex, Invalid, check_format, input_unit, read_chunks, remember_format
+from .ingest import (
+    IdIndex,
+    Invalid,
+    Places,
+    _dedupe,
+    check_format,
+    convert_one,
+    input_unit,
+    read_chunks,
+    remember_format,
+)
 from .jsonl import sanitize, sft_row, unwritable
 from .lock import run_lock
 from .memo import add_counts
@@ -86,8 +96,13 @@ class CurateRun:
         bus: EventBus | None = None,
         panel: Panel | None = None,
         services: Services | None = None,
+        source: Any = None,
     ) -> None:
         self.input = Path(input_path)
+        # ``source``: the candidates handed over as they are made (tgrs_agents.loop.stream.LineFeed):
+        # async batches of (line, JSON bytes) of the openai JSONL file ``input_path`` that is still
+        # growing, and a ``fingerprint`` standing for that file's content
+        self.source = source
         self.cfg = panel_config
         self.store = RunStore(out)
         self.opts = options
@@ -105,11 +120,12 @@ class CurateRun:
         self._batches: BatchStage | None = None  # the batch judges' parked candidates, if any
         self._wall = WallTime()  # this invocation, plus the earlier ones once the directory is open
         self._cost_before = 0.0  # what earlier invocations of this directory spent
+        self._journal_fresh = False  # this session began the verdict journal (see _jury)
         self._memo_before: dict[str, int] = {}
 
     # --- the run -------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
-        if not self.input.exists():  # a file, or a directory of trajectory files
+        if self.source is None and not self.input.exists():  # a file, or a directory of trajectory files
             from ..errors import ConfigError
 
             raise ConfigError("input file not found", file=self.input)
@@ -141,12 +157,14 @@ class CurateRun:
         assert self.panel is not None
         from ..formats import resolve
 
-        self.format, self.format_why = resolve(self.input, self.opts.input_format)
+        fmt = "openai" if self.source is not None else self.opts.input_format  # a stream is the round's JSONL
+        self.format, self.format_why = resolve(self.input, fmt)
         if check_format(self.store.dir, self.format, force=self.opts.force):
             self.store._archive()  # --force on a run read with another reader: start afresh
         state = self.store.open(
             panel_toml=self.cfg.to_toml(), panel_fp=self.cfg.fingerprint(),
             input_path=self.input, force=self.opts.force,
+            input_fp=self.source.fingerprint if self.source is not None else None,
         )
         for name, st in state.stats.items():
             if name in self.panel.stats:
@@ -165,7 +183,9 @@ class CurateRun:
         self._memo_before = (prev or {}).get("memo_hits") or {}  # earlier invocations' (not journaled)
         self._wall = WallTime(wall.before, self._wall.t0)
         self._prior = state.prior
-        self.bus.subscribe(self._journal)
+        # a first session observes every verdict its journal holds: its jury needs no journal re-read
+        self._journal_fresh = not state.resumed
+        self.bus.subscribe(self._journal, skip=(CandidateLoaded, VerdictReceived))
         self.bus.publish(RunStarted(run_dir=str(self.store.dir), input=str(self.input),
                                     resumed=state.resumed, already_done=state.done.count,
                                     panel_fingerprint=self.cfg.fingerprint(),
@@ -246,7 +266,9 @@ class CurateRun:
     async def _reader(self, state: Any, index: IdIndex, todo: asyncio.Queue[Any],
                       results: asyncio.Queue[Any], n_workers: int) -> None:
         try:
-            for lines_read, chunk in read_chunks(self.input, state.done, index, fmt=self.format):
+            chunks = (self._fed(state, index) if self.source is not None
+                      else _as_async(read_chunks(self.input, state.done, index, fmt=self.format)))
+            async for lines_read, chunk in chunks:
                 if self.stopped:
                     break
                 self.counts["input_lines"] = lines_read
@@ -255,7 +277,8 @@ class CurateRun:
                         await results.put((line, item))
                     else:
                         self.counts["valid"] += 1
-                        self.bus.publish(CandidateLoaded(candidate_id=item.id, line=line))
+                        if self.bus.wants(CandidateLoaded):
+                            self.bus.publish(CandidateLoaded(candidate_id=item.id, line=line))
                         await todo.put((line, item))
                 await asyncio.sleep(0)  # let the judges run between chunks
         except sqlite3.Error as e:  # the id index (a full disk, say)
@@ -267,6 +290,18 @@ class CurateRun:
             self._fail(e)
         for _ in range(n_workers):
             await todo.put(_DONE)
+
+    async def _fed(self, state: Any, index: IdIndex) -> Any:
+        """``read_chunks`` of a file that is still being written: the batches ``self.source`` hands
+        over, through the same gate (openai JSONL: :func:`convert_one`) and id index."""
+        src, places = str(self.input), Places()
+        places.add(0, src, "line")
+        last = 0
+        async for batch in self.source:
+            last = max([last, *(line for line, _ in batch)])
+            items = [(line, convert_one(self.format, _raw, raw, line, src, "line"))
+                     for line, raw in batch if line not in state.done]
+            yield last, _dedupe(items, index, places)
 
     async def _judge_worker(self, todo: asyncio.Queue[Any], results: asyncio.Queue[Any]) -> None:
         assert self.panel is not None
@@ -319,7 +354,8 @@ class CurateRun:
                     self._paid[v.teacher].settle(cand)
             except Exception as e:  # noqa: BLE001 - a ledger that failed: stop the run after this
                 self._fail(e)
-            self.bus.publish(VerdictReceived(candidate_id=cand_id, verdict=v))
+            if self.bus.wants(VerdictReceived):
+                self.bus.publish(VerdictReceived(candidate_id=cand_id, verdict=v))
         return hook
 
     async def _recorder(self, results: asyncio.Queue[Any]) -> None:
@@ -394,9 +430,7 @@ class CurateRun:
 
     def _journal(self, ev: Any) -> None:
         """The journal subscriber: run-level and per-candidate outcome events go to events.jsonl."""
-        if isinstance(ev, CandidateLoaded | VerdictReceived):
-            return  # implied by decisions / kept in verdicts.jsonl
-        try:
+        try:  # (CandidateLoaded and VerdictReceived are skipped: implied by decisions / in verdicts.jsonl)
             self.store.append("events", ev.to_json())
         except TypeError:  # a reason that cannot be written as it is: the event still goes in
             self.store.append("events", sanitize(ev.to_json()))
@@ -433,8 +467,10 @@ class CurateRun:
         return out
 
     def _jury(self, final: bool) -> dict[str, Any] | None:
-        if final:
-            self._jury_last = self.panel.jury_report(self.store.path("verdicts"))
+        assert self.panel is not None
+        if final:  # the journal adds earlier sessions' verdicts, and those of candidates left undecided
+            fresh = self._journal_fresh and not self.stopped
+            self._jury_last = self.panel.jury_report(None if fresh else self.store.path("verdicts"))
         return self._jury_last
 
     def summary(self, final: bool = True) -> dict[str, Any]:
@@ -485,6 +521,15 @@ class CurateRun:
         }
 
 
+async def _as_async(chunks: Any) -> Any:
+    for item in chunks:
+        yield item
+
+
+def _raw(raw: bytes) -> bytes:  # the openai reader's converter: a line is the record's own bytes
+    return raw
+
+
 async def curate(
     input_path: str | Path,
     panel: PanelConfig,
@@ -494,9 +539,10 @@ async def curate(
     bus: EventBus | None = None,
     input_format: str | None = None,
 ) -> dict[str, Any]:
-    """Curate a file of trajectories with a panel; returns the run summary.
+    """Curate a file of trajectories with a panel in this process; returns the run summary.
 
     ``input_format``: a reader name of :mod:`tgrs_agents.formats` or ``auto`` (overrides ``options``).
+    The public ``tgrs_agents.curate`` (:mod:`tgrs_agents.cluster.api`) adds ``engine="ray"``.
     """
     if input_format is not None:
         from dataclasses import replace

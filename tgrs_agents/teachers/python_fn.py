@@ -94,6 +94,9 @@ class PythonTeacher(Teacher):
                 field=f"teacher.{config.name}.function",
             ) from None
         self._async = inspect.iscoroutinefunction(self._fn)
+        # a plain sync function never suspends: the panel calls it in line, with no task or semaphore
+        # (a memoised one, ``deterministic = true``, keeps the memo, which only non-inline teachers use)
+        self.inline = not (self._async or config.thread or config.deterministic)  # type: ignore[misc]
 
     def memo_content(self, candidate: Candidate) -> tuple[str] | None:
         """Everything but the id, where the panel file says ``deterministic = true``; else None."""
