@@ -382,7 +382,7 @@ from tgrs_agents.teachers.checks import answer_matches_tool
 
 
 async def check(candidate):
-    await asyncio.sleep(0.002)
+    await asyncio.sleep(0.01)  # the run lasts seconds: the interrupt lands mid-run, not in its last moments
     return answer_matches_tool(candidate)
 """
 
