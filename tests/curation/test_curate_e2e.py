@@ -382,7 +382,7 @@ from tgrs_agents.teachers.checks import answer_matches_tool
 
 
 async def check(candidate):
-    await asyncio.sleep(0.01)  # the run lasts seconds: the interrupt lands mid-run, not in its last moments
+    await asyncio.sleep(0.002)
     return answer_matches_tool(candidate)
 """
 
@@ -396,8 +396,10 @@ def test_sigint_leaves_a_resumable_run_that_completes_like_an_uninterrupted_one(
     slow = write_panel(tmp_path / "slow.toml", consistent=(
         f'kind = "python"\nfunction = "{helper}:check"\nmax_concurrency = 8'))
     out = tmp_path / "run"
-    proc = subprocess.Popen(curate_cmd(data, slow, out), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it: a test run started in the background (`cmd &`) passes SIGINT
+    # on ignored, and Python keeps an inherited SIG_IGN (then the signal would be dropped, not tested)
+    proc = subprocess.Popen(curate_cmd(data, slow, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         verdicts = out / "verdicts.jsonl"
         wait_for(lambda: proc.poll() is not None or (verdicts.exists() and verdicts.stat().st_size > 0),
