@@ -4,6 +4,8 @@ rows leave the batch when they end, per-row caps hold, top-p sampling keeps only
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -44,10 +46,9 @@ def complete(be: TransformersBackend, cs: list[Any], params: SamplingParams, cap
     return asyncio.run(go())
 
 
-def test_greedy_compact_equals_generate_and_rows_leave_the_batch(tok: Any, model: Any) -> None:
-    params = SamplingParams(temperature=0.0, max_new_tokens=30)
-    caps = [30, 3, 30, 12, 30, 1, 30, 30, 7]
-    gen = complete(TransformersBackend(model, tok, decode="generate"), convs(), params, caps)
+@contextlib.contextmanager
+def batch_widths(model: Any) -> Iterator[list[int]]:
+    """The batch width of every forward call made inside the block."""
     widths: list[int] = []
     real = model.forward
 
@@ -57,9 +58,17 @@ def test_greedy_compact_equals_generate_and_rows_leave_the_batch(tok: Any, model
 
     model.forward = spy
     try:
-        compact = complete(TransformersBackend(model, tok, decode="compact"), convs(), params, caps)
+        yield widths
     finally:
         del model.forward
+
+
+def test_greedy_compact_equals_generate_and_rows_leave_the_batch(tok: Any, model: Any) -> None:
+    params = SamplingParams(temperature=0.0, max_new_tokens=30)
+    caps = [30, 3, 30, 12, 30, 1, 30, 30, 7]
+    gen = complete(TransformersBackend(model, tok, decode="generate"), convs(), params, caps)
+    with batch_widths(model) as widths:
+        compact = complete(TransformersBackend(model, tok, decode="compact"), convs(), params, caps)
     assert compact == gen
     assert [t.n_tokens <= c for t, c in zip(compact, caps, strict=True)] == [True] * len(caps)
     assert widths[0] == len(caps) and widths[-1] < len(caps)  # ended rows left the batch
@@ -69,18 +78,8 @@ def test_greedy_compact_equals_generate_and_rows_leave_the_batch(tok: Any, model
 def test_a_prompt_sampled_n_times_is_prefilled_once(tok: Any, model: Any) -> None:
     cs = [c for c in convs()[:4] for _ in range(3)]  # 4 prompts x 3 samples
     greedy = SamplingParams(temperature=0.0, max_new_tokens=16)
-    widths: list[int] = []
-    real = model.forward
-
-    def spy(*a: Any, **kw: Any) -> Any:
-        widths.append(kw["input_ids"].shape[0])
-        return real(*a, **kw)
-
-    model.forward = spy
-    try:
+    with batch_widths(model) as widths:
         compact = complete(TransformersBackend(model, tok, decode="compact"), cs, greedy)
-    finally:
-        del model.forward
     assert widths[0] == 4 and widths[1] <= 12  # one prefill per distinct prompt, then a row per sample
     assert compact == complete(TransformersBackend(model, tok, decode="generate"), cs, greedy)
     sampled = complete(TransformersBackend(model, tok, decode="compact"), cs,

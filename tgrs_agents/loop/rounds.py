@@ -301,11 +301,9 @@ class ExpertIteration:
         g, rd, prefix = self.cfg.generate, self.layout.round(rnd), f"r{rnd}-"
         curate = None
         if judge:
-            from ..curation.panel_file import load_panel
             from ..curation.run import CurateRun
 
-            panel = load_panel(self.panel_file())
-            panel = self.student_panel(panel, self.model_dir(rnd - 1), self.calibration(rnd, panel))
+            panel = self.round_panel(rnd)
             options = self.judge_options(rnd, panel)
 
             def curate(feed: Any) -> Any:
@@ -334,20 +332,27 @@ class ExpertIteration:
         if self.chunked:  # through the stream's feed (a streamed round was judged as it was generated)
             self.panel_file()  # a missing panel file fails before the tasks are read
             res, _ = self._streamed(rnd, train if train is not None else self.tasks()[0], judge=True)
-            summary = res.summary
-            return Judged(accepted=summary["accepted"],
-                          acceptance_rate=round(summary["accepted"] / max(summary["valid"], 1), 4),
-                          calls_saved=summary["calls_saved"], accepted_file=RoundDir.CURATE_ACCEPTED)
-        from ..curation.panel_file import load_panel
+            return self._judged(res.summary)
         from ..curation.run import curate
 
-        panel = load_panel(self.panel_file())
-        panel = self.student_panel(panel, self.model_dir(rnd - 1), self.calibration(rnd, panel))
+        panel = self.round_panel(rnd)
         summary = asyncio.run(curate(rd.candidates, panel, rd.curate.dir, options=self.judge_options(rnd, panel)))
         self.budget_stopped(rnd, summary)
+        return self._judged(summary)
+
+    @staticmethod
+    def _judged(summary: dict[str, Any]) -> Judged:
         return Judged(accepted=summary["accepted"],
                       acceptance_rate=round(summary["accepted"] / max(summary["valid"], 1), 4),
                       calls_saved=summary["calls_saved"], accepted_file=RoundDir.CURATE_ACCEPTED)
+
+    def round_panel(self, rnd: int) -> Any:
+        """The panel that judges round ``rnd``: the panel file, with teachers that follow the student
+        pointed at round ``rnd - 1``'s (and its calibration demonstrations)."""
+        from ..curation.panel_file import load_panel
+
+        panel = load_panel(self.panel_file())
+        return self.student_panel(panel, self.model_dir(rnd - 1), self.calibration(rnd, panel))
 
     def judge_options(self, rnd: int, panel: Any) -> Any:
         """The round's curate options: the verdict ledger when the panel has priced judges, and the budget
