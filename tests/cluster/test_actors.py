@@ -133,3 +133,34 @@ def test_a_worker_killed_mid_run_resumes_its_shard(ray_local, standin, tmp_path,
             map(json.loads, (one / f"{name}.jsonl").read_text().splitlines()), key=str), (name, at)
     key = b"sk-test-cluster-not-a-real-key"
     assert not any(key in p.read_bytes() for p in run.rglob("*") if p.is_file())
+
+
+def test_the_driver_starts_one_bank_per_endpoint_at_its_lowest_limit_and_only_the_actors_the_run_uses(
+        ray_local, tmp_path, monkeypatch):
+    from tgrs_agents.cluster.actors import release_run
+    from tgrs_agents.cluster.engine import ShardSpec, _start_state
+
+    monkeypatch.setenv(KEY_ENV, "sk-test-cluster-not-a-real-key")
+    panel = tmp_path / "panel.toml"
+    judge = ['kind = "openai"', 'model = "gpt-4o-mini"', 'base_url = "http://127.0.0.1:9/v1"',
+             f'api_key_env = "{KEY_ENV}"']
+    panel.write_text("\n".join(['policy = "unanimous"',
+                                "[[teacher]]", 'name = "a"', *judge, "rpm = 6000",
+                                "[[teacher]]", 'name = "b"', *judge, "rpm = 3000", "seed = 1",
+                                "[[teacher]]", 'name = "tool"', 'kind = "python"',
+                                'function = "tgrs_agents.teachers.checks:answer_matches_tool"']) + "\n")
+
+    def started(run: str, options: CurateOptions) -> tuple[dict, int]:
+        _start_state(ShardSpec(0, "-", 0, 0, str(tmp_path), load_panel(panel), options, run, options.budget_usd))
+        names = [a["name"] for a in ray_local.util.list_named_actors(all_namespaces=True) if f":{run}:" in a["name"]
+                 or a["name"].endswith(f":{run}")]
+        bank = next(n for n in names if n.startswith("tgrs-bank:"))
+        lease = ray_local.get(ray_local.get_actor(bank, namespace="tgrs").grant.remote(1 << 30, 0.0))
+        release_run(run)
+        return {n.split(":")[0] for n in names}, lease.requests
+
+    kinds, lease = started("t-lean", CurateOptions(cache=False))
+    assert kinds == {"tgrs-bank"}  # two judges on one endpoint: one bank; no budget, no ledger: nothing else
+    assert lease == 10  # 0.2 s of 3000/min: the lower of the two judges' rpm, as one process keeps it
+    kinds, _ = started("t-full", CurateOptions(cache=True, cache_path=str(tmp_path / "ledger.db"), budget_usd=1.0))
+    assert kinds == {"tgrs-bank", "tgrs-book", "tgrs-claims"}

@@ -153,7 +153,35 @@ def test_a_worker_gives_back_its_lease_when_it_ends():
         return bank
 
     bank = asyncio.run(main())
-    assert bank.stats.requests == 20 and bank.stats.returned == 19
+    # one caller asked for one request: the bank's floor, a quarter lease (5 of 20), and 4 came back
+    assert bank.stats.requests == 5 and bank.stats.returned == 4
+
+
+def test_a_lease_is_sized_to_the_callers_waiting_so_the_last_ones_book_no_idle_quota():
+    async def main(n):
+        clock = FakeClock()
+        bank = LeaseBank(EndpointLimits(rpm=6000), clock)  # 100/s: leases of 20, at least 5
+        lim = LeasedLimiter("e", EndpointLimits(rpm=6000), LocalBank(bank), clock, lease_requests=1 << 30)
+        asked = []
+        grant = bank.grant
+        bank.grant = lambda k, t=0.0: asked.append(k) or grant(k, t)  # type: ignore[method-assign]
+
+        async def call():
+            permit = await lim.acquire()
+            lim.release(permit=permit)
+
+        await asyncio.gather(*(call() for _ in range(n)))  # n callers, then the worker's work is done
+        booked = bank.stats.requests
+        lim.close()
+        return asked, booked
+
+    asked, booked = asyncio.run(main(23))
+    # the first caller finds no queue yet (it gets the floor, 5); then the 18 still waiting ask for 18:
+    # 23 booked for 23 calls, where leases of a fixed 20 would have booked 40 and held 17 idle until
+    # the worker ended (the cluster's other workers waiting behind them)
+    assert asked == [1, 18] and booked == 23
+    asked, booked = asyncio.run(main(60))
+    assert max(asked) >= 20 and booked - 60 < 5  # a long queue asks for whole leases (capped at 20)
 
 
 def test_token_leases_reconcile_the_estimate_with_the_usage():

@@ -19,35 +19,9 @@ from typing import Any, Protocol
 from ..paid.buckets import Clock, SystemClock
 from ..paid.wrappers import Cached
 from ..types import Candidate
+from .leases import ClaimBook
 
-
-class ClaimBook:
-    """Which worker is paying for which content key (held in one actor per run)."""
-
-    TTL_S = 120.0
-
-    def __init__(self, clock: Clock | None = None) -> None:
-        self.clock = clock or SystemClock()
-        self.held: dict[str, tuple[str, float]] = {}
-        self.granted = self.refused = 0
-
-    def claim(self, key: str, holder: str) -> bool:
-        now = self.clock.now()
-        cur = self.held.get(key)
-        if cur is not None and cur[0] != holder and cur[1] > now:
-            self.refused += 1
-            return False
-        self.held[key] = (holder, now + self.TTL_S)
-        self.granted += 1
-        return True
-
-    def release(self, key: str, holder: str) -> None:
-        cur = self.held.get(key)
-        if cur is not None and cur[0] == holder:
-            del self.held[key]
-
-    def report(self) -> dict[str, int]:
-        return {"granted": self.granted, "refused": self.refused, "held": len(self.held)}
+__all__ = ["ClaimBook", "ClaimClient", "ClusterCached", "LocalClaims"]
 
 
 class ClaimClient(Protocol):

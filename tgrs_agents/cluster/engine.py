@@ -89,10 +89,13 @@ def run_shard(spec: ShardSpec) -> dict[str, Any]:
     opts = spec.options
     fmt = resolve(d / "input.jsonl", opts.input_format)[0]
     seed_index(d, fmt, spec.panel.fingerprint(), force=opts.force)  # the ids earlier shards used first
-    budget = SharedBudget(opts.budget_usd, book=RayBook(book_handle(spec.run_id, spec.budget_usd)))
+    # the run's actors, only those this run uses: the book where there is a budget, the claims where
+    # there is a ledger (each actor is a process, started at the run's beginning: :func:`_start_state`)
+    book = RayBook(book_handle(spec.run_id, spec.budget_usd)) if opts.budget_usd is not None else None
+    budget = SharedBudget(opts.budget_usd, book=book)
     limiters = LeasedRegistry(lambda key, limits: RayBank(bank_handle(spec.run_id, key, limits)))
-    claims = functools.partial(ClusterCached, claims=RayClaims(claims_handle(spec.run_id)),
-                               holder=f"shard-{spec.index}")
+    claims = None if not opts.cache else functools.partial(
+        ClusterCached, claims=RayClaims(claims_handle(spec.run_id)), holder=f"shard-{spec.index}")
     services = Services(budget=budget, ledger=Ledger(opts.cache_path) if opts.cache else None,
                         limiters=limiters, breaker_failures=opts.breaker_failures, cache_factory=claims)
     try:
@@ -132,11 +135,12 @@ def curate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, option
 
         state: dict[str, Any] = {}
         try:
-            if specs:
-                _start_state(specs[0])  # the run's actors start while the pre-pass runs
             # the pre-pass: a repeated id whose first use is in an earlier shard is set aside, as one
             # process sets it aside, and never judged (see .ids)
-            prepared = sorted(_get(ray, [prepare.remote(s) for s in specs]), key=lambda r: r["index"])
+            scans = [prepare.remote(s) for s in specs]
+            if specs:
+                _start_state(specs[0])  # the run's actors come up while the pre-pass runs
+            prepared = sorted(_get(ray, scans), key=lambda r: r["index"])
             offsets = list(itertools.accumulate((r["lines"] for r in prepared), initial=0))[:len(prepared)]
             repeats = cross_shard_repeats([Path(s.dir) for s in specs], offsets, out)
             results = sorted(_get(ray, [task.remote(s) for s in specs]), key=lambda r: r["index"])
@@ -152,31 +156,54 @@ def curate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, option
 
 
 def _start_state(spec: ShardSpec) -> None:
-    """Create the run's actors from the driver: the book, the claims, a bank per endpoint of the panel
-    (got by building the panel here, on the workers' registry). Each actor is a process of its own,
-    seconds to start on a busy machine: started now, they come up while the pre-pass runs instead of
-    when the first shard asks. A panel that cannot be built (a missing key) fails here, before any shard."""
-    from ..curation.panel import Panel
-    from ..paid.services import Services
-    from .actors import RayBank, bank_handle, book_handle, claims_handle
-    from .limiter import LeasedRegistry
+    """Create the run's actors from the driver: a bank per endpoint of the panel, and the book and the
+    claims where the run has a budget and a ledger. Each actor is a process of its own (about 0.6 s to
+    come up here), so they are started first and come up while the pre-pass runs. The endpoints come
+    from the teachers' configs (no SDK imported, no client made: a second of the driver's time on the
+    critical path), with the lowest limits of the teachers that share one, as one process keeps them.
+    A judge whose key is missing fails here, before any shard, as when a panel is built."""
+    from ..paid.limits import EndpointLimits
+    from ..teachers.base import teacher_class
+    from ..teachers.llm_judge import ApiJudge
+    from .actors import bank_handle, book_handle, claims_handle
 
-    book_handle(spec.run_id, spec.budget_usd)
-    claims_handle(spec.run_id)
-    limiters = LeasedRegistry(lambda key, limits: RayBank(bank_handle(spec.run_id, key, limits)))
-    services = Services(limiters=limiters)
-    panel = Panel.from_config(spec.panel, services)
-    asyncio.run(panel.aclose())
-    services.close()
+    panel = spec.panel
+    banks: dict[str, EndpointLimits] = {}
+    for tc in panel.teachers:
+        cls = teacher_class(tc.kind)
+        if not (isinstance(cls, type) and issubclass(cls, ApiJudge)):
+            continue  # built-in local teachers, or a plugin's: its shards start its bank when they need it
+        if not os.environ.get(tc.api_key_env) and tc.api_key_env not in spec.secrets:
+            raise ConfigError(f"environment variable {tc.api_key_env} is not set (the API key is read from it "
+                              "and nowhere else)", file=panel.source, field=f"teacher.{tc.name}.api_key_env")
+        key, limits = cls.endpoint_for(tc)
+        banks[key] = _lower(banks[key], limits) if key in banks else limits
+    for key, limits in banks.items():  # first: a shard's first call waits for its endpoint's bank
+        bank_handle(spec.run_id, key, limits)
+    if spec.options.cache:
+        claims_handle(spec.run_id)
+    if spec.options.budget_usd is not None:
+        book_handle(spec.run_id, spec.budget_usd)
+
+
+def _lower(a: Any, b: Any) -> Any:
+    """The lower of each stated rate of two endpoint limits (None: not stated)."""
+    pick = lambda x, y: y if x is None else x if y is None else min(x, y)  # noqa: E731
+    return dataclasses.replace(a, rpm=pick(a.rpm, b.rpm), tpm=pick(a.tpm, b.tpm),
+                               input_tpm=pick(a.input_tpm, b.input_tpm),
+                               output_tpm=pick(a.output_tpm, b.output_tpm),
+                               max_concurrency=min(a.max_concurrency, b.max_concurrency))
 
 
 def _warm(_: int) -> int:
     import importlib
     import time
 
-    for name in ("tgrs_agents.curation.run", "tgrs_agents.paid.services", "tgrs_agents.cluster.actors", "openai"):
-        try:  # what a shard imports first; openai only where the api extra is installed
-            importlib.import_module(name)
+    for name in ("tgrs_agents.curation.run", "tgrs_agents.paid.services", "tgrs_agents.cluster.actors"):
+        importlib.import_module(name)  # what a shard imports first
+    for sdk, client in (("openai", "AsyncOpenAI"), ("anthropic", "AsyncAnthropic")):
+        try:  # where the api extra is installed: a client made once imports its HTTP stack (half a second)
+            getattr(importlib.import_module(sdk), client)(api_key="-", base_url="http://127.0.0.1:9", max_retries=0)
         except ImportError:
             pass
     time.sleep(0.1)  # held a moment, so the n tasks run on n workers at once

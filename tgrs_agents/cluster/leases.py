@@ -16,7 +16,9 @@ A worker holds at most a lease's worth (``LEASE_S`` of the cluster's rate), so t
 spend after a 429 before it learns of the pause.
 
 Times cross process (and machine) boundaries, so the protocol speaks durations, never clock
-readings. The :class:`BudgetBook` is the run's budget, granted to workers in allowances the same way.
+readings. The :class:`BudgetBook` is the run's budget, granted to workers in allowances the same way;
+the :class:`ClaimBook`, which worker is paying for which content (:mod:`.dedupe`). This module
+imports little: an actor process that holds one of these starts the faster.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class LeaseBank:
     """One endpoint's quota for the whole cluster (``limits.rpm`` / ``limits.tpm``)."""
 
     LEASE_S = 0.2  # a lease is at most this much of the cluster's rate
+    MIN_SHARE = 0.25  # and at least this share of that: a worker asks for what its callers wait for,
+    # so its last leases book no quota it will not spend; the floor keeps a worker whose calls come
+    # one at a time from asking the actor for every call
     VALID_S = 1.0  # and must be spent within this long of its start
     DECREASE = 0.7  # 429s cut the rate (once per episode) ...
     EPISODE_S = 1.0
@@ -81,13 +86,15 @@ class LeaseBank:
         return r, t
 
     def grant(self, requests: int, tokens: float = 0.0) -> Lease:
-        """Grant at most a lease's worth (never less than one request, nor than ``tokens``)."""
+        """Grant ``requests``, at most a lease's worth and at least ``MIN_SHARE`` of one (never less
+        than one request, nor than ``tokens``)."""
         now = self.clock.now()
         if self.stats.grants == 0 and self.requests is not None:
             # paced from the first grant, not from the bank's creation: the driver creates it early
             # (while the pre-pass runs), and a bucket filled meanwhile would let the first second herd
             self.requests.tokens, self.requests.t = min(self.requests.tokens, 1.0), now
-        n = max(1, min(int(requests), self.lease_size()[0]))
+        cap = self.lease_size()[0]
+        n = max(1, min(int(requests), cap), math.ceil(cap * self.MIN_SHARE) if self.requests else 1)
         wait = 0.0
         if self.requests is not None:
             wait = self.requests.reserve(n, now)
@@ -181,3 +188,32 @@ class BudgetBook:
     def report(self) -> dict[str, float | None]:
         return {"limit_usd": self.limit_usd, "spent_usd": round(self.spent_usd, 6),
                 "out_usd": round(self.out_usd, 6), "refused": self.refused}
+
+
+class ClaimBook:
+    """Which worker is paying for which content key (held in one actor per run)."""
+
+    TTL_S = 120.0
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
+        self.held: dict[str, tuple[str, float]] = {}
+        self.granted = self.refused = 0
+
+    def claim(self, key: str, holder: str) -> bool:
+        now = self.clock.now()
+        cur = self.held.get(key)
+        if cur is not None and cur[0] != holder and cur[1] > now:
+            self.refused += 1
+            return False
+        self.held[key] = (holder, now + self.TTL_S)
+        self.granted += 1
+        return True
+
+    def release(self, key: str, holder: str) -> None:
+        cur = self.held.get(key)
+        if cur is not None and cur[0] == holder:
+            del self.held[key]
+
+    def report(self) -> dict[str, int]:
+        return {"granted": self.granted, "refused": self.refused, "held": len(self.held)}

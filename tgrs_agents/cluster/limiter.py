@@ -69,15 +69,20 @@ class LeasedLimiter(EndpointLimiter):
         self._epoch = -1
         self._expires = -1e9
         self._fetch = asyncio.Lock()
+        self._queued = 0  # callers waiting for quota (this one included): what a lease is sized to
         self.leases = 0
 
     async def acquire(self, est_in: int = 0, est_out: int = 0) -> float:
         need = float(est_in + est_out) if self.limits.tpm else 0.0
-        async with self._fetch:  # callers take quota in turn; one fetch at a time
-            while not self._covers(need):
-                await self._renew(need)
-            self._req -= 1
-            self._tok -= need
+        self._queued += 1
+        try:
+            async with self._fetch:  # callers take quota in turn; one fetch at a time
+                while not self._covers(need):
+                    await self._renew(need)
+                self._req -= 1
+                self._tok -= need
+        finally:
+            self._queued -= 1
         return await super().acquire(est_in, est_out)
 
     def _covers(self, need: float) -> bool:
@@ -85,7 +90,10 @@ class LeasedLimiter(EndpointLimiter):
 
     async def _renew(self, need: float) -> None:
         self._give_back()
-        lease = await self.bank.grant(self.lease_requests, max(need, self.lease_tokens))
+        # as many requests as callers wait for (the bank caps it at a lease): a worker whose work runs
+        # out asks for what it will spend, so the cluster's quota is not booked for calls never made
+        # (the last leases of a run would hold it back from the workers still busy)
+        lease = await self.bank.grant(min(self.lease_requests, max(self._queued, 1)), max(need, self.lease_tokens))
         self.leases += 1
         now = self.clock.now()
         if lease.wait_s > 0:

@@ -267,13 +267,19 @@ class ApiJudge(Teacher):
 
     @property
     def endpoint_key(self) -> str:
-        return endpoint_key(self.base_url, os.environ.get(self.config.api_key_env))
+        return self.endpoint_for(self.config)[0]
 
     @property
     def limits(self) -> EndpointLimits:
-        c = self.config
-        return EndpointLimits(rpm=c.rpm, tpm=c.tpm, input_tpm=c.input_tpm, output_tpm=c.output_tpm,
-                              max_concurrency=c.max_concurrency)
+        return self.endpoint_for(self.config)[1]
+
+    @classmethod
+    def endpoint_for(cls, c: JudgeConfig) -> tuple[str, EndpointLimits]:
+        """The endpoint key and limits a judge of config ``c`` would use, without building it (no SDK
+        imported, no client made): a cluster driver starts the endpoint's lease bank from this."""
+        key = endpoint_key(c.base_url or cls.DEFAULT_BASE_URL, os.environ.get(c.api_key_env))
+        return key, EndpointLimits(rpm=c.rpm, tpm=c.tpm, input_tpm=c.input_tpm, output_tpm=c.output_tpm,
+                                   max_concurrency=c.max_concurrency)
 
     @property
     def max_attempts(self) -> int:
