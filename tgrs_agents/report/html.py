@@ -203,7 +203,7 @@ def _rounds_table(data: RunData) -> str:
     """Per round of a loop: what was generated, kept, pooled and trained on (the control arm too)."""
     if data.kind != "loop":
         return ""
-    cols = (("round", "round"), ("samples", "generated"), ("accepted", "accepted"),
+    cols: tuple[tuple[str, str], ...] = (("round", "round"), ("samples", "generated"), ("accepted", "accepted"),
             ("acceptance_rate", "acceptance"), ("pooled", "pooled"), ("sft_rows", "trained on (rows)"),
             ("pass@1", "pass@1"))
     if any("cost_usd" in r for r in data.summary.get("rounds", [])):  # what each round paid (tgrs_agents.loop.budget)

@@ -65,7 +65,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 
 from ..chat import content_text
 from .standin_batch import BatchStandIn
@@ -361,7 +361,8 @@ class StandIn:
 
         system = _text(body.get("system")) if anth and body else ""
         valid = isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
-        texts = [_text(m.get("content")) for m in messages] if valid else []
+        msgs: list[dict[str, Any]] = cast(list, messages) if valid else []
+        texts = [_text(m.get("content")) for m in msgs]
         in_tokens = max(1, (len(system) + sum(map(len, texts))) // 4)
         rl, tl, ol = self._limiters()
         outcome, wait, scripted = None, 1.0, False
@@ -397,8 +398,9 @@ class StandIn:
         if outcome == "drop":
             return None
         if outcome in ("ok", "slow", "malformed"):
+            assert body is not None  # an answered request is a valid one (else: 400 above)
             prompt = "\n".join([system, *(
-                _text(m.get("content")) for m in messages if m.get("role") in ("user", "system"))])
+                _text(m.get("content")) for m in msgs if m.get("role") in ("user", "system"))])
             message = self.chat(body) if self.chat is not None and not anth else None
             if message is not None:
                 return 200, hdrs, self._openai_message(body, rid, message, in_tokens, rec)
@@ -451,7 +453,7 @@ class StandIn:
 
     @staticmethod
     def _ratelimit_headers(anth: bool, *buckets: _Limit | None) -> dict[str, str]:
-        hdrs = {}
+        hdrs: dict[str, str] = {}
         now = datetime.now(UTC)
         for b, oa_name, an_name in zip(buckets, ("requests", "tokens", None),
                                        ("requests", "input-tokens", "output-tokens"), strict=True):
