@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"cli", "checks"},
     {"__init__", "__main__"},
 ]
-TOP_LEVEL_MODULES = {"__init__", "__main__", "types", "errors", "events", "chat", "assets", "cli", "checks"}
+TOP_LEVEL_MODULES = {"__init__", "__main__", "types", "errors", "events", "chat", "assets", "checks"}
 
 
 def _unit(module: str) -> str:

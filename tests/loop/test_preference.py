@@ -232,7 +232,7 @@ def test_sft_then_dpo_starts_dpo_from_the_sft_result_and_resumes_after_sft(tmp_p
 
 
 def test_a_round_without_pairs_carries_the_model_over_and_the_table_says_so(tmp_path: Path, capsys) -> None:
-    from tgrs_agents.cli import _print_rounds
+    from tgrs_agents.cli.loop import _print_rounds
 
     def all_right(model, tasks, n, temperature, prefix):  # every candidate accepted: nothing to prefer against
         recs, stats = _rollouts(model, tasks, n, temperature, prefix)

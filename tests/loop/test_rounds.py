@@ -145,7 +145,7 @@ def test_evaluation_has_standard_errors_and_per_task_results(tmp_path):
 
 
 def test_an_empty_pool_carries_the_student_over_and_the_table_says_so(tmp_path, capsys):
-    from tgrs_agents.cli import _print_rounds
+    from tgrs_agents.cli.loop import _print_rounds
     from tgrs_agents.loop.stages import Evaluated, Generated, Judged, Pooled, Round, Trained
 
     run = tmp_path / "run"

@@ -40,10 +40,7 @@ from ..curation.run import CurateOptions, CurateRun
 from ..errors import ConfigError
 from . import require_ray
 from .ids import cross_shard_repeats, scan_shard, seed_index
-from .shards import copy_range, merge, plan
-
-SUMMED = ("input_lines", "valid", "accepted", "rejected", "invalid", "failed", "passed", "pending", "calls",
-          "calls_saved", "cost_usd", "cost_usd_invocation", "rate_limited")
+from .shards import copy_range, merge, merged_summary, plan
 
 
 @dataclass(frozen=True)
@@ -287,29 +284,3 @@ def _spent(run_dir: Path) -> float:
         return float(json.loads((run_dir / "summary.json").read_text()).get("cost_usd") or 0.0)
     except (OSError, ValueError):
         return 0.0
-
-
-def merged_summary(parts: list[dict[str, Any]], rows: dict[str, int], workers: int) -> dict[str, Any]:
-    """The shards' summaries as one: counts and costs summed, per teacher too; the rest from the first."""
-    s = dict(parts[0]) if parts else {}
-    for k in SUMMED:
-        vals: list[float] = [p[k] for p in parts if isinstance(p.get(k), int | float)]
-        if vals:
-            s[k] = round(sum(vals), 6) if any(isinstance(v, float) for v in vals) else sum(vals)
-    teachers: dict[str, dict[str, Any]] = {}
-    for p in parts:
-        for name, st in (p.get("teachers") or {}).items():
-            if name not in teachers:
-                teachers[name] = dict(st)
-                continue
-            acc = teachers[name]
-            for k, v in st.items():
-                if isinstance(v, int | float) and not isinstance(v, bool) and isinstance(acc.get(k), int | float):
-                    acc[k] = acc[k] + v
-    s["teachers"] = teachers
-    s["warnings"] = [w for p in parts for w in p.get("warnings") or ()]
-    s["stopped"] = next((p["stopped"] for p in parts if p.get("stopped")), None)
-    s["wall_s"] = max((p.get("wall_s") or 0.0 for p in parts), default=0.0)
-    s["jury"] = None  # per shard: see shards/NNN/run/summary.json
-    s["engine"] = {"name": "ray", "workers": workers, "shards": len(parts), "rows": rows}
-    return s

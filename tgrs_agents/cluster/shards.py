@@ -5,7 +5,8 @@ a line around each cut, so nothing is loaded whole; :func:`copy_range` streams o
 shard's own input file (written aside and renamed: a worker killed mid-copy leaves none, and a copy
 that exists is whole). Each shard is then an ordinary curate run in its own directory, resumable by
 its own journal. :func:`merge` concatenates the shards' data files, in shard order, into the run
-directory's usual files, with an invalid record's ``line`` made a line of the whole input again.
+directory's usual files, with an invalid record's ``line`` made a line of the whole input again,
+and :func:`merged_summary` makes the shards' summaries one.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 CHUNK = 1 << 20
 DATA_FILES = ("accepted", "rejected", "passed", "invalid", "verdicts")
+SUMMED = ("input_lines", "valid", "accepted", "rejected", "invalid", "failed", "passed", "pending", "calls",
+          "calls_saved", "cost_usd", "cost_usd_invocation", "rate_limited")
 
 
 def plan(path: str | Path, n: int) -> list[tuple[int, int]]:
@@ -126,3 +130,29 @@ class _Fix:
                 # a repeated id names the line of its first use, in the shard's numbering
                 doc["reason"] = _FIRST.sub(lambda m: f"{m[1]}{int(m[2]) + self.offset}", reason)
         return orjson.dumps(doc) + b"\n"
+
+
+def merged_summary(parts: list[dict[str, Any]], rows: dict[str, int], workers: int) -> dict[str, Any]:
+    """The shards' summaries as one: counts and costs summed, per teacher too; the rest from the first."""
+    s = dict(parts[0]) if parts else {}
+    for k in SUMMED:
+        vals: list[float] = [p[k] for p in parts if isinstance(p.get(k), int | float)]
+        if vals:
+            s[k] = round(sum(vals), 6) if any(isinstance(v, float) for v in vals) else sum(vals)
+    teachers: dict[str, dict[str, Any]] = {}
+    for p in parts:
+        for name, st in (p.get("teachers") or {}).items():
+            if name not in teachers:
+                teachers[name] = dict(st)
+                continue
+            acc = teachers[name]
+            for k, v in st.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and isinstance(acc.get(k), int | float):
+                    acc[k] = acc[k] + v
+    s["teachers"] = teachers
+    s["warnings"] = [w for p in parts for w in p.get("warnings") or ()]
+    s["stopped"] = next((p["stopped"] for p in parts if p.get("stopped")), None)
+    s["wall_s"] = max((p.get("wall_s") or 0.0 for p in parts), default=0.0)
+    s["jury"] = None  # per shard: see shards/NNN/run/summary.json
+    s["engine"] = {"name": "ray", "workers": workers, "shards": len(parts), "rows": rows}
+    return s
