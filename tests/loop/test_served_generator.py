@@ -230,3 +230,41 @@ def test_the_example_config_distils_a_served_teacher_into_a_local_student() -> N
     assert cfg.generator is not None and cfg.generator.base_url == "http://127.0.0.1:8000/v1"
     assert cfg.student.backend == "transformers" and cfg.rounds > 0 and cfg.sft.lora_r == 16
     assert "generator" in identity(cfg, "filtered")
+
+
+def test_a_served_generate_stage_killed_mid_round_keeps_its_chunks_and_pays_only_for_the_rest(
+        tmp_path: Path, key: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tgrs_agents.loop import stream
+
+    out = tmp_path / "run"
+    append = stream.CandidateFile.append
+    written: list[int] = []
+
+    def dies_at_the_third_chunk(self: Any, recs: list[dict[str, Any]]) -> Any:
+        if len(written) == 2:  # the third chunk was sampled (and paid for); the process dies before it is kept
+            raise KeyboardInterrupt
+        written.append(len(recs))
+        return append(self, recs)
+
+    def sampled(srv: StandIn) -> list[dict[str, Any]]:  # the generator's requests (a judge's carry no tools)
+        return [r for r in srv.requests if r["body"].get("tools")]
+
+    with StandIn(chat=teacher) as srv:
+        p = config(tmp_path, srv)
+        monkeypatch.setattr(stream.CandidateFile, "append", dies_at_the_third_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            main(["run", str(p), "--out", str(out)])
+        cands = out / "round-1" / "candidates.jsonl"
+        kept = cands.read_bytes()
+        first = len(sampled(srv))
+        monkeypatch.setattr(stream.CandidateFile, "append", append)
+        assert main(["run", str(p), "--out", str(out)]) == 0
+        again = len(sampled(srv)) - first
+
+    # 6 tasks in chunks of one task, 2 samples each, 2 requests a sample: the kill kept 2 chunks (4 lines)
+    assert written == [2, 2] and kept.count(b"\n") == 4 and first == 3 * 4
+    assert cands.read_bytes().startswith(kept)  # what the killed run kept is kept, byte for byte
+    assert len(list(iter_jsonl(cands))) == 12
+    assert again == (12 - 4) * 2  # the rest, and nothing kept was asked for again
+    # paid twice: only the chunk in flight when the process died
+    assert first + again == 12 * 2 + 4

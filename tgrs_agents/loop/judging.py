@@ -59,12 +59,26 @@ class JudgeStages:
     @property
     def chunked(self) -> bool:
         """Whether rounds are sampled in chunks (tgrs_agents.loop.stream) and judged through its feed: a
-        local student on the local engine. A served generator or student samples the whole round at once
-        (its calls are paid, and a budget sees them per stage), the ray engine splits it over workers, and
-        so does a :meth:`_rollouts` of one's own (an override on a subclass or instance: scripted rollouts)."""
-        own = "_rollouts" not in vars(self) and getattr(type(self)._rollouts, "own_sampler", False)
-        return (own and self.cfg.generate.engine == "local" and self.cfg.generator is None
+        local student on the local engine. A served generator or student writes its chunks (see
+        :attr:`journaled`) and is judged after the round (its calls are paid, and a budget sees them per
+        stage); the ray engine splits a round over workers, and so does a :meth:`_rollouts` of one's own
+        (an override on a subclass or instance: scripted rollouts)."""
+        return (self._own_sampler and self.cfg.generate.engine == "local" and self.cfg.generator is None
                 and self.cfg.student.backend != "openai")
+
+    @property
+    def journaled(self) -> bool:
+        """Whether the round's candidates are written chunk by chunk (:mod:`tgrs_agents.loop.stream`), so a
+        killed generate stage keeps what it wrote and samples (and pays for) only the rest: the streamed
+        local student, and a served generator or student. Their calls are paid, so their chunks are judged
+        after the round (a budget sees the generate stage whole); the calls of the chunk in flight at a
+        kill are the only ones paid again."""
+        served = self.cfg.generator is not None or self.cfg.student.backend == "openai"
+        return self._own_sampler and (self.cfg.generate.engine == "local" or served)
+
+    @property
+    def _own_sampler(self) -> bool:
+        return "_rollouts" not in vars(self) and getattr(type(self)._rollouts, "own_sampler", False)
 
     def _streamed(self, rnd: int, train: list[Task], *, judge: bool) -> tuple[Any, Any]:
         """Round ``rnd``'s candidates made chunk by chunk into ``candidates.jsonl`` (what a killed run
@@ -87,8 +101,8 @@ class JudgeStages:
         stats = RolloutStats()
 
         async def go() -> Any:
-            async with student_chunks(self.cfg, self.model_dir(rnd - 1), g.n, g.temperature, prefix, self.services,
-                                      stats) as chunk:
+            sampler = self.cfg.generator or self.model_dir(rnd - 1)  # a [generator] samples in the student's place
+            async with student_chunks(self.cfg, sampler, g.n, g.temperature, prefix, self.services, stats) as chunk:
                 return await generate_and_judge(chunk, train, g.n, rd.candidates, judge=curate, stream=g.stream,
                                                 chunk_tasks=g.chunk_tasks,
                                                 fingerprint=stream_fingerprint(train, g.n, prefix))

@@ -236,8 +236,9 @@ class ExpertIteration(JudgeStages, TrainStages, RunSummary):
 
     def generate(self, rnd: int, train: list[Task]) -> Generated:
         g = self.cfg.generate
-        if self.chunked:  # with [generate] stream (the default) the panel judges each chunk as it is written
-            res, stats = self._streamed(rnd, train, judge=g.stream and not self.accept_all)
+        if self.journaled:  # chunk by chunk; a local student's chunks are judged as they are written with
+            # [generate] stream (the default), a served one's after the round (see journaled)
+            res, stats = self._streamed(rnd, train, judge=self.chunked and g.stream and not self.accept_all)
             timing = res.timing() if res.streamed else {"streamed": False}
             return Generated(samples=res.samples, gen_tokens=stats.generated_tokens,
                              gen_tokens_per_s=round(stats.tokens_per_s, 1), streamed=timing["streamed"],
