@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tgrs_agents.errors import BudgetExhausted, ConfigError
+from tgrs_agents.errors import BudgetExhausted, ConfigError, InputError
 from tgrs_agents.generate.base import Turn
 from tgrs_agents.loop.refine import (
     GeneratorRefiner,
@@ -130,6 +130,46 @@ def test_stage_records_both_versions_scores_and_choice(tmp_path):
         assert by_id[row["id"]].final_text == row[row["choice"]]["messages"][-1]["content"]
         assert by_id[row["id"]].messages[1].tool_calls == cands[0].__class__.model_validate(
             row["original"]).messages[1].tool_calls  # tool calls are never rewritten
+
+
+def test_a_killed_refine_stage_pays_for_no_rewrite_twice(tmp_path):
+    cands = [cand(i) for i in range(10)]
+    inp = tmp_path / "accepted.jsonl"
+    inp.write_text("".join(json.dumps(c.model_dump(mode="json")) + "\n" for c in cands))
+
+    class Stalls(Scripted):  # answers 4 rewrites, then the process is killed while the rest wait
+        async def ask(self, prompt: str) -> str:
+            if len(self.prompts_seen) >= 4:
+                await asyncio.Event().wait()
+            return await super().ask(prompt)
+
+    async def killed() -> int:
+        (tmp_path / "a").mkdir()
+        task = asyncio.create_task(refine_file(inp, tmp_path / "a", Stalls(target="response"), TextScorer()))
+        journal = tmp_path / "a" / "rewrites.jsonl"
+        for _ in range(500):  # at most 5 s
+            if journal.exists() and journal.read_text().count("\n") >= 4:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return journal.read_text().count("\n") if journal.exists() else 0
+
+    assert asyncio.run(killed()) == 4 and not (tmp_path / "a" / "refine.jsonl").exists()
+    again = Scripted(target="response")
+    asyncio.run(refine_file(inp, tmp_path / "a", again, TextScorer()))
+    assert len(again.prompts_seen) == 6  # only the rewrites the killed stage had not been paid for
+    whole = Scripted(target="response")
+    (tmp_path / "b").mkdir()
+    asyncio.run(refine_file(inp, tmp_path / "b", whole, TextScorer()))  # one uninterrupted stage
+    assert len(whole.prompts_seen) == 10
+    assert (tmp_path / "a" / "refine.jsonl").read_text() == (tmp_path / "b" / "refine.jsonl").read_text()
+    assert (tmp_path / "a" / "refined.jsonl").read_text() == (tmp_path / "b" / "refined.jsonl").read_text()
+    # a journal that is not one: one line naming the file, line and field
+    (tmp_path / "a" / "rewrites.jsonl").write_text('{"key": "x"}\n')
+    with pytest.raises(InputError, match=r"rewrites\.jsonl:1: field 'rewrite': expected a rewrite record"):
+        asyncio.run(refine_file(inp, tmp_path / "a", again, TextScorer()))
 
 
 def test_instruction_target_and_failing_refiner(tmp_path):

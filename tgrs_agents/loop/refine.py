@@ -333,20 +333,32 @@ class RefineOutcome:
 async def refine_and_select(candidates: Iterable[Candidate | dict[str, Any]], refiner: Refiner,
                             scorer: CompatScorer, *, bounds: Bounds = Bounds(),
                             response_metric: Literal["rifd", "ifd"] = "rifd", log: str | Path | None = None,
-                            max_concurrency: int = 64) -> RefineOutcome:
+                            max_concurrency: int = 64, journal: str | Path | None = None) -> RefineOutcome:
     """Refine every candidate, score both versions with the student, keep one; optionally write ``log``.
 
     A refiner that raises for a candidate leaves it ``original`` (the error is the reason).
     Candidates run concurrently (``max_concurrency``), so the scorer's micro-batcher fills batches.
-    Results keep the input order.
+    Results keep the input order. ``journal``: each rewrite is kept there as it arrives and taken from
+    there when the stage runs again (:mod:`.rewrites`), so a killed stage pays for no rewrite twice.
     """
+    from .rewrites import RewriteJournal
+
     cands = [c if isinstance(c, Candidate) else Candidate.model_validate(c) for c in candidates]
     sem = asyncio.Semaphore(max_concurrency)
+    kept = RewriteJournal(journal) if journal is not None else None
+
+    async def rewrite(c: Candidate) -> Candidate:
+        r = kept.get(c) if kept is not None else None
+        if r is None:
+            r = await refiner.refine(c)
+            if kept is not None:
+                kept.add(c, r)
+        return r
 
     async def one(c: Candidate) -> tuple[Candidate | None, dict[str, Any]]:
         async with sem:
             try:
-                r = await refiner.refine(c)
+                r = await rewrite(c)
             except Exception as e:  # noqa: BLE001 - one bad rewrite must not stop the stage
                 s = await scorer.scores(c)
                 sel = Selection("original" if bounds.violation(s) is None else "dropped",
@@ -389,12 +401,13 @@ def _record(c: Candidate, r: Candidate | None, s_orig: CompatScores, s_ref: Comp
 async def refine_file(input_path: str | Path, out_dir: str | Path, refiner: Refiner, scorer: CompatScorer,
                       **kw: Any) -> RefineOutcome:
     """``accepted.jsonl`` in; ``out_dir/refine.jsonl`` (every decision) and ``out_dir/refined.jsonl``
-    (the kept versions, ready for :func:`~tgrs_agents.loop.distill.distill`) out."""
+    (the kept versions, ready for :func:`~tgrs_agents.loop.distill.distill`) out; the paid rewrites are
+    journaled in ``out_dir/rewrites.jsonl`` as they arrive (a killed stage pays for none twice)."""
     from ..curation.store import iter_jsonl
 
     out_dir = Path(out_dir)
     out = await refine_and_select(list(iter_jsonl(Path(input_path))), refiner, scorer,
-                                  log=out_dir / "refine.jsonl", **kw)
+                                  log=out_dir / "refine.jsonl", journal=out_dir / "rewrites.jsonl", **kw)
     with (out_dir / "refined.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(c.sft_record()) + "\n" for c in out.chosen)
     return out
