@@ -138,7 +138,7 @@ def test_a_worker_killed_mid_run_resumes_its_shard(ray_local, standin, tmp_path,
 def test_the_driver_starts_one_bank_per_endpoint_at_its_lowest_limit_and_only_the_actors_the_run_uses(
         ray_local, tmp_path, monkeypatch):
     from tgrs_agents.cluster.actors import release_run
-    from tgrs_agents.cluster.engine import ShardSpec, _start_state
+    from tgrs_agents.cluster.engine import ShardSpec, _endpoints, _start_state
 
     monkeypatch.setenv(KEY_ENV, "sk-test-cluster-not-a-real-key")
     panel = tmp_path / "panel.toml"
@@ -151,7 +151,8 @@ def test_the_driver_starts_one_bank_per_endpoint_at_its_lowest_limit_and_only_th
                                 'function = "tgrs_agents.teachers.checks:answer_matches_tool"']) + "\n")
 
     def started(run: str, options: CurateOptions) -> tuple[dict, int]:
-        _start_state(ShardSpec(0, "-", 0, 0, str(tmp_path), load_panel(panel), options, run, options.budget_usd))
+        spec = ShardSpec(0, "-", 0, 0, str(tmp_path), load_panel(panel), options, run, options.budget_usd)
+        _start_state(spec, _endpoints(spec))
         names = [a["name"] for a in ray_local.util.list_named_actors(all_namespaces=True) if f":{run}:" in a["name"]
                  or a["name"].endswith(f":{run}")]
         bank = next(n for n in names if n.startswith("tgrs-bank:"))
@@ -164,3 +165,24 @@ def test_the_driver_starts_one_bank_per_endpoint_at_its_lowest_limit_and_only_th
     assert lease == 10  # 0.2 s of 3000/min: the lower of the two judges' rpm, as one process keeps it
     kinds, _ = started("t-full", CurateOptions(cache=True, cache_path=str(tmp_path / "ledger.db"), budget_usd=1.0))
     assert kinds == {"tgrs-bank", "tgrs-book", "tgrs-claims"}
+
+
+def test_claims_split_over_several_actors_still_let_one_worker_pay(ray_local):
+    from tgrs_agents.cluster.actors import RayClaims, claim_parts, claims_handle, release_run
+
+    assert claim_parts(3000, 4) == 1 and claim_parts(90_000, 4) == 3 and claim_parts(None, 100) == 4
+    handles = [claims_handle("t-split", k) for k in range(2)]
+    w1, w2 = RayClaims(handles), RayClaims([claims_handle("t-split", k) for k in range(2)])  # two workers
+
+    async def main():
+        keys = [f"content-{i}" for i in range(40)]
+        first = [await w1.claim(k, "w1") for k in keys]
+        second = [await w2.claim(k, "w2") for k in keys]  # the same contents: each already claimed
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert all(first) and not any(second)  # a key goes to one actor whichever worker asks
+    state = release_run("t-split")
+    assert sorted(state) == ["claims", "claims:1"]
+    granted = [state["claims"]["granted"], state["claims:1"]["granted"]]
+    assert sum(granted) == 40 and min(granted) >= 8  # and the keys spread over both

@@ -1,11 +1,11 @@
 """The Ray actors that own the cluster's paid-call state, and the clients workers reach them with.
 
 One named actor per endpoint (``tgrs-bank:<run>:<endpoint key>``) holds its
-:class:`~.leases.LeaseBank`; one actor per run holds the :class:`~.leases.BudgetBook`, one the
-:class:`~.leases.ClaimBook`. They are got-or-created by name (:func:`bank_handle`, :func:`book_handle`,
-:func:`claims_handle`), so whichever worker comes first creates it and a restarted one finds the same one.
-Their methods are tiny and synchronous:
-a grant is microseconds, so one actor serves thousands of leases a second
+:class:`~.leases.LeaseBank`; one actor per run holds the :class:`~.leases.BudgetBook`, and one or
+more (split by key hash: :func:`claim_parts`) the :class:`~.leases.ClaimBook`. They are got-or-created
+by name (:func:`bank_handle`, :func:`book_handle`, :func:`claims_handle`), so whichever worker comes
+first creates it and a restarted one finds the same one. Their methods are tiny and synchronous: a
+grant is microseconds, so one actor serves thousands of leases a second
 (``benchmarks/bench_ray_leases.py``), and a lease covers ``LEASE_S`` of rate, so it is far off the
 hot path. Calls a worker need not wait for (a give-back, a 429, a limit learned) are fire-and-forget.
 
@@ -15,6 +15,8 @@ Ray is imported on first use (the actor classes are made then), so importing thi
 from __future__ import annotations
 
 import functools
+import math
+import zlib
 from typing import Any
 
 from ..paid.limits import EndpointLimits
@@ -114,21 +116,37 @@ def release_run(run: str) -> dict[str, Any]:
     return dict(zip(mine, reports, strict=True))
 
 
-def claims_handle(run: str) -> Any:
-    return _named(ClaimActor, f"tgrs-claims:{run}")
+def claims_handle(run: str, part: int = 0) -> Any:
+    """Claim actor ``part`` of run ``run`` (a run's claims may be split by key over several)."""
+    return _named(ClaimActor, f"tgrs-claims:{run}" + (f":{part}" if part else ""))
+
+
+def claim_parts(rpm_total: float | None, workers: int) -> int:
+    """How many claim actors a run splits its claims over. A claim is asked once per paid call, and
+    one actor answered about 1,000 a second here (``benchmarks/bench_ray_leases.py``): one actor per
+    30,000 requests a minute of the panel's stated quota (half that, for headroom), and where no quota
+    is stated, one per 32 workers."""
+    if rpm_total:
+        return max(1, math.ceil(rpm_total / 30_000))
+    return max(1, math.ceil(workers / 32))
 
 
 class RayClaims:
-    """:class:`~.dedupe.ClaimClient` over the claim actor's handle."""
+    """:class:`~.dedupe.ClaimClient` over the claim actors' handles: a key always goes to the same one
+    (a hash every process computes alike), so two workers claiming one content ask one actor."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    def __init__(self, handles: Any) -> None:
+        self.handles = list(handles) if isinstance(handles, list | tuple) else [handles]
+
+    def _of(self, key: str) -> Any:
+        n = len(self.handles)
+        return self.handles[0] if n == 1 else self.handles[zlib.crc32(key.encode()) % n]
 
     async def claim(self, key: str, holder: str) -> bool:
-        return bool(await self.handle.claim.remote(key, holder))
+        return bool(await self._of(key).claim.remote(key, holder))
 
     def release(self, key: str, holder: str) -> None:
-        self.handle.release.remote(key, holder)
+        self._of(key).release.remote(key, holder)
 
 
 class RayBank:

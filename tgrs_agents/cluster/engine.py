@@ -58,6 +58,7 @@ class ShardSpec:
     # cluster started elsewhere may lack them. In the task's arguments (memory), never in a
     # runtime_env (which Ray keeps in its control store and shows), a file or a message
     secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    claim_parts: int = 1  # claim actors, the claims split by key over them (actors.claim_parts)
 
 
 def prepare_shard(spec: ShardSpec) -> dict[str, Any]:
@@ -92,7 +93,8 @@ def run_shard(spec: ShardSpec) -> dict[str, Any]:
     budget = SharedBudget(opts.budget_usd, book=book)
     limiters = LeasedRegistry(lambda key, limits: RayBank(bank_handle(spec.run_id, key, limits)))
     claims = None if not opts.cache else functools.partial(
-        ClusterCached, claims=RayClaims(claims_handle(spec.run_id)), holder=f"shard-{spec.index}")
+        ClusterCached, claims=RayClaims([claims_handle(spec.run_id, k) for k in range(spec.claim_parts)]),
+        holder=f"shard-{spec.index}")
     services = Services(budget=budget, ledger=Ledger(opts.cache_path) if opts.cache else None,
                         limiters=limiters, breaker_failures=opts.breaker_failures, cache_factory=claims)
     try:
@@ -128,15 +130,19 @@ def curate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, option
         specs = _plan(src, out, panel, options, shards or workers)
         prepare = ray.remote(num_cpus=1, max_retries=5)(prepare_shard)
         task = ray.remote(num_cpus=1, max_retries=5)(run_shard)
-        from .actors import release_run
+        from .actors import claim_parts, release_run
 
         state: dict[str, Any] = {}
         try:
             # the pre-pass: a repeated id whose first use is in an earlier shard is set aside, as one
             # process sets it aside, and never judged (see .ids)
+            banks = _endpoints(specs[0]) if specs else {}  # a missing key fails here, before any task
+            rpms = [lim.rpm for lim in banks.values()]
+            parts = claim_parts(sum(rpms) if rpms and all(rpms) else None, workers)
+            specs = [dataclasses.replace(s, claim_parts=parts) for s in specs]
             scans = [prepare.remote(s) for s in specs]
             if specs:
-                _start_state(specs[0])  # the run's actors come up while the pre-pass runs
+                _start_state(specs[0], banks)  # the run's actors come up while the pre-pass runs
             prepared = sorted(_get(ray, scans), key=lambda r: r["index"])
             offsets = list(itertools.accumulate((r["lines"] for r in prepared), initial=0))[:len(prepared)]
             repeats = cross_shard_repeats([Path(s.dir) for s in specs], offsets, out)
@@ -152,20 +158,16 @@ def curate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, option
     return summary
 
 
-def _start_state(spec: ShardSpec) -> None:
-    """Create the run's actors from the driver: a bank per endpoint of the panel, and the book and the
-    claims where the run has a budget and a ledger. Each actor is a process of its own (about 0.6 s to
-    come up here), so they are started first and come up while the pre-pass runs. The endpoints come
-    from the teachers' configs (no SDK imported, no client made: a second of the driver's time on the
-    critical path), with the lowest limits of the teachers that share one, as one process keeps them.
-    A judge whose key is missing fails here, before any shard, as when a panel is built."""
-    from ..paid.limits import EndpointLimits
+def _endpoints(spec: ShardSpec) -> dict[str, Any]:
+    """The panel's paid endpoints and their limits, from the teachers' configs (no SDK imported, no
+    client made: a second of the driver's time on the critical path), with the lowest limits of the
+    teachers that share one, as one process keeps them. A judge whose key is missing fails here,
+    before any shard, as when a panel is built."""
     from ..teachers.base import teacher_class
     from ..teachers.llm_judge import ApiJudge
-    from .actors import bank_handle, book_handle, claims_handle
 
     panel = spec.panel
-    banks: dict[str, EndpointLimits] = {}
+    banks: dict[str, Any] = {}
     for tc in panel.teachers:
         cls = teacher_class(tc.kind)
         if not (isinstance(cls, type) and issubclass(cls, ApiJudge)):
@@ -175,10 +177,20 @@ def _start_state(spec: ShardSpec) -> None:
                               "and nowhere else)", file=panel.source, field=f"teacher.{tc.name}.api_key_env")
         key, limits = cls.endpoint_for(tc)
         banks[key] = _lower(banks[key], limits) if key in banks else limits
+    return banks
+
+
+def _start_state(spec: ShardSpec, banks: dict[str, Any]) -> None:
+    """Create the run's actors from the driver: a bank per endpoint (``banks``: :func:`_endpoints`), and
+    the book and the claims where the run has a budget and a ledger. Each actor is a process of its own
+    (about 0.6 s to come up here), so they are started first and come up while the pre-pass runs."""
+    from .actors import bank_handle, book_handle, claims_handle
+
     for key, limits in banks.items():  # first: a shard's first call waits for its endpoint's bank
         bank_handle(spec.run_id, key, limits)
     if spec.options.cache:
-        claims_handle(spec.run_id)
+        for k in range(spec.claim_parts):
+            claims_handle(spec.run_id, k)
     if spec.options.budget_usd is not None:
         book_handle(spec.run_id, spec.budget_usd)
 
