@@ -162,6 +162,30 @@ def test_generate_only_writes_the_round(tmp_path):
     assert ids == [f"r1-{t.id}-s{k}" for t in TASKS for k in range(N)]
 
 
+def test_a_served_student_samples_chunks_ahead_and_they_are_still_written_in_order(tmp_path):
+    class Served(FakeStudent):  # its later chunks answer first: the network, not one worker thread
+        def __init__(self) -> None:
+            super().__init__()
+            self.now = self.most = 0
+
+        async def __call__(self, c: int, tasks: list[Any]) -> list[dict[str, Any]]:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.delay_s = 0.05 / (c + 1)
+            try:
+                return await super().__call__(c, tasks)
+            finally:
+                self.now -= 1
+
+    for ahead in (1, 3):
+        student = Served()
+        path = tmp_path / f"ahead{ahead}.jsonl"
+        res = asyncio.run(generate_and_judge(student, TASKS, N, path, chunk_tasks=4, ahead=ahead))
+        ids = [json.loads(x)["id"] for x in path.read_text().splitlines()]
+        assert res.samples == 80 and ids == [f"r1-{t.id}-s{k}" for t in TASKS for k in range(N)]
+        assert student.most == ahead and student.calls == [0, 1, 2, 3, 4]
+
+
 def test_the_student_resamples_a_chunk_identically_whatever_ran_before(tmp_path):
     """What makes resume deterministic: chunk c's draws depend on c alone, not on the chunks before."""
     from tgrs_agents.loop.config import LoopConfig

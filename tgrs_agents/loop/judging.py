@@ -71,8 +71,10 @@ class JudgeStages:
         """Whether the round's candidates are written chunk by chunk (:mod:`tgrs_agents.loop.stream`), so a
         killed generate stage keeps what it wrote and samples (and pays for) only the rest: the streamed
         local student, and a served generator or student. Their calls are paid, so their chunks are judged
-        after the round (a budget sees the generate stage whole); the calls of the chunk in flight at a
-        kill are the only ones paid again."""
+        after the round (a budget sees the generate stage whole); they sample up to ``SERVED_AHEAD`` chunks
+        at once (their endpoint's limiter sets the pace, as for a whole round: 1.02x its wall in
+        ``benchmarks/bench_served_generate.py``), each written as the ones before it are, and a kill pays
+        again only for the chunks sampled and not yet written."""
         served = self.cfg.generator is not None or self.cfg.student.backend == "openai"
         return self._own_sampler and (self.cfg.generate.engine == "local" or served)
 
@@ -85,7 +87,7 @@ class JudgeStages:
         kept is kept) and, with ``judge``, judged by the panel: as they are written with ``[generate]
         stream``, else after the round. Returns (StreamResult, RolloutStats)."""
         from ..generate.rollouts import RolloutStats
-        from .stream import generate_and_judge, stream_fingerprint, student_chunks
+        from .stream import SERVED_AHEAD, generate_and_judge, stream_fingerprint, student_chunks
 
         g, rd, prefix = self.cfg.generate, self.layout.round(rnd), f"r{rnd}-"
         curate = None
@@ -104,7 +106,7 @@ class JudgeStages:
             sampler = self.cfg.generator or self.model_dir(rnd - 1)  # a [generator] samples in the student's place
             async with student_chunks(self.cfg, sampler, g.n, g.temperature, prefix, self.services, stats) as chunk:
                 return await generate_and_judge(chunk, train, g.n, rd.candidates, judge=curate, stream=g.stream,
-                                                chunk_tasks=g.chunk_tasks,
+                                                chunk_tasks=g.chunk_tasks, ahead=1 if self.chunked else SERVED_AHEAD,
                                                 fingerprint=stream_fingerprint(train, g.n, prefix))
 
         res = asyncio.run(go())

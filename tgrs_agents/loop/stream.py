@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 CHUNK_SEED = 7_919  # chunk c samples with seed + CHUNK_SEED * c (the backends add 1_000_003 per call)
 CHUNKS = 16  # a round's default number of chunks: the judge waits for the first, the generator not at all
+SERVED_AHEAD = 16  # chunks a served student or generator samples at once (benchmarks/bench_served_generate.py)
 FEED_BATCH = 512  # lines per batch when a file's lines are handed over
 
 ChunkFn = Callable[[int, list[Task]], Awaitable[list[dict[str, Any]]]]
@@ -163,12 +164,15 @@ async def generate_and_judge(
     chunk_fn: ChunkFn, tasks: list[Task], n: int, candidates: Path, *,
     judge: Callable[[LineFeed], Awaitable[dict[str, Any]]] | None = None,
     stream: bool = True, chunk_tasks: int | None = None, fingerprint: str = "stream", feed_size: int = 2,
+    ahead: int = 1,
 ) -> StreamResult:
     """Make the round's candidates (``n`` per task) into ``candidates`` and judge them.
 
     ``judge(feed)`` runs the curation over the feed and returns its summary (None: only generate).
     A failure on either side ends both: the generator stops at once; the curation run drains the
-    calls in flight, journals them, and the error is raised."""
+    calls in flight, journals them, and the error is raised. ``ahead``: chunks sampled at once (each
+    written in order as the ones before it are): 1 for a local student (one worker thread, and a
+    chunk's seeds count its own calls), more for a served one, whose calls wait on the network."""
     cfile = CandidateFile(candidates)
     res = StreamResult(streamed=stream and judge is not None)
     t0 = time.perf_counter()
@@ -179,11 +183,22 @@ async def generate_and_judge(
         if to is not None:
             for batch in cfile.lines():  # what a killed invocation wrote: judged unless decided
                 await to.put(batch)
-        start = 0
+        todo, start = [], 0  # (chunk, its tasks, its first line - 1): the chunks not all on disk
         for c, part in enumerate(chunked(tasks, chunk_tasks)):
-            end = start + len(part) * n
-            if cfile.count < end:
-                recs = await chunk_fn(c, part)
+            if cfile.count < start + len(part) * n:
+                todo.append((c, part, start))
+            start += len(part) * n
+        running: dict[int, asyncio.Future[list[dict[str, Any]]]] = {}
+
+        def launch(upto: int) -> None:  # at most ``ahead`` chunks sampled and not yet written
+            for c, part, _ in todo[upto:upto + max(1, ahead)]:
+                if c not in running:
+                    running[c] = asyncio.ensure_future(chunk_fn(c, part))
+
+        try:
+            for k, (c, part, start) in enumerate(todo):
+                launch(k)
+                recs = await running.pop(c)
                 if len(recs) != len(part) * n:
                     raise RuntimeError(f"chunk {c}: {len(recs)} rollouts for {len(part)} tasks x {n}")
                 have = cfile.count - start
@@ -196,7 +211,10 @@ async def generate_and_judge(
                 res.generated_now += len(lines)
                 if to is not None:
                     await to.put(lines)
-            start = end
+        finally:  # a failure or a stop: the chunks still sampling are not waited for
+            for t in running.values():
+                t.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
         res.spans["generate"] = [g0 - t0, time.perf_counter() - t0]
 
     async def run_judge() -> None:
