@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -35,21 +34,10 @@ from tgrs_agents.loop.config import load_run_config
 from tgrs_agents.loop.sampling import load_tasks, rollouts
 from tgrs_agents.loop.stream import SERVED_AHEAD, generate_and_judge, stream_fingerprint, student_chunks
 from tgrs_agents.paid.services import Services
+from tgrs_agents.testing.served_agent import calculator_agent
 from tgrs_agents.testing.standin import FaultPlan, StandIn
 
 KEY_ENV = "TGRS_BENCH_GEN_KEY"
-QUESTION = re.compile(r"^\s*What is (.+?)\?\s*$")
-
-
-def teacher(body: dict[str, Any]) -> dict[str, Any] | None:
-    """A served calculator agent: the tool with the question's expression, then the answer."""
-    last = body["messages"][-1]
-    if last["role"] == "user":
-        expr = QUESTION.match(last["content"]).group(1)
-        call = {"id": "call_0", "type": "function",
-                "function": {"name": "calculator", "arguments": json.dumps({"expression": expr})}}
-        return {"content": None, "tool_calls": [call]}
-    return {"content": f"Answer: {last['content']}"}
 
 
 def main() -> int:
@@ -64,7 +52,7 @@ def main() -> int:
     os.environ[KEY_ENV] = "sk-bench-not-a-real-key"
     walls: dict[str, list[float]] = {"whole": [], **{f"chunks, {a} at a time": [] for a in aheads}}
     with tempfile.TemporaryDirectory() as tmp, StandIn(FaultPlan(latency_mean_s=args.latency, seed=1),
-                                                       chat=teacher) as srv:
+                                                       chat=calculator_agent) as srv:
         d = Path(tmp)
         (d / "run.toml").write_text(f"""[tasks]
 n_train = {args.tasks}

@@ -6,7 +6,6 @@ measures. Also: the section's errors and fingerprint, and the vllm student (GPU 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +25,18 @@ from api_judge_kit import build, run, table  # noqa: E402
 
 from tgrs_agents.paid.cost import Budget  # noqa: E402
 from tgrs_agents.paid.services import Services  # noqa: E402
+from tgrs_agents.testing.served_agent import QUESTION, calculator_agent  # noqa: E402
 from tgrs_agents.testing.standin import StandIn  # noqa: E402
 
 GEN_ENV, GEN_KEY = "TGRS_TEST_GEN_KEY", "sk-test-gen-5e1d0c9a"
 PRICE_IN, PRICE_OUT = 2.0, 8.0
-QUESTION = re.compile(r"^\s*What is (.+?)\?\s*$")
 SYSTEM = "Use the calculator, then reply with 'Answer: N'."
 
 
 def teacher(body: dict[str, Any]) -> dict[str, Any] | None:
-    """A served calculator agent: calls the tool with the question's expression, then states the result,
-    off by one when the result is odd (so the panel has something to reject). A request without tools is
-    a judge's: None lets the stand-in answer it with its verdict."""
-    if not body.get("tools"):
-        return None
-    last = body["messages"][-1]
-    if last["role"] == "user":
-        expr = QUESTION.match(last["content"]).group(1)
-        call = {"id": "call_0", "type": "function",
-                "function": {"name": "calculator", "arguments": json.dumps({"expression": expr})}}
-        return {"content": None, "tool_calls": [call]}
-    value = int(last["content"])
-    return {"content": f"Answer: {value + 1 if value % 2 else value}"}
+    """The served calculator agent, off by one when the result is odd (so the panel has something to
+    reject); a judge's request (no tools) gets the stand-in's verdict."""
+    return calculator_agent(body, off_by_one=True)
 
 
 def config(tmp_path: Path, srv: StandIn, *, rounds: int = 1, extra: str = "") -> Path:
