@@ -63,12 +63,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from typing import Any, cast
 
 from ..chat import content_text
 from .standin_batch import BatchStandIn
+from .standin_limits import Bucket, Limit, Window, ratelimit_headers
 
 OUTCOMES = ("ok", "429", "500", "529", "malformed", "drop", "slow", "400", "401")
 REQUEST_LOG_CAP = 10_000
@@ -130,76 +130,6 @@ def _text(content: Any) -> str:
     return content_text(content, sep="\n")
 
 
-class _Bucket:
-    """Token bucket refilled continuously at ``per_minute / 60`` per second."""
-
-    def __init__(self, per_minute: float, burst_s: float) -> None:
-        self.limit = per_minute
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
-        self.tokens = self.capacity
-        self.t = time.monotonic()
-
-    def refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
-        self.t = now
-
-    def wait_s(self, n: float) -> float:
-        """Seconds until ``n`` tokens (at most a full bucket) are available; 0 if they are now."""
-        self.refill()
-        return max(0.0, min(n, self.capacity) - self.tokens) / self.rate
-
-    def take(self, n: float) -> None:
-        self.tokens -= min(n, self.capacity)
-
-    def remaining(self) -> int:  # the bucket's fullness scaled to the per-minute limit
-        return max(0, math.floor(self.tokens / self.capacity * self.limit))
-
-    def reset_s(self) -> float:  # seconds until the bucket is full again
-        return max(0.0, self.capacity - self.tokens) / self.rate
-
-
-class _Window:
-    """A fixed window: ``per_minute * window_s / 60`` per window, all of it back at each boundary."""
-
-    def __init__(self, per_minute: float, window_s: float) -> None:
-        self.limit = per_minute
-        self.window_s = window_s
-        self.capacity = max(1.0, per_minute * window_s / 60)
-        self.used = 0.0
-        self.t0 = time.monotonic()
-
-    def refill(self) -> None:
-        now = time.monotonic()
-        if now - self.t0 >= self.window_s:
-            self.t0 += (now - self.t0) // self.window_s * self.window_s
-            self.used = 0.0
-
-    def wait_s(self, n: float) -> float:
-        self.refill()
-        return 0.0 if self.used + min(n, self.capacity) <= self.capacity else self.reset_s()
-
-    def take(self, n: float) -> None:
-        self.used += min(n, self.capacity)
-
-    def remaining(self) -> int:
-        return max(0, math.floor((self.capacity - self.used) / self.capacity * self.limit))
-
-    def reset_s(self) -> float:  # seconds until the window ends
-        return max(0.0, self.t0 + self.window_s - time.monotonic())
-
-
-_Limit = _Bucket | _Window
-
-
-def _oa_duration(s: float) -> str:  # OpenAI's "20ms" / "1.5s" / "6m0s" style
-    if s < 1:
-        return f"{round(s * 1000)}ms"
-    m, s = divmod(s, 60)
-    return f"{int(m)}m{s:.0f}s" if m else f"{s:.3g}s"
-
-
 class StandIn:
     def __init__(self, plan: FaultPlan | None = None, *, brain: Callable[[str], dict] | None = None,
                  chat: Callable[[dict], dict | None] | None = None) -> None:
@@ -212,7 +142,7 @@ class StandIn:
         self.port = 0
         self._rng = random.Random(self.plan.seed)
         self._ids = itertools.count(1)
-        self._buckets: tuple[tuple, _Limit | None, _Limit | None, _Limit | None] = ((), None, None, None)
+        self._buckets: tuple[tuple, Limit | None, Limit | None, Limit | None] = ((), None, None, None)
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -389,7 +319,7 @@ class StandIn:
         rid = f"req_{next(self._ids):012x}"
         hdrs = {"request-id" if anth else "x-request-id": rid}
         if p.ratelimit_headers:  # as of admission, before the simulated latency
-            hdrs.update(self._ratelimit_headers(anth, rl, tl, ol))
+            hdrs.update(ratelimit_headers(anth, rl, tl, ol))
         if outcome not in ("400", "401", "429") and p.latency_mean_s > 0:
             mu = math.log(p.latency_mean_s) - p.latency_sigma**2 / 2
             await asyncio.sleep(self._rng.lognormvariate(mu, p.latency_sigma))
@@ -436,40 +366,20 @@ class StandIn:
             r -= prob
         return "ok"
 
-    def _limiters(self) -> tuple[_Limit | None, _Limit | None, _Limit | None]:
+    def _limiters(self) -> tuple[Limit | None, Limit | None, Limit | None]:
         """(requests, input tokens, output tokens) buckets; rebuilt when the plan's limits change."""
         p = self.plan
         key = (p.rpm, p.tpm, p.burst_s, p.window_s)
         if self._buckets[0] != key:
-            def limit(per_minute: float | None) -> _Limit | None:
+            def limit(per_minute: float | None) -> Limit | None:
                 if not per_minute:
                     return None
-                return _Window(per_minute, p.window_s) if p.window_s else _Bucket(per_minute, p.burst_s)
+                return Window(per_minute, p.window_s) if p.window_s else Bucket(per_minute, p.burst_s)
 
             rl, tl = limit(p.rpm), limit(p.tpm)
             ol = limit(p.tpm)  # output tokens: reported, not enforced
             self._buckets = (key, rl, tl, ol)
         return self._buckets[1:]
-
-    @staticmethod
-    def _ratelimit_headers(anth: bool, *buckets: _Limit | None) -> dict[str, str]:
-        hdrs: dict[str, str] = {}
-        now = datetime.now(UTC)
-        for b, oa_name, an_name in zip(buckets, ("requests", "tokens", None),
-                                       ("requests", "input-tokens", "output-tokens"), strict=True):
-            if b is None or (not anth and oa_name is None):
-                continue
-            b.refill()
-            if anth:
-                reset = (now + timedelta(seconds=b.reset_s())).strftime("%Y-%m-%dT%H:%M:%SZ")
-                hdrs |= {f"anthropic-ratelimit-{an_name}-limit": str(int(b.limit)),
-                         f"anthropic-ratelimit-{an_name}-remaining": str(b.remaining()),
-                         f"anthropic-ratelimit-{an_name}-reset": reset}
-            else:
-                hdrs |= {f"x-ratelimit-limit-{oa_name}": str(int(b.limit)),
-                         f"x-ratelimit-remaining-{oa_name}": str(b.remaining()),
-                         f"x-ratelimit-reset-{oa_name}": _oa_duration(b.reset_s())}
-        return hdrs
 
     def _openai_completion(self, body: dict, rid: str, verdict: dict, in_tokens: int, outcome: str) -> bytes:
         content = '{"score": 7, "passed": tru' if outcome == "malformed" else json.dumps(verdict)
@@ -500,7 +410,7 @@ class StandIn:
         }).encode()
 
     def _anthropic_message(self, body: dict, rid: str, verdict: dict, in_tokens: int,
-                           ol: _Limit | None, outcome: str) -> bytes:
+                           ol: Limit | None, outcome: str) -> bytes:
         if outcome == "malformed":
             verdict = {"score": "high", "rationale": verdict.get("rationale", "")}
         choice = body.get("tool_choice")
