@@ -9,6 +9,7 @@ It lives here, above curation, so curation never imports the layer that runs it 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,13 @@ async def curate(
     ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Curate a file of trajectories with a panel; returns the run summary (see the module docstring)."""
-    if engine == "local":
-        return await curate_here(input_path, panel, out, options=options, bus=bus, input_format=input_format)
-    if engine != "ray":
+    if engine not in ("local", "ray"):
         raise ConfigError(f"expected engine 'local' or 'ray', got {engine!r}", field="engine")
     if input_format is not None:
-        from dataclasses import replace
-
         options = replace(options, input_format=input_format)
+    if engine == "local":
+        return await curate_here(input_path, panel, out, options=options, bus=bus)
     from .engine import acurate_on_ray  # imports Ray only when it runs
 
-    return await acurate_on_ray(input_path, panel, out, engine=engine, options=options, workers=workers,
-                                address=ray_address, bus=bus)
+    return await acurate_on_ray(input_path, panel, out, options=options, workers=workers, address=ray_address,
+                                bus=bus)

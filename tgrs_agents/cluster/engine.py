@@ -134,12 +134,12 @@ def curate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, option
 
         state: dict[str, Any] = {}
         try:
-            # the pre-pass: a repeated id whose first use is in an earlier shard is set aside, as one
-            # process sets it aside, and never judged (see .ids)
             banks = _endpoints(specs[0]) if specs else {}  # a missing key fails here, before any task
             rpms = [lim.rpm for lim in banks.values()]
             parts = claim_parts(sum(rpms) if rpms and all(rpms) else None, workers)
             specs = [dataclasses.replace(s, claim_parts=parts) for s in specs]
+            # the pre-pass: a repeated id whose first use is in an earlier shard is set aside, as one
+            # process sets it aside, and never judged (see .ids)
             scans = [prepare.remote(s) for s in specs]
             if specs:
                 _start_state(specs[0], banks)  # the run's actors come up while the pre-pass runs
@@ -172,7 +172,7 @@ def _endpoints(spec: ShardSpec) -> dict[str, Any]:
         cls = teacher_class(tc.kind)
         if not (isinstance(cls, type) and issubclass(cls, ApiJudge)):
             continue  # built-in local teachers, or a plugin's: its shards start its bank when they need it
-        if not os.environ.get(tc.api_key_env) and tc.api_key_env not in spec.secrets:
+        if not os.environ.get(tc.api_key_env):  # the rule ApiJudge keeps (the secrets come from here)
             raise ConfigError(f"environment variable {tc.api_key_env} is not set (the API key is read from it "
                               "and nowhere else)", file=panel.source, field=f"teacher.{tc.name}.api_key_env")
         key, limits = cls.endpoint_for(tc)
@@ -234,13 +234,11 @@ def _start(ray: Any, workers: int, address: str | None) -> None:
                  configure_logging=False, log_to_driver=False)
 
 
-async def acurate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *, engine: str = "ray",
+async def acurate_on_ray(input_path: str | Path, panel: Any, out: str | Path, *,
                          options: CurateOptions = CurateOptions(), workers: int = 4, address: str | None = None,
                          bus: Any = None) -> dict[str, Any]:
     """:func:`curate_on_ray` for ``await curate(..., engine="ray")``: Ray is started in this thread
     (it sets its signal handlers here), the run waits in another, so the event loop stays free."""
-    if engine != "ray":
-        raise ConfigError(f"expected engine 'local' or 'ray', got {engine!r}", field="engine")
     if bus is not None:
         raise ConfigError("bus= needs engine='local': with Ray each shard journals its own events "
                           "(DIR/shards/NNN/run/events.jsonl)", field="bus")

@@ -21,7 +21,7 @@ from ..curation.layout import LoopDir, RoundDir
 from ..curation.store import atomic_write, iter_jsonl
 from ..types import Task
 from .budget import BudgetStop, RunBudgetGuard, curate_cost, total_spent
-from .config import LoopConfig
+from .config import GeneratorConfig, LoopConfig
 from .sampling import calibration_demonstrations
 from .stages import Judged, Refined
 
@@ -78,6 +78,10 @@ class JudgeStages:
         served = self.cfg.generator is not None or self.cfg.student.backend == "openai"
         return self._own_sampler and (self.cfg.generate.engine == "local" or served)
 
+    def sampler(self, rnd: int) -> Path | GeneratorConfig:
+        """What samples round ``rnd``: the ``[generator]`` in the student's place, else round ``rnd - 1``'s student."""
+        return self.cfg.generator or self.model_dir(rnd - 1)
+
     @property
     def _own_sampler(self) -> bool:
         return "_rollouts" not in vars(self) and getattr(type(self)._rollouts, "own_sampler", False)
@@ -103,8 +107,8 @@ class JudgeStages:
         stats = RolloutStats()
 
         async def go() -> Any:
-            sampler = self.cfg.generator or self.model_dir(rnd - 1)  # a [generator] samples in the student's place
-            async with student_chunks(self.cfg, sampler, g.n, g.temperature, prefix, self.services, stats) as chunk:
+            async with student_chunks(self.cfg, self.sampler(rnd), g.n, g.temperature, prefix, self.services,
+                                      stats) as chunk:
                 return await generate_and_judge(chunk, train, g.n, rd.candidates, judge=curate, stream=g.stream,
                                                 chunk_tasks=g.chunk_tasks, ahead=1 if self.chunked else SERVED_AHEAD,
                                                 fingerprint=stream_fingerprint(train, g.n, prefix))

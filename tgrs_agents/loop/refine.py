@@ -345,14 +345,14 @@ async def refine_and_select(candidates: Iterable[Candidate | dict[str, Any]], re
 
     cands = [c if isinstance(c, Candidate) else Candidate.model_validate(c) for c in candidates]
     sem = asyncio.Semaphore(max_concurrency)
-    kept = RewriteJournal(journal) if journal is not None else None
+    rewrites = RewriteJournal(journal) if journal is not None else None
 
     async def rewrite(c: Candidate) -> Candidate:
-        r = kept.get(c) if kept is not None else None
+        r = rewrites.get(c) if rewrites is not None else None
         if r is None:
             r = await refiner.refine(c)
-            if kept is not None:
-                kept.add(c, r)
+            if rewrites is not None:
+                rewrites.add(c, r)
         return r
 
     async def one(c: Candidate) -> tuple[Candidate | None, dict[str, Any]]:

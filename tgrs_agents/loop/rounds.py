@@ -244,8 +244,7 @@ class ExpertIteration(JudgeStages, TrainStages, RunSummary):
                              gen_tokens_per_s=round(stats.tokens_per_s, 1), streamed=timing["streamed"],
                              generate_s=timing.get("generate_s"), judge_s=timing.get("judge_s"),
                              overlap_s=timing.get("overlap_s"), gen_judge_s=timing.get("round_s"))
-        recs, stats = self._rollouts(self.cfg.generator or self.model_dir(rnd - 1), train, g.n, g.temperature,
-                                     f"r{rnd}-")  # a [generator] samples in the student's place
+        recs, stats = self._rollouts(self.sampler(rnd), train, g.n, g.temperature, f"r{rnd}-")
         atomic_write(self.layout.round(rnd).candidates, _jsonl(recs))
         return Generated(samples=len(recs), gen_tokens=stats.generated_tokens,
                          gen_tokens_per_s=round(stats.tokens_per_s, 1))
